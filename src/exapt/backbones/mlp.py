@@ -1,0 +1,60 @@
+"""A small MLP for numeric feature columns (the `mlp` backbone).
+
+Inputs are standardised with statistics taken from the training rows (kept as buffers,
+so a saved run predicts on raw columns). There is no pretrained MLP: its blocks start
+random, so `mlp` and `scratch:mlp` are the same network.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExaptError
+from .base import Backbone
+
+
+class MLPBackbone(Backbone):
+    input_kind = "features"
+
+    def __init__(self, n_inputs: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.1, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.hidden = tuple(hidden)
+        self.n_inputs = n_inputs
+        self.register_buffer("mean", torch.zeros(n_inputs))
+        self.register_buffer("std", torch.ones(n_inputs))
+        layers, width = [], n_inputs
+        for h in hidden:
+            layers.append(nn.Sequential(nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)))
+            width = h
+        self.layers = nn.ModuleList(layers)
+        self.feature_dim = width
+        self.seed = seed
+
+    def fit_input_stats(self, x: np.ndarray) -> None:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-6))
+
+    def prepare_inputs(self, inputs) -> list:
+        x = np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1)
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ExaptError(f"the mlp backbone expects {self.n_inputs} feature columns, got {x.shape[-1]}")
+        return list(x)
+
+    def collate(self, items):
+        return {"x": torch.as_tensor(np.stack(items))}
+
+    def forward(self, batch):
+        h = (batch["x"] - self.mean) / self.std
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
+    def blocks(self):
+        return [(f"layers.{i}", layer) for i, layer in enumerate(self.layers)]
+
+    def identity(self):
+        return {"model": "mlp:" + ",".join(map(str, self.hidden)), "family": "mlp", "n_inputs": self.n_inputs,
+                "seed": self.seed, "sha256": None, "scratch": True}

@@ -1,0 +1,83 @@
+"""The configuration of one `fit`: a typed dataclass, written to `config.yaml`.
+
+Everything needed to rebuild, resume or reproduce a run is here; nothing is read from
+globals. `--set key=value` overrides are parsed against the field types.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ExaptError
+from .train.loop import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    source: str = "tweets"
+    text: str | None = None
+    label: str = "label"
+    features: list[str] | None = None
+    test: str | None = None          # a separate test file; otherwise split off test_fraction
+    test_fraction: float = 0.2
+    max_test: int = 2000             # cap on a split-off test set (large built-ins)
+    val_fraction: float = 0.2
+    n_per_class: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class FitConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: str = "minilm-l6"
+    strategy: str = "linear-probe"
+    task: str = "auto"
+    pooling: str | None = None
+    max_length: int = 128
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitConfig":
+        d = dict(d)
+        data = DataConfig(**d.pop("data", {}))
+        train = TrainConfig(**d.pop("train", {}))
+        return cls(data=data, train=train, **d)
+
+    @classmethod
+    def load(cls, path: Path) -> "FitConfig":
+        try:
+            return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+        except (OSError, yaml.YAMLError, TypeError) as e:
+            raise ExaptError(f"{path}: not a readable exapt config ({str(e).splitlines()[0]})") from None
+
+
+def apply_override(cfg: FitConfig, assignment: str) -> None:
+    """`train.lr=1e-4`, `data.val_fraction=0`, `max_length=64`: typed by the field."""
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ExaptError(f"--set {assignment!r}: write key=value, e.g. train.lr=1e-4")
+    target, parts = cfg, key.strip().split(".")
+    for part in parts[:-1]:
+        target = getattr(target, part, None)
+        if not dataclasses.is_dataclass(target):
+            raise ExaptError(f"--set {assignment!r}: unknown section {part!r}")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    name = parts[-1]
+    if name not in fields:
+        raise ExaptError(f"--set {assignment!r}: unknown option {name!r}; options: {', '.join(fields)}")
+    current = getattr(target, name)
+    try:
+        value = yaml.safe_load(raw)
+        if isinstance(current, float) and isinstance(value, int):
+            value = float(value)
+        if current is not None and value is not None and not isinstance(value, type(current)):
+            raise TypeError
+    except (yaml.YAMLError, TypeError):
+        raise ExaptError(f"--set {assignment!r}: {name} must be a {type(current).__name__}") from None
+    setattr(target, name, value)

@@ -1,0 +1,143 @@
+"""A run is a folder; `Run` loads, evaluates and predicts from that folder alone.
+
+    runs/<name>/config.yaml          how it was made (FitConfig)
+    runs/<name>/labels.json          the task and its label encoding
+    runs/<name>/weights.safetensors  only what differs from the base model, plus the
+                                     base model's identity (name, sha256) in its header
+    runs/<name>/metrics.json         written last: its presence marks a complete run
+    runs/<name>/history.jsonl        one line per epoch
+
+Loading checks the base model's weights hash: a run is never silently applied to a
+different base model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .backbones import load_backbone
+from .config import FitConfig
+from .errors import ExaptError
+from .model import TransferModel
+from .tasks import Task
+from .train.checkpoint import atomic_save_tensors, atomic_write_text, load_tensors
+from .train.loop import Split, predict_logits
+
+COMPLETE_MARKER = "metrics.json"
+WEIGHTS = "weights.safetensors"
+
+
+def is_complete(path: Path) -> bool:
+    return (Path(path) / COMPLETE_MARKER).exists() and (Path(path) / WEIGHTS).exists()
+
+
+def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, scratch: bool) -> TransferModel:
+    backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=cfg.max_length,
+                             seed=cfg.data.seed, scratch=scratch)
+    torch.manual_seed(cfg.data.seed)
+    return TransferModel(backbone, task.make_head(backbone.feature_dim))
+
+
+def save_weights(model: TransferModel, path: Path, trained: set[str]) -> None:
+    """Head + every backbone tensor that training could change (+ input statistics)."""
+    identity = model.backbone.identity()
+    state = model.state_dict()
+    keep = {n: v for n, v in state.items()
+            if n in trained or n.startswith("head.") or identity.get("scratch") or n.startswith("backbone.mean")
+            or n.startswith("backbone.std")}
+    atomic_save_tensors(keep, path, {"base_model": identity})
+
+
+class Run:
+    def __init__(self, path: Path, config: FitConfig, task: Task, model: TransferModel):
+        self.path, self.config, self.task, self.model = Path(path), config, task, model
+
+    @property
+    def metrics(self) -> dict:
+        f = self.path / COMPLETE_MARKER
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    @property
+    def history(self) -> list[dict]:
+        f = self.path / "history.jsonl"
+        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+
+    def __repr__(self) -> str:
+        m = self.metrics.get("test", {})
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+        return f"Run({str(self.path)!r}, strategy={self.config.strategy!r}, {shown})"
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path) -> "Run":
+        path = Path(path)
+        if not path.is_dir():
+            raise ExaptError(f"run folder not found: {path}")
+        if not is_complete(path):
+            raise ExaptError(f"{path} is not a complete run (no {COMPLETE_MARKER}/{WEIGHTS}); "
+                             "an interrupted fit continues with `exapt fit --resume RUN`")
+        cfg = FitConfig.load(path / "config.yaml")
+        labels = json.loads((path / "labels.json").read_text())
+        task = Task.from_json(labels)
+        tensors, meta = load_tensors(path / WEIGHTS)
+        recorded = meta.get("base_model", {})
+        model = build_model(cfg, task, recorded.get("n_inputs"), scratch=bool(recorded.get("scratch")))
+        current = model.backbone.identity()
+        if recorded.get("sha256") and recorded["sha256"] != current.get("sha256"):
+            raise ExaptError(
+                f"{path}: the base model's weights differ from the ones this run was trained on "
+                f"(recorded sha256 {recorded['sha256'][:12]}..., found {str(current.get('sha256'))[:12]}... at {current.get('path')})")
+        missing = set(tensors) - set(model.state_dict())
+        if missing:
+            raise ExaptError(f"{path}/{WEIGHTS}: tensors {sorted(missing)[:3]} do not fit model {cfg.model!r}")
+        model.load_state_dict(tensors, strict=False)
+        model.eval()
+        return cls(path, cfg, task, model)
+
+    # -- using it ---------------------------------------------------------------------
+    def _load_table(self, data, require_label: bool):
+        from .data import load_data
+
+        d = self.config.data
+        return load_data(str(data), text=d.text, label=d.label, features=d.features, require_label=require_label)
+
+    def logits(self, table, batch_size: int = 64) -> torch.Tensor:
+        bb = self.model.backbone
+        if table.kind != bb.input_kind:
+            raise ExaptError(f"{table.source}: this run takes {bb.input_kind} inputs, the data has {table.kind}")
+        items = bb.prepare_inputs(table.inputs)
+        split = Split(items, torch.zeros(len(items)), [bb.item_length(x) for x in items])
+        return predict_logits(self.model, split, batch_size)
+
+    def evaluate(self, data, batch_size: int = 64) -> dict[str, float]:
+        """Metrics on labelled data (a path, a built-in name or a loaded Table)."""
+        table = data if hasattr(data, "inputs") else self._load_table(data, require_label=True)
+        targets = self.task.encode(table.labels, table.rows, table.source)
+        metrics = self.task.metrics(self.logits(table, batch_size), targets)
+        metrics["n"] = len(table)
+        return metrics
+
+    def predict(self, data, batch_size: int = 64) -> pd.DataFrame:
+        """One row per input: the prediction and, for classification, each class's probability."""
+        table = data if hasattr(data, "inputs") else self._load_table(data, require_label=False)
+        logits = self.logits(table, batch_size)
+        out = pd.DataFrame({"row": table.rows})
+        if table.kind == "text":
+            out["text"] = table.inputs
+        out["prediction"] = self.task.decode(logits)
+        if self.task.kind != "regression":
+            probs = self.task.probabilities(logits)
+            for j, c in enumerate(self.task.classes):
+                out[f"p_{c}"] = np.round(probs[:, j], 6)
+        return out
+
+
+def write_outputs(path: Path, model, trained: set[str], metrics: dict, history: list[dict]) -> None:
+    """Final artifacts; metrics.json goes last so a half-written run never looks complete."""
+    save_weights(model, path / WEIGHTS, trained)
+    atomic_write_text(path / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    atomic_write_text(path / COMPLETE_MARKER, json.dumps(metrics, indent=2) + "\n")

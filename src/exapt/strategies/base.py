@@ -1,0 +1,120 @@
+"""The Strategy interface: *what trains*.
+
+A strategy is a dataclass that is its own config. Everything it decides is expressed
+through three small methods over the backbone's ordered blocks (input side first):
+
+- `first_trainable(n_blocks, epoch)`: blocks before this index are frozen this epoch
+  (n_blocks means "head only");
+- `lr_scale(block, n_blocks)`: multiplies the learning rate of a block's parameters;
+- `fits_probe_first`: fit the head on frozen features before any gradient step (LP-FT).
+
+The base class turns those into `requires_grad` flags and AdamW parameter groups, so a
+new strategy is usually a dozen lines in one file plus `@STRATEGIES.register(name)`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from torch import nn
+
+from ..errors import ExaptError
+from ..registry import STRATEGIES
+
+
+@dataclass
+class Strategy:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 5e-5
+    uses_pretrained: ClassVar[bool] = True   # False: the backbone is the scratch twin
+    trains_encoder: ClassVar[bool] = True    # False: no gradient loop, head fitted on cached features
+    fits_probe_first: ClassVar[bool] = False
+    changes_over_epochs: ClassVar[bool] = False  # True: freezing changes between epochs
+
+    # -- what a strategy decides ----------------------------------------------------
+    def first_trainable(self, n_blocks: int, epoch: int) -> int:
+        return 0
+
+    def lr_scale(self, block: int, n_blocks: int) -> float:
+        return 1.0
+
+    # -- derived behaviour (shared) -------------------------------------------------
+    def block_names(self, model: nn.Module) -> list[list[str]]:
+        """Parameter names per block; parameters outside every block join the top one."""
+        blocks = model.block_parameter_names()
+        seen = {n for b in blocks for n in b} | set(model.head_parameter_names())
+        orphans = [n for n, _ in model.named_parameters() if n not in seen]
+        if orphans and blocks:
+            blocks[-1] = blocks[-1] + orphans
+        return blocks
+
+    def trainable_names(self, model: nn.Module, epoch: int) -> set[str]:
+        blocks = self.block_names(model)
+        start = self.first_trainable(len(blocks), epoch)
+        names = {n for b in blocks[start:] for n in b}
+        return names | set(model.head_parameter_names())
+
+    def apply(self, model: nn.Module, epoch: int) -> None:
+        """Set requires_grad for this epoch; frozen blocks run in eval mode (no dropout)."""
+        keep = self.trainable_names(model, epoch)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in keep)
+
+    def frozen_modules(self, model: nn.Module, epoch: int) -> list[nn.Module]:
+        blocks = model.blocks()
+        return [m for _, m in blocks[: self.first_trainable(len(blocks), epoch)]]
+
+    def cacheable_prefix(self, model: nn.Module) -> int:
+        """k such that blocks[:k] stay frozen for the whole run (0: nothing to cache)."""
+        if self.changes_over_epochs or not self.trains_encoder:
+            return 0
+        return self.first_trainable(len(model.blocks()), 0)
+
+    def param_groups(self, model: nn.Module, lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+        """AdamW groups carrying `lr_scale`; every parameter that may ever train is in one."""
+        params = dict(model.named_parameters())
+        blocks = self.block_names(model)
+        groups = []
+        for i, names in enumerate(blocks):
+            if not self.changes_over_epochs and i < self.first_trainable(len(blocks), 0):
+                continue  # frozen for the whole run: keep it out of the optimiser
+            scale = self.lr_scale(i, len(blocks))
+            decay = [params[n] for n in names if params[n].ndim > 1]
+            no_decay = [params[n] for n in names if params[n].ndim <= 1]
+            for ps, wd in ((decay, weight_decay), (no_decay, 0.0)):
+                if ps:
+                    groups.append({"params": ps, "lr": lr * scale, "lr_scale": scale, "weight_decay": wd})
+        head = [params[n] for n in model.head_parameter_names()]
+        groups.append({"params": head, "lr": head_lr, "lr_scale": head_lr / lr, "weight_decay": 0.0})
+        return groups
+
+    # -- config ---------------------------------------------------------------------
+    def spec(self) -> str:
+        values = [str(getattr(self, f.name)) for f in fields(self)]
+        return self.name + (":" + ",".join(values) if values else "")
+
+    def to_json(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+
+def parse_strategy(spec: str) -> Strategy:
+    """`freeze:4` -> FreezeFirstK(k=4); `layerwise-lr:0.7` -> LayerwiseLR(decay=0.7)."""
+    name, _, arg = spec.partition(":")
+    cls = STRATEGIES.get(name.strip())
+    params = [f for f in fields(cls)]
+    if not arg:
+        return cls()
+    values = arg.split(",")
+    if len(values) > len(params):
+        raise ExaptError(f"--strategy {spec!r}: {name} takes {len(params)} option(s), got {len(values)}")
+    kwargs = {}
+    for f, raw in zip(params, values):
+        try:
+            kwargs[f.name] = type(f.default)(raw) if f.default is not None else float(raw)
+        except ValueError:
+            raise ExaptError(f"--strategy {spec!r}: {f.name} must be a {type(f.default).__name__}, got {raw!r}") from None
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ExaptError(f"--strategy {spec!r}: {e}") from None

@@ -1,0 +1,26 @@
+"""`linear-probe`: frozen encoder, features computed once (and cached on disk), a linear
+head fitted to convergence with L-BFGS on an L2-regularised loss.
+
+`C` has scikit-learn's meaning (inverse regularisation: loss*C + ||W||²/2), so
+`linear-probe:1.0` fits the same model as `LogisticRegression(C=1.0)`.
+"""
+from dataclasses import dataclass
+
+from ..registry import STRATEGIES
+from .base import Strategy
+
+
+@STRATEGIES.register("linear-probe")
+@dataclass
+class LinearProbe(Strategy):
+    C: float = 1.0
+    name = "linear-probe"
+    summary = "frozen encoder + linear head fitted to convergence on cached features"
+    trains_encoder = False
+
+    def __post_init__(self):
+        if self.C <= 0:
+            raise ValueError("C must be > 0")
+
+    def first_trainable(self, n_blocks, epoch):
+        return n_blocks

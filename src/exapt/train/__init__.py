@@ -1,0 +1,1 @@
+"""Training: the loop, batches, feature caches, probe fitting, checkpoints."""

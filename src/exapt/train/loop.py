@@ -1,0 +1,218 @@
+"""The training loop: reads top to bottom.
+
+AdamW over the strategy's parameter groups, linear warm-up then linear decay, gradient
+clipping, validation every epoch with early stopping on the task's primary metric, the
+best weights restored at the end, and an atomic checkpoint every epoch that `resume`
+continues from to the same result as an uninterrupted run.
+
+It runs on Hugging Face Accelerate: under `accelerate launch` or `torchrun` each
+process takes its share of every batch (the global batch is unchanged) and DDP averages
+the gradients, so N processes reproduce the single-process run up to float rounding.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .batches import epoch_batches, eval_batches
+from .checkpoint import (atomic_save_tensors, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                         rng_state, set_rng_state)
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = None      # None: enough epochs for `min_steps` optimiser steps
+    min_steps: int = 120
+    max_epochs: int = 40
+    batch_size: int = 16
+    lr: float | None = None        # None: the strategy's default
+    head_lr: float | None = None   # None: 3e-3 (a new head needs a larger step than the encoder)
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    clip: float = 1.0
+    patience: int = 0              # epochs without validation gain before stopping; 0: off
+    seed: int = 0
+    cache_prefix: bool = True
+
+    def resolved_epochs(self, n_train: int) -> int:
+        if self.epochs:
+            return self.epochs
+        steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
+        return int(min(self.max_epochs, max(3, math.ceil(self.min_steps / steps_per_epoch))))
+
+
+@dataclass
+class Split:
+    """Prepared items (token ids, feature rows, or cached prefix states) and targets."""
+    items: list
+    targets: torch.Tensor
+    lengths: list[int]
+
+
+def _batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
+    items = [split.items[i] for i in idx]
+    bb = model.backbone
+    batch = bb.collate_prefix(items) if model.prefix_k else bb.collate(items)
+    return {k: v.to(device) for k, v in batch.items()}, split.targets[torch.as_tensor(idx)].to(device)
+
+
+@torch.no_grad()
+def predict_logits(model, split: Split, batch_size: int = 64, device="cpu") -> torch.Tensor:
+    was = model.training
+    model.eval()
+    out = None
+    for idx in eval_batches(split.lengths, batch_size):
+        batch, _ = _batch(model, split, idx, device)
+        logits = model(batch).float().cpu()
+        if out is None:
+            out = torch.empty(len(split.items), logits.shape[-1])
+        out[torch.as_tensor(idx)] = logits
+    model.train(was)
+    return out
+
+
+def _lr_lambda(total: int, warmup: float):
+    warm = int(total * warmup)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return f
+
+
+def _state_of(model, names) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+
+
+def train(model, strategy, task, train_split: Split, val_split: Split | None, cfg: TrainConfig,
+          run_dir: Path, resume: bool = False, progress: bool = True, log=print) -> dict:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # Gradual unfreezing leaves some registered parameters without gradients early on.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=strategy.changes_over_epochs)
+    accelerator = Accelerator(kwargs_handlers=[ddp])
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    torch.manual_seed(cfg.seed)
+    epochs = cfg.resolved_epochs(len(train_split.items))
+    steps_per_epoch = math.ceil(len(train_split.items) / cfg.batch_size)
+    lr = cfg.lr or strategy.default_lr
+    head_lr = cfg.head_lr or 3e-3
+
+    # Every parameter that will train in some epoch enters the optimiser (and DDP) now.
+    ever_trainable = set().union(*(strategy.trainable_names(model, e) for e in range(epochs)))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in ever_trainable)
+    model.to(device)
+    optimizer = torch.optim.AdamW(strategy.param_groups(model, lr, head_lr, cfg.weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(epochs * steps_per_epoch, cfg.warmup))
+    ddp_model, optimizer = accelerator.prepare(model, optimizer)
+
+    history: list[dict] = []
+    best = {"score": None, "epoch": -1, "state": None}
+    start_epoch, bad_epochs = 0, 0
+    ckpt_path = Path(run_dir) / CHECKPOINT
+    if resume and ckpt_path.exists():
+        start_epoch, history, best, bad_epochs = _restore(ckpt_path, model, optimizer, scheduler)
+        if rank == 0:
+            log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        strategy.apply(model, epoch)
+        model.train()
+        for m in strategy.frozen_modules(model, epoch):
+            m.eval()  # frozen blocks: no dropout, so they act as a fixed feature map
+        batches = epoch_batches(train_split.lengths, cfg.batch_size, cfg.seed, epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress or rank != 0)
+        total_loss, seen = 0.0, 0
+        for idx in bar:
+            idx = idx[rank::world] if world > 1 else idx
+            batch, targets = _batch(model, train_split, idx, device)
+            loss = task.loss(ddp_model(batch), targets)
+            accelerator.backward(loss)
+            if cfg.clip:
+                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss += float(loss) * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        bar.close()
+        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1),
+                  "lr": scheduler.get_last_lr()[-1], "seconds": round(time.perf_counter() - started, 3)}
+        if val_split is not None and len(val_split.items):
+            logits = predict_logits(model, val_split, device=device)
+            metrics = task.metrics(logits, val_split.targets)
+            val_loss = float(task.loss(logits, val_split.targets))
+            record.update({f"val_{k}": v for k, v in metrics.items()}, val_loss=val_loss)
+            sign = 1 if task.higher_is_better else -1
+            score = (sign * metrics[task.primary_metric], -val_loss)
+            if best["score"] is None or score > tuple(best["score"]):
+                best = {"score": list(score), "epoch": epoch + 1, "state": _state_of(model, ever_trainable)}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+        history.append(record)
+        if progress and rank == 0:
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
+            log(" ".join(f"{k}={v}" for k, v in shown.items()))
+        if rank == 0:
+            _checkpoint(ckpt_path, model, ever_trainable, optimizer, scheduler, epoch + 1, history, best, bad_epochs)
+        accelerator.wait_for_everyone()
+        if cfg.patience and bad_epochs >= cfg.patience:
+            if rank == 0:
+                log(f"early stop: no validation gain for {cfg.patience} epochs")
+            break
+
+    if best["state"] is not None:
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for n, v in best["state"].items():
+                params[n].copy_(v)
+    model.to("cpu")
+    accelerator.free_memory()
+    return {"history": history, "best_epoch": best["epoch"] if best["state"] is not None else len(history),
+            "epochs": epochs, "ever_trainable": sorted(ever_trainable)}
+
+
+def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs) -> None:
+    tensors = {f"model.{n}": p for n, p in model.named_parameters() if n in trainable}
+    if best["state"] is not None:
+        tensors.update({f"best.{n}": v for n, v in best["state"].items()})
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    rng_tensors, rng_meta = rng_state()
+    tensors.update(opt_tensors)
+    tensors.update(rng_tensors)
+    meta = {"epoch": epoch, "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
+            "bad_epochs": bad_epochs, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
+    atomic_save_tensors(tensors, path, json.loads(json.dumps(meta, default=float)))
+
+
+def _restore(path, model, optimizer, scheduler):
+    tensors, meta = load_tensors(path)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("model."):
+                params[key[len("model."):]].copy_(value)
+    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    scheduler.load_state_dict(meta["scheduler"])
+    set_rng_state(tensors, meta["rng"])
+    best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "state": best_state}
+    return meta["epoch"], meta["history"], best, meta["bad_epochs"]
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
