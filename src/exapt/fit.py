@@ -33,7 +33,7 @@ from .threads import configure_threads
 def fit(data: str = "tweets", strategy: str = "linear-probe", model: str = "minilm-l6", *,
         text: str | None = None, label: str = "label", features=None, task: str = "auto",
         test: str | None = None, n_per_class: int | None = None, seed: int = 0,
-        val_fraction: float = 0.2, test_fraction: float = 0.2, out: str | Path | None = None,
+        val_fraction: float = 0.2, test_fraction: float = 0.2, max_test: int = 2000, out: str | Path | None = None,
         pooling: str | None = None, max_length: int = 128, epochs: int | None = None,
         lr: float | None = None, batch_size: int = 16, patience: int = 0, overwrite: bool = False,
         progress: bool = True, log=print, **train_options) -> Run:
@@ -46,7 +46,8 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str = "mini
         features = [f.strip() for f in features.split(",") if f.strip()]
     cfg = FitConfig(
         data=DataConfig(source=str(data), text=text, label=label, features=features, test=test,
-                        test_fraction=test_fraction, val_fraction=val_fraction, n_per_class=n_per_class, seed=seed),
+                        test_fraction=test_fraction, max_test=max_test, val_fraction=val_fraction,
+                        n_per_class=n_per_class, seed=seed),
         model=model, strategy=strategy, task=task, pooling=pooling, max_length=max_length,
         train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, **train_options),
     )

@@ -22,6 +22,8 @@ TASK_KINDS = ("classification", "multilabel", "regression")
 
 def infer_task_kind(labels: list) -> str:
     """`auto`: `a|b` labels are multi-label; many distinct numbers are regression."""
+    if any(isinstance(v, (list, tuple)) for v in labels):
+        return "multilabel"
     texts = [str(v) for v in labels]
     if any(MULTILABEL_SEP in t for t in texts):
         return "multilabel"
@@ -173,6 +175,8 @@ class Task:
 
 
 def _split_multi(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(p).strip() for p in value if str(p).strip()]
     return [p.strip() for p in str(value).split(MULTILABEL_SEP) if p.strip()]
 
 

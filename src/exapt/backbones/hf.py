@@ -107,9 +107,15 @@ class HFBackbone(Backbone):
         self.max_length = int(max_length)
         self.name, self.folder, self.scratch, self.seed = name, folder.resolve(), scratch, seed
         self.feature_dim = int(config.hidden_size)
-        self.layers = _layer_list(self.model)
-        self.supports_prefix = hasattr(self.model, "embeddings") and self.layers is not None
+        _layer_list(self.model)  # fails early, with a clear message, for unsupported models
+        self.supports_prefix = hasattr(self.model, "embeddings")
         self._forward_keys = set(inspect.signature(self.model.forward).parameters)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        # A property, not an attribute: registering the list twice would duplicate
+        # every layer's tensors in the state dict.
+        return _layer_list(self.model)
 
     # -- inputs ---------------------------------------------------------------------
     def prepare_inputs(self, inputs):

@@ -20,6 +20,12 @@ from safetensors.torch import load_file, save_file
 META_KEY = "exapt"
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +34,7 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta or {})})
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; a run is shared like any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -48,6 +55,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(tmp, _umask_mode())
     os.replace(tmp, path)
 
 

@@ -145,7 +145,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            total_loss += float(loss) * len(idx)
+            total_loss += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         bar.close()

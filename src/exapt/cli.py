@@ -1,0 +1,169 @@
+"""The `exapt` command: parses arguments, calls the library, prints. Nothing else.
+
+Every user-fixable problem surfaces as an `ExaptError`: one line on stderr, exit 2,
+no traceback. Ctrl-C exits 130 and says how to resume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import ExaptError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2, like ours
+        raise ExaptError(message)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", help="text column(s), comma-separated (default: 'text')")
+    p.add_argument("--label", default="label", help="label column (default: label)")
+    p.add_argument("--features", help="numeric feature columns, comma-separated (use with --model mlp)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="exapt", description="Transfer learning for small labelled data sets.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    f = sub.add_parser("fit", help="fit one strategy -> runs/<name>/")
+    f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file or built-in name (tweets, digits, promoters, splice)")
+    f.add_argument("--strategy", default="linear-probe", help="see `exapt strategies` (default: linear-probe)")
+    f.add_argument("--model", default="minilm-l6", help="alias, HF model folder, scratch:NAME or mlp (see `exapt models`)")
+    _data_options(f)
+    f.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
+    f.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")
+    f.add_argument("--n-per-class", type=int, help="sample N training examples per class")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--val-fraction", type=float, default=0.2, help="of the training examples, for early stopping (0: none)")
+    f.add_argument("--test-fraction", type=float, default=0.2)
+    f.add_argument("--epochs", type=int, help="default: enough for ~120 optimiser steps, 3..40 epochs")
+    f.add_argument("--lr", type=float, help="encoder learning rate (default: the strategy's)")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--max-length", type=int, default=128, help="tokens per text")
+    f.add_argument("--pooling", choices=["mean", "cls"], help="default: the model folder's, else mean")
+    f.add_argument("--patience", type=int, default=0, help="stop after N epochs without validation gain (0: off)")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
+    f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    f.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("evaluate", help="metrics of a run on labelled data")
+    e.add_argument("run")
+    e.add_argument("data")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    pr = sub.add_parser("predict", help="predictions (+ class probabilities) of a run")
+    pr.add_argument("run")
+    pr.add_argument("data")
+    pr.add_argument("-o", "--output", required=True, help="CSV file to write")
+    pr.add_argument("--overwrite", action="store_true")
+
+    sub.add_parser("models", help="models that can be named with --model")
+    sub.add_parser("strategies", help="registered strategies")
+    d = sub.add_parser("demo", help="a short tour on the bundled tweets and MiniLM")
+    d.add_argument("--out", default="runs/demo")
+    return p
+
+
+def _cmd_fit(a) -> None:
+    from .config import FitConfig, apply_override
+    from .fit import fit_config, resume
+
+    log = (lambda *_: None) if a.quiet else print
+    if a.resume:
+        if a.data:
+            raise ExaptError("--resume RUN takes its data from the run's config; drop the DATA argument")
+        resume(a.resume, progress=not a.quiet, log=log)
+        return
+    if not a.data:
+        raise ExaptError("fit needs DATA (a file or a built-in name), or --resume RUN")
+    from .config import DataConfig
+    from .train.loop import TrainConfig
+
+    features = [c.strip() for c in a.features.split(",")] if a.features else None
+    text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
+    cfg = FitConfig(
+        data=DataConfig(source=a.data, text=text, label=a.label, features=features, test=a.test,
+                        test_fraction=a.test_fraction, val_fraction=a.val_fraction, n_per_class=a.n_per_class, seed=a.seed),
+        model=a.model, strategy=a.strategy, task=a.task, pooling=a.pooling, max_length=a.max_length,
+        train=TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, patience=a.patience, seed=a.seed),
+    )
+    for assignment in a.set:
+        apply_override(cfg, assignment)
+    fit_config(cfg, out=a.out, overwrite=a.overwrite, progress=not a.quiet, log=log)
+
+
+def _cmd_evaluate(a) -> None:
+    from .run import Run
+
+    metrics = Run.load(a.run).evaluate(a.data)
+    if a.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for k, v in metrics.items():
+            print(f"{k:>10}  {v:.4f}" if isinstance(v, float) else f"{k:>10}  {v}")
+
+
+def _cmd_predict(a) -> None:
+    from .run import Run
+    from .train.checkpoint import atomic_write_text
+
+    out = Path(a.output)
+    if out.exists() and not a.overwrite:
+        raise ExaptError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise ExaptError(f"-o {out}: folder {out.parent} does not exist")
+    frame = Run.load(a.run).predict(a.data)
+    atomic_write_text(out, frame.to_csv(index=False))
+    print(f"{len(frame)} predictions -> {out}")
+
+
+def _cmd_models(a) -> None:
+    from .backbones import list_models
+
+    for m in list_models():
+        mark = "" if m["installed"] else "  (not installed)"
+        print(f"{m['name']:<18} {m['description']}{mark}")
+
+
+def _cmd_strategies(a) -> None:
+    from .strategies import STRATEGIES
+
+    for name, cls in STRATEGIES.items():
+        print(f"{name:<18} {cls.summary}")
+
+
+def _cmd_demo(a) -> None:
+    from .demo import demo
+
+    demo(out=a.out)
+
+
+COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "models": _cmd_models,
+            "strategies": _cmd_strategies, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except ExaptError as e:
+        print(f"exapt: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("exapt: interrupted; an interrupted fit continues with `exapt fit --resume RUN`", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

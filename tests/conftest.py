@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny BERT folder (fast), tiny CSVs, an isolated cache.
+
+The tiny model is a real Hugging Face BERT folder (config, tokenizer, safetensors
+weights) with 2 layers of width 32, saved once per session with MiniLM's vocabulary:
+every code path that a full-size model takes, at a fraction of the cost.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.exists():
+    SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+TWEETS = SHARED / "data" / "tweets"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EXAPT_CACHE", str(tmp_path_factory.getbasetemp() / "exapt-cache"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from exapt.backbones import resolve_alias
+
+    return resolve_alias("minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    BertModel(cfg).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dropout(tmp_path_factory, tiny_bert) -> Path:
+    """The same tiny model with dropout on: makes RNG handling matter (resume tests)."""
+    import json
+
+    out = tmp_path_factory.mktemp("tiny-bert-dropout")
+    for f in tiny_bert.iterdir():
+        shutil.copy(f, out / f.name)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tweets_small(tmp_path_factory) -> Path:
+    """48 real tweets (16 per class) from the fixed splits, as a plain CSV."""
+    src = TWEETS / "train_n16_s0.csv"
+    if not src.exists():
+        pytest.skip(f"{src} missing")
+    return src
+
+
+@pytest.fixture(scope="session")
+def tweets_test_small(tmp_path_factory) -> Path:
+    import pandas as pd
+
+    df = pd.read_csv(TWEETS / "test.csv").groupby("label").head(20)
+    out = tmp_path_factory.mktemp("tweets") / "test60.csv"
+    df.to_csv(out, index=False)
+    return out
