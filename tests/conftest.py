@@ -14,6 +14,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch thread: the tiny models gain nothing from more, and on a shared 2-core
+# machine two threads fighting another process made fits ~8x slower. Set before torch
+# is imported; exapt's configure_threads() respects it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():
     SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
@@ -77,4 +81,21 @@ def tweets_test_small(tmp_path_factory) -> Path:
     df = pd.read_csv(TWEETS / "test.csv").groupby("label").head(20)
     out = tmp_path_factory.mktemp("tweets") / "test60.csv"
     df.to_csv(out, index=False)
+    return out
+
+
+def quiet(*_args, **_kwargs) -> None:
+    """A `log=` for exapt.fit that prints nothing."""
+
+
+@pytest.fixture(scope="session")
+def probe_run(tmp_path_factory, tiny_bert, tweets_small) -> Path:
+    """One complete linear-probe run (tiny BERT, 48 tweets), shared read-only by tests
+    that need an existing run; tests that change a run must make their own."""
+    import exapt
+
+    out = tmp_path_factory.mktemp("probe-run") / "run"
+    with pytest.MonkeyPatch.context() as mp:  # same isolated cache as the autouse fixture
+        mp.setenv("EXAPT_CACHE", str(tmp_path_factory.getbasetemp() / "exapt-cache"))
+        exapt.fit(str(tweets_small), "linear-probe", str(tiny_bert), out=out, progress=False, log=quiet)
     return out

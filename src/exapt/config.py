@@ -6,6 +6,8 @@ globals. `--set key=value` overrides are parsed against the field types.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,13 +73,20 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
     name = parts[-1]
     if name not in fields:
         raise ExaptError(f"--set {assignment!r}: unknown option {name!r}; options: {', '.join(fields)}")
-    current = getattr(target, name)
+    allowed = _allowed_types(typing.get_type_hints(type(target))[name])
     try:
         value = yaml.safe_load(raw)
-        if isinstance(current, float) and isinstance(value, int):
-            value = float(value)
-        if current is not None and value is not None and not isinstance(value, type(current)):
-            raise TypeError
-    except (yaml.YAMLError, TypeError):
-        raise ExaptError(f"--set {assignment!r}: {name} must be a {type(current).__name__}") from None
+    except yaml.YAMLError:
+        value = raw
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
+        raise ExaptError(f"--set {assignment!r}: {name} must be {names}")
     setattr(target, name, value)
+
+
+def _allowed_types(hint) -> tuple[type, ...]:
+    """`int | None` -> (int, NoneType); `list[str] | None` -> (list, NoneType)."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    return tuple(typing.get_origin(a) or a for a in args)

@@ -69,7 +69,9 @@ def _check_options(cfg: FitConfig) -> None:
     d, t = cfg.data, cfg.train
     checks = [
         (0 <= d.val_fraction < 1, f"--val-fraction must be in [0, 1) (got {d.val_fraction})"),
-        (0 <= d.test_fraction < 1, f"--test-fraction must be in [0, 1) (got {d.test_fraction})"),
+        (0 < d.test_fraction < 1 or (d.test and d.test_fraction == 0),
+         f"--test-fraction must be in (0, 1) when no --test file is given (got {d.test_fraction})"),
+        (t.patience >= 0, f"--patience must be >= 0 (got {t.patience})"),
         (d.n_per_class is None or d.n_per_class >= 1, f"--n-per-class must be >= 1 (got {d.n_per_class})"),
         (t.batch_size >= 1, f"--batch-size must be >= 1 (got {t.batch_size})"),
         (t.epochs is None or t.epochs >= 1, f"--epochs must be >= 1 (got {t.epochs})"),
@@ -97,9 +99,10 @@ def _splits(cfg: FitConfig, table: Table, kind: str) -> tuple[Table, Table, Tabl
         test = load_data(d.test, text=d.text, label=d.label, features=d.features)
         pool = table
     else:
-        parts = stratified_split(table.labels, {"pool": 1 - d.test_fraction, "test": d.test_fraction},
+        # named "train" so that every class keeps at least one example on the training side
+        parts = stratified_split(table.labels, {"train": 1 - d.test_fraction, "test": d.test_fraction},
                                  seed=d.seed, stratify=stratify)
-        pool, test_idx = table.subset(parts["pool"]), parts["test"]
+        pool, test_idx = table.subset(parts["train"]), parts["test"]
         if len(test_idx) > d.max_test:
             test_idx = np.sort(np.random.default_rng(d.seed).choice(test_idx, d.max_test, replace=False))
         test = table.subset(test_idx)
@@ -143,6 +146,10 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     if bb.input_kind != table.kind:
         hint = "use --text COLUMN with a text model" if bb.input_kind == "text" else "use --model mlp"
         raise ExaptError(f"--model {cfg.model!r} takes {bb.input_kind} inputs but the data has {table.kind} ({hint})")
+    n_blocks = len(bb.blocks())
+    if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:
+        raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
+                         "to train; use linear-probe, or freeze fewer blocks")
     if hasattr(bb, "fit_input_stats"):
         bb.fit_input_stats(train_t.inputs)
     path = _prepare_out(out, cfg, resume, overwrite)

@@ -81,9 +81,14 @@ class Run:
             raise ExaptError(f"{path} is not a complete run (no {COMPLETE_MARKER}/{WEIGHTS}); "
                              "an interrupted fit continues with `exapt fit --resume RUN`")
         cfg = FitConfig.load(path / "config.yaml")
-        labels = json.loads((path / "labels.json").read_text())
-        task = Task.from_json(labels)
-        tensors, meta = load_tensors(path / WEIGHTS)
+        try:
+            task = Task.from_json(json.loads((path / "labels.json").read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise ExaptError(f"{path / 'labels.json'}: unreadable ({str(e).splitlines()[0]})") from None
+        try:
+            tensors, meta = load_tensors(path / WEIGHTS)
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise ExaptError(f"{path / WEIGHTS}: unreadable ({str(e).splitlines()[0][:200]})") from None
         recorded = meta.get("base_model", {})
         model = build_model(cfg, task, recorded.get("n_inputs"), scratch=bool(recorded.get("scratch")))
         current = model.backbone.identity()
@@ -94,7 +99,11 @@ class Run:
         missing = set(tensors) - set(model.state_dict())
         if missing:
             raise ExaptError(f"{path}/{WEIGHTS}: tensors {sorted(missing)[:3]} do not fit model {cfg.model!r}")
-        model.load_state_dict(tensors, strict=False)
+        try:
+            model.load_state_dict(tensors, strict=False)
+        except RuntimeError as e:
+            raise ExaptError(f"{path}: the saved weights do not fit labels.json/config.yaml "
+                             f"({str(e).splitlines()[-1].strip()[:200]})") from None
         model.eval()
         return cls(path, cfg, task, model)
 

@@ -73,7 +73,7 @@ def stratified_split(labels: Sequence, fractions: Mapping[str, float], seed: int
 
     Stratified by class (each class's count in each split is within one example of
     its exact share, and split sizes are as close to N*fraction as that allows);
-    every class with >= 2 examples gets at least one example in "train" (when a
+    every class gets at least one example in "train" (when a
     "train" split with a fraction > 0 exists). stratify=None decides from the labels:
     float labels (regression) and lists (multi-label) get a plain shuffled split.
     Deterministic for a given seed.
@@ -98,7 +98,7 @@ def stratified_split(labels: Sequence, fractions: Mapping[str, float], seed: int
     if "train" in names and fr["train"] > 0:
         t = names.index("train")
         for row, size in zip(counts, (len(g) for g in groups.values())):
-            if size >= 2 and row[t] == 0:
+            if size >= 1 and row[t] == 0:  # a class seen once is still seen in training
                 row[int(np.argmax(row))] -= 1
                 row[t] += 1
 

@@ -68,11 +68,11 @@ def _batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
 def predict_logits(model, split: Split, batch_size: int = 64, device="cpu") -> torch.Tensor:
     was = model.training
     model.eval()
-    out = None
+    out = torch.empty(0, model.head.out_features)
     for idx in eval_batches(split.lengths, batch_size):
         batch, _ = _batch(model, split, idx, device)
         logits = model(batch).float().cpu()
-        if out is None:
+        if len(out) != len(split.items):
             out = torch.empty(len(split.items), logits.shape[-1])
         out[torch.as_tensor(idx)] = logits
     model.train(was)
@@ -150,7 +150,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         bar.close()
         record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1),
-                  "lr": scheduler.get_last_lr()[-1], "seconds": round(time.perf_counter() - started, 3)}
+                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
         if val_split is not None and len(val_split.items):
             logits = predict_logits(model, val_split, device=device)
             metrics = task.metrics(logits, val_split.targets)

@@ -20,15 +20,21 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, targets: torch.Tens
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
 
+    def objective():
+        data = task.loss(x @ w.T + b, targets)
+        if task.kind == "multilabel":  # one logistic regression per label: sum over labels
+            data = data * targets.shape[1]
+        return data + 0.5 * lam * (w * w).sum()
+
     def closure():
         opt.zero_grad()
-        loss = task.loss(x @ w.T + b, targets) + 0.5 * lam * (w * w).sum()
+        loss = objective()
         loss.backward()
         return loss
 
     opt.step(closure)
     with torch.no_grad():
-        final = task.loss(x @ w.T + b, targets) + 0.5 * lam * (w * w).sum()
+        final = objective()
         head.weight.copy_(w)
         head.bias.copy_(b)
     return {"probe_objective": float(final), "probe_iterations": int(opt.state[w]["n_iter"])}
