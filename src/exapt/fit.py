@@ -7,7 +7,7 @@ complete only when `metrics.json` is written, at the very end.
 from __future__ import annotations
 
 import json
-import math
+import os
 import re
 import shutil
 import time
@@ -153,11 +153,15 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     if hasattr(bb, "fit_input_stats"):
         bb.fit_input_stats(train_t.inputs)
     path = _prepare_out(out, cfg, resume, overwrite)
-    if overwrite and path.exists() and not resume:
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / "config.yaml", cfg.to_yaml())
-    atomic_write_text(path / "labels.json", json.dumps(task.to_json(), indent=2) + "\n")
+    main = is_main_process()
+    if not main:
+        log = _silent  # under torchrun / accelerate launch, rank 0 alone writes and talks
+    if main:
+        if overwrite and path.exists() and not resume:
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "config.yaml", cfg.to_yaml())
+        atomic_write_text(path / "labels.json", json.dumps(task.to_json(), indent=2) + "\n")
 
     log(f"{strategy.spec()} on {bb.describe()}: train {len(train_t)}, val {len(val_t)}, test {len(test_t)} ({task.kind})")
     started = time.perf_counter()
@@ -177,7 +181,7 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         model.prefix_k = k
         try:
             result = train(model, strategy, task, train_splits["train"], train_splits["val"] if len(val_t) else None,
-                           cfg.train, path, resume=resume, progress=progress, log=log)
+                           cfg.train, path, resume=resume, progress=progress and main, log=log)
         finally:
             model.prefix_k = 0
     train_seconds = time.perf_counter() - started
@@ -198,12 +202,21 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     }
     if len(val_t) and result["history"] and "val_loss" in result["history"][-1]:
         metrics["val"] = {k[4:]: v for k, v in result["history"][result["best_epoch"] - 1].items() if k.startswith("val_")}
-    write_outputs(path, model, trainable, metrics, result["history"])
-    (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
+    if main:
+        write_outputs(path, model, trainable, metrics, result["history"])
+        (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
     log(f"test: {shown}  ->  {path}")
     model.eval()
     return Run(path, cfg, task, model)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
 
 
 def _features(bb, parts: dict, progress: bool) -> dict[str, torch.Tensor]:

@@ -100,8 +100,11 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
 
     # Gradual unfreezing leaves some registered parameters without gradients early on.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=strategy.changes_over_epochs)
-    accelerator = Accelerator(kwargs_handlers=[ddp])
+    # Without a GPU, Accelerate only forms a (gloo) process group when told it is on CPU.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if world > 1 and rank == 0:
+        log(f"data-parallel over {world} processes ({accelerator.distributed_type}); each takes 1/{world} of every batch")
     torch.manual_seed(cfg.seed)
     epochs = cfg.resolved_epochs(len(train_split.items))
     steps_per_epoch = math.ceil(len(train_split.items) / cfg.batch_size)
@@ -165,7 +168,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
                 bad_epochs += 1
         history.append(record)
         if progress and rank == 0:
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
             log(" ".join(f"{k}={v}" for k, v in shown.items()))
         if rank == 0:
             _checkpoint(ckpt_path, model, ever_trainable, optimizer, scheduler, epoch + 1, history, best, bad_epochs)
