@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--max-length", type=int, default=128, help="tokens per text")
     f.add_argument("--pooling", choices=["mean", "cls"], help="default: the model folder's, else mean")
-    f.add_argument("--patience", type=int, default=0, help="stop after N epochs without validation gain (0: off)")
+    f.add_argument("--patience", type=int, default=5, help="stop after N epochs without validation gain (0: off; default 5)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
     f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")

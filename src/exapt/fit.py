@@ -35,7 +35,7 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str = "mini
         test: str | None = None, n_per_class: int | None = None, seed: int = 0,
         val_fraction: float = 0.2, test_fraction: float = 0.2, max_test: int = 2000, out: str | Path | None = None,
         pooling: str | None = None, max_length: int = 128, epochs: int | None = None,
-        lr: float | None = None, batch_size: int = 16, patience: int = 0, overwrite: bool = False,
+        lr: float | None = None, batch_size: int = 16, patience: int = 5, overwrite: bool = False,
         progress: bool = True, log=print, **train_options) -> Run:
     """Fit one strategy on one data set and return the `Run` (also saved under `out`).
 

@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
+from collections import OrderedDict
 from pathlib import Path
 
 from ..errors import ExaptError
@@ -70,10 +72,28 @@ def load_backbone(spec: str, *, n_inputs: int | None = None, pooling: str | None
     folder = resolve_alias(spec) if spec in ALIASES else Path(spec).expanduser()
     if spec not in ALIASES and not folder.exists():
         raise ExaptError(f"--model {spec!r}: no such alias or folder (aliases: {', '.join(ALIASES)}; see `exapt models`)")
-    from .hf import HFBackbone
+    from .hf import HFBackbone, weights_sha256
 
-    return HFBackbone(spec, folder, scratch=scratch, pooling=pooling, normalize=normalize,
-                      max_length=max_length, seed=seed)
+    # Loading a model costs seconds; a sweep (compare, benchmarks) loads the same one
+    # many times. Keep pristine copies of the last few and hand out deep copies, since
+    # fine-tuning changes weights in place. The weights' hash is part of the key, so an
+    # edited model folder is reloaded.
+    key = (str(folder.resolve()), weights_sha256(folder) if folder.is_dir() else "", scratch, pooling,
+           normalize, max_length, seed if scratch else None)
+    if key not in _LOADED:
+        _LOADED[key] = HFBackbone(spec, folder, scratch=scratch, pooling=pooling, normalize=normalize,
+                                  max_length=max_length, seed=seed)
+        while len(_LOADED) > _KEEP_LOADED:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    pristine = _LOADED[key]
+    backbone = copy.deepcopy(pristine, memo={id(pristine.tokenizer): pristine.tokenizer})  # tokenizers are read-only
+    backbone.name = spec
+    return backbone
+
+
+_LOADED: "OrderedDict[tuple, Backbone]" = OrderedDict()
+_KEEP_LOADED = 2
 
 
 __all__ = ["Backbone", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES"]

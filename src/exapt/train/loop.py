@@ -38,7 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.1
     clip: float = 1.0
-    patience: int = 0              # epochs without validation gain before stopping; 0: off
+    patience: int = 5              # epochs without validation gain before stopping; 0: off
     seed: int = 0
     cache_prefix: bool = True
 
