@@ -174,6 +174,14 @@ def test_unknown_strategy(capsys, fit_args, tweets_small):
         assert name in line
 
 
+@pytest.mark.parametrize("spec", ["freeze", "freeze:3", "freeze:9"])
+def test_freeze_that_leaves_only_the_head(capsys, fit_args, tweets_small, spec):
+    # the tiny model has 3 blocks (embeddings, layer.0, layer.1)
+    expect_error(capsys, fit_args(tweets_small, "--strategy", spec), f"--strategy {spec}", "3 blocks",
+                 "use linear-probe", out=fit_args.out)
+    assert not fit_args.out.exists()
+
+
 @pytest.mark.parametrize("spec, parts", [
     ("freeze:-1", ["--strategy 'freeze:-1'", "k must be >= 0"]),
     ("freeze:abc", ["--strategy 'freeze:abc'", "k must be", "'abc'"]),

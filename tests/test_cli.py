@@ -58,8 +58,8 @@ def test_run_folder_contents(cli_run, tiny_bert):
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["train_loss"]) and 0 < h["train_loss"] < 5 for h in history)
     assert history[-1]["lr"] == 0.0                # linear decay ends at zero
-    # no warm-up (--set), 3 steps per epoch of 6: the head lr is halfway down after epoch 1
-    assert history[0]["lr"] == pytest.approx(0.01 * 0.5, rel=1e-6)
+    # no warm-up (--set), 3 steps per epoch of 6: the encoder lr (full's 5e-5) is halfway down after epoch 1
+    assert history[0]["lr"] == pytest.approx(5e-5 * 0.5, rel=1e-6)
 
     m = json.loads((cli_run / "metrics.json").read_text())
     total = sum(p.numel() for p in exapt.load_run(cli_run).model.parameters())
