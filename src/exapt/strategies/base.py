@@ -27,6 +27,9 @@ class Strategy:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     default_lr: ClassVar[float] = 5e-5
+    # A new, random head needs bigger steps than pretrained weights; a head that is
+    # already fitted (LP-FT) does not: None means "train it at the encoder's lr".
+    default_head_lr: ClassVar[float | None] = 3e-3
     uses_pretrained: ClassVar[bool] = True   # False: the backbone is the scratch twin
     trains_encoder: ClassVar[bool] = True    # False: no gradient loop, head fitted on cached features
     fits_probe_first: ClassVar[bool] = False

@@ -34,7 +34,7 @@ class TrainConfig:
     max_epochs: int = 40
     batch_size: int = 16
     lr: float | None = None        # None: the strategy's default
-    head_lr: float | None = None   # None: 3e-3 (a new head needs a larger step than the encoder)
+    head_lr: float | None = None   # None: the strategy's default (3e-3 for a new head)
     weight_decay: float = 0.01
     warmup: float = 0.1
     clip: float = 1.0
@@ -109,7 +109,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     epochs = cfg.resolved_epochs(len(train_split.items))
     steps_per_epoch = math.ceil(len(train_split.items) / cfg.batch_size)
     lr = cfg.lr or strategy.default_lr
-    head_lr = cfg.head_lr or 3e-3
+    head_lr = cfg.head_lr or strategy.default_head_lr or lr
 
     # Every parameter that will train in some epoch enters the optimiser (and DDP) now.
     ever_trainable = set().union(*(strategy.trainable_names(model, e) for e in range(epochs)))
