@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -127,19 +127,22 @@ def _prepare_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> Path:
     return path
 
 
-def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
-               progress: bool = True, log=print) -> Run:
-    _check_options(cfg)
-    strategy = parse_strategy(cfg.strategy)
-    configure_threads()
-    # -- everything that can fail on user input happens before the folder exists ---------
+@dataclass
+class _Prepared:
+    """Everything checked and built before the run folder exists."""
+    task: Task
+    tables: dict  # train / val / test Tables
+    targets: dict  # train / val / test target tensors
+    model: object
+
+
+def _prepare(cfg: FitConfig, strategy) -> _Prepared:
+    """Load and check data, labels, model and options: every user error surfaces here."""
     table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features)
     task = Task.from_labels(cfg.task, table.labels, table.source)
-    train_t, val_t, test_t = _splits(cfg, table, task.kind)
-    task = Task.from_labels(task.kind, train_t.labels, f"{table.source} (training split)")
-    y_train = task.encode(train_t.labels, train_t.rows, train_t.source)
-    y_val = task.encode(val_t.labels, val_t.rows, val_t.source)
-    y_test = task.encode(test_t.labels, test_t.rows, test_t.source)
+    tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind)))
+    task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
+    targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     n_inputs = table.inputs.shape[1] if table.kind == "features" else None
     model = build_model(cfg, task, n_inputs, scratch=not strategy.uses_pretrained)
     bb = model.backbone
@@ -151,64 +154,89 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
                          "to train; use linear-probe, or freeze fewer blocks")
     if hasattr(bb, "fit_input_stats"):
-        bb.fit_input_stats(train_t.inputs)
+        bb.fit_input_stats(tables["train"].inputs)
+    return _Prepared(task, tables, targets, model)
+
+
+def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
+               progress: bool = True, log=print) -> Run:
+    _check_options(cfg)
+    strategy = parse_strategy(cfg.strategy)
+    configure_threads()
+    prep = _prepare(cfg, strategy)
     path = _prepare_out(out, cfg, resume, overwrite)
     main = is_main_process()
-    if not main:
-        log = _silent  # under torchrun / accelerate launch, rank 0 alone writes and talks
     if main:
         if overwrite and path.exists() and not resume:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
-        atomic_write_text(path / "labels.json", json.dumps(task.to_json(), indent=2) + "\n")
+        atomic_write_text(path / "labels.json", json.dumps(prep.task.to_json(), indent=2) + "\n")
+    else:
+        log = _silent  # under torchrun / accelerate launch, rank 0 alone writes and talks
+    sizes = {name: len(t) for name, t in prep.tables.items()}
+    log(f"{strategy.spec()} on {prep.model.backbone.describe()}: train {sizes['train']}, val {sizes['val']}, "
+        f"test {sizes['test']} ({prep.task.kind})")
 
-    log(f"{strategy.spec()} on {bb.describe()}: train {len(train_t)}, val {len(val_t)}, test {len(test_t)} ({task.kind})")
     started = time.perf_counter()
-    items = {name: bb.prepare_inputs(t.inputs) for name, t in (("train", train_t), ("val", val_t), ("test", test_t))}
-    splits = {name: Split(items[name], y, [bb.item_length(x) for x in items[name]])
-              for name, y in (("train", y_train), ("val", y_val), ("test", y_test))}
+    test_logits, result = _run_strategy(cfg, strategy, prep, path, resume, progress and main, log)
+    metrics = _metrics(prep, strategy, test_logits, result, time.perf_counter() - started)
+    if main:
+        write_outputs(path, prep.model, set(result["trainable"]), metrics, result["history"])
+        (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
+    log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
+        f"({metrics['trainable_fraction']:.2%}) in {metrics['train_seconds']:.1f} s")
+    log(f"test: {', '.join(f'{k} {v:.4f}' for k, v in metrics['test'].items())}  ->  {path}")
+    prep.model.eval()
+    return Run(path, cfg, prep.task, prep.model)
+
+
+def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log) -> tuple[torch.Tensor, dict]:
+    """Probe and/or gradient training; returns test logits and what training reports."""
+    model, bb = prep.model, prep.model.backbone
+    items = {name: bb.prepare_inputs(t.inputs) for name, t in prep.tables.items()}
+    splits = {name: Split(items[name], prep.targets[name], [bb.item_length(x) for x in items[name]]) for name in items}
     result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0}
-    probe_info = {}
     test_features = None
     if not strategy.trains_encoder or strategy.fits_probe_first:
-        feats = _features(bb, {"train": (train_t, items["train"]), "test": (test_t, items["test"])}, progress)
-        probe_info = fit_linear_head(model.head, feats["train"], y_train, task, C=strategy.C)
+        feats = _features(bb, {n: (prep.tables[n], items[n]) for n in ("train", "test")}, progress)
+        result["probe"] = fit_linear_head(model.head, feats["train"], prep.targets["train"], prep.task, C=strategy.C)
         test_features = feats["test"]
     if strategy.trains_encoder:
         k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
         train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
         model.prefix_k = k
         try:
-            result = train(model, strategy, task, train_splits["train"], train_splits["val"] if len(val_t) else None,
-                           cfg.train, path, resume=resume, progress=progress and main, log=log)
+            val = train_splits["val"] if len(prep.tables["val"]) else None
+            result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, path,
+                                resume=resume, progress=progress, log=log))
         finally:
             model.prefix_k = 0
-    train_seconds = time.perf_counter() - started
-    if strategy.trains_encoder or test_features is None:
         test_logits = predict_logits(model, splits["test"])
     else:
         with torch.no_grad():
             test_logits = model.head(test_features)
-    trainable = set(result["ever_trainable"]) | set(model.head_parameter_names())
+    result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
+    return test_logits, result
+
+
+def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: float) -> dict:
+    model, trainable = prep.model, set(result["trainable"])
     metrics = {
-        "test": task.metrics(test_logits, y_test),
-        "n_train": len(train_t), "n_val": len(val_t), "n_test": len(test_t),
-        "strategy": strategy.spec(), "model": bb.identity()["model"],
+        "test": prep.task.metrics(test_logits, prep.targets["test"]),
+        **{f"n_{name}": len(t) for name, t in prep.tables.items()},
+        "strategy": strategy.spec(), "model": model.backbone.identity()["model"],
         "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
         "total_parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(train_seconds, 2), "epochs_run": len(result["history"]),
-        "best_epoch": result["best_epoch"], **probe_info,
+        "train_seconds": round(seconds, 2), "epochs_run": len(result["history"]),
+        "best_epoch": result["best_epoch"], **result.get("probe", {}),
     }
-    if len(val_t) and result["history"] and "val_loss" in result["history"][-1]:
-        metrics["val"] = {k[4:]: v for k, v in result["history"][result["best_epoch"] - 1].items() if k.startswith("val_")}
-    if main:
-        write_outputs(path, model, trainable, metrics, result["history"])
-        (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    log(f"test: {shown}  ->  {path}")
-    model.eval()
-    return Run(path, cfg, task, model)
+    metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
+    history = result["history"]
+    if history and "val_loss" in history[-1]:
+        best = history[result["best_epoch"] - 1]
+        metrics["val"] = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    return metrics
 
 
 def is_main_process() -> bool:
