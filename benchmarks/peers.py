@@ -58,7 +58,7 @@ def trainer_finetune(model_dir, train_texts, train_labels, test_texts, classes, 
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(classes))
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, learning_rate=lr, lr_scheduler_type="linear", warmup_ratio=0.1,
+        args = TrainingArguments(output_dir=out, learning_rate=lr, lr_scheduler_type="linear", warmup_steps=0.1,
                                  weight_decay=0.01, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
                                  max_grad_norm=1.0, seed=seed, report_to=[], save_strategy="no", logging_strategy="no",
                                  disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)

@@ -188,7 +188,9 @@ def test_freeze_that_leaves_only_the_head(capsys, fit_args, tweets_small, spec):
     ("freeze:1.5", ["--strategy 'freeze:1.5'", "'1.5'"]),
     ("layerwise-lr:1.5", ["--strategy 'layerwise-lr:1.5'", "decay must be in (0, 1]"]),
     ("linear-probe:0", ["--strategy 'linear-probe:0'", "C must be > 0"]),
-    ("full:3", ["--strategy 'full:3'", "takes 0 option(s), got 1"]),
+    ("full:3", ["--strategy 'full:3'", "full takes 0 option(s): none"]),
+    ("freeze:k=2,j=1", ["--strategy 'freeze:k=2,j=1'", "freeze has no option 'j' (options: k)"]),
+    ("freeze:x=2", ["--strategy 'freeze:x=2'", "no option 'x'"]),
     ("gradual-unfreeze:0", ["blocks_per_epoch must be >= 1"]),
 ])
 def test_bad_strategy_option(capsys, fit_args, tweets_small, spec, parts):

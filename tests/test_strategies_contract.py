@@ -97,7 +97,7 @@ def make_model(spec: str, tiny: Path, tweets):
     strategy = parse_strategy(spec)
     cfg = FitConfig(model=str(tiny), strategy=spec)
     task = Task.from_labels("classification", tweets.labels)
-    return strategy, task, build_model(cfg, task, None, scratch=not strategy.uses_pretrained)
+    return strategy, task, build_model(cfg, task, None, strategy)
 
 
 def param_blocks(model) -> dict[str, set[str]]:

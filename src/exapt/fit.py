@@ -144,7 +144,7 @@ def _prepare(cfg: FitConfig, strategy) -> _Prepared:
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     n_inputs = table.inputs.shape[1] if table.kind == "features" else None
-    model = build_model(cfg, task, n_inputs, scratch=not strategy.uses_pretrained)
+    model = build_model(cfg, task, n_inputs, strategy)
     bb = model.backbone
     if bb.input_kind != table.kind:
         hint = "use --text COLUMN with a text model" if bb.input_kind == "text" else "use --model mlp"

@@ -23,6 +23,7 @@ from .backbones import load_backbone
 from .config import FitConfig
 from .errors import ExaptError
 from .model import TransferModel
+from .strategies import parse_strategy
 from .tasks import Task
 from .train.checkpoint import atomic_save_tensors, atomic_write_text, load_tensors
 from .train.loop import Split, predict_logits
@@ -35,11 +36,14 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / COMPLETE_MARKER).exists() and (Path(path) / WEIGHTS).exists()
 
 
-def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, scratch: bool) -> TransferModel:
+def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy) -> TransferModel:
+    """Backbone (pretrained, or its scratch twin) + head, with the strategy's new modules."""
     backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=cfg.max_length,
-                             seed=cfg.data.seed, scratch=scratch)
+                             seed=cfg.data.seed, scratch=not strategy.uses_pretrained)
     torch.manual_seed(cfg.data.seed)
-    return TransferModel(backbone, task.make_head(backbone.feature_dim))
+    model = TransferModel(backbone, task.make_head(backbone.feature_dim))
+    strategy.inject(model)
+    return model
 
 
 def save_weights(model: TransferModel, path: Path, trained: set[str]) -> None:
@@ -90,7 +94,7 @@ class Run:
         except Exception as e:  # safetensors raises its own error types for damaged files
             raise ExaptError(f"{path / WEIGHTS}: unreadable ({str(e).splitlines()[0][:200]})") from None
         recorded = meta.get("base_model", {})
-        model = build_model(cfg, task, recorded.get("n_inputs"), scratch=bool(recorded.get("scratch")))
+        model = build_model(cfg, task, recorded.get("n_inputs"), parse_strategy(cfg.strategy))
         current = model.backbone.identity()
         if recorded.get("sha256") and recorded["sha256"] != current.get("sha256"):
             raise ExaptError(

@@ -36,6 +36,9 @@ class Strategy:
     changes_over_epochs: ClassVar[bool] = False  # True: freezing changes between epochs
 
     # -- what a strategy decides ----------------------------------------------------
+    def inject(self, model: nn.Module) -> None:
+        """Add new modules to the model (adapters, LoRA, prompts); most strategies add none."""
+
     def first_trainable(self, n_blocks: int, epoch: int) -> int:
         return 0
 
@@ -102,21 +105,29 @@ class Strategy:
 
 
 def parse_strategy(spec: str) -> Strategy:
-    """`freeze:4` -> FreezeFirstK(k=4); `layerwise-lr:0.7` -> LayerwiseLR(decay=0.7)."""
+    """`freeze:4` -> FreezeFirstK(k=4); `lora:r=16,targets=query+value` -> LoRA(r=16, ...).
+
+    Options follow the colon, comma-separated: positional (in field order) or key=value.
+    """
     name, _, arg = spec.partition(":")
     cls = STRATEGIES.get(name.strip())
-    params = [f for f in fields(cls)]
-    if not arg:
-        return cls()
-    values = arg.split(",")
-    if len(values) > len(params):
-        raise ExaptError(f"--strategy {spec!r}: {name} takes {len(params)} option(s), got {len(values)}")
+    params = {f.name: f for f in fields(cls)}
+    order = list(params)
     kwargs = {}
-    for f, raw in zip(params, values):
+    for i, item in enumerate(v for v in arg.split(",") if v.strip()) if arg else ():
+        key, eq, raw = item.partition("=")
+        if not eq:
+            if i >= len(order):
+                raise ExaptError(f"--strategy {spec!r}: {name} takes {len(order)} option(s): {', '.join(order) or 'none'}")
+            key, raw = order[i], item
+        key = key.strip()
+        if key not in params:
+            raise ExaptError(f"--strategy {spec!r}: {name} has no option {key!r} (options: {', '.join(order) or 'none'})")
+        kind = type(params[key].default)
         try:
-            kwargs[f.name] = type(f.default)(raw) if f.default is not None else float(raw)
+            kwargs[key] = kind(raw.strip()) if kind is not bool else raw.strip().lower() in ("1", "true", "yes")
         except ValueError:
-            raise ExaptError(f"--strategy {spec!r}: {f.name} must be a {type(f.default).__name__}, got {raw!r}") from None
+            raise ExaptError(f"--strategy {spec!r}: {key} must be a {kind.__name__}, got {raw!r}") from None
     try:
         return cls(**kwargs)
     except ValueError as e:
