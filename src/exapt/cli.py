@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", required=True, help="CSV file to write")
     pr.add_argument("--overwrite", action="store_true")
 
+    mg = sub.add_parser("merge", help="fold a lora/ia3 run's updates into plain weights")
+    mg.add_argument("run")
+    mg.add_argument("--out", help="default: RUN-merged")
+    mg.add_argument("--overwrite", action="store_true")
+
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
     d = sub.add_parser("demo", help="a short tour on the bundled tweets and MiniLM")
@@ -125,6 +130,13 @@ def _cmd_predict(a) -> None:
     print(f"{len(frame)} predictions -> {out}")
 
 
+def _cmd_merge(a) -> None:
+    from .merge import merge_run
+
+    run = merge_run(a.run, a.out, a.overwrite)
+    print(f"merged {run.metrics['merged_strategy']} into {run.metrics['merged_tensors']} base tensors -> {run.path}")
+
+
 def _cmd_models(a) -> None:
     from .backbones import list_models
 
@@ -146,7 +158,8 @@ def _cmd_demo(a) -> None:
     demo(out=a.out)
 
 
-COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "models": _cmd_models,
+COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
+            "models": _cmd_models,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 

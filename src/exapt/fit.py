@@ -182,6 +182,7 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     test_logits, result = _run_strategy(cfg, strategy, prep, path, resume, progress and main, log)
     metrics = _metrics(prep, strategy, test_logits, result, time.perf_counter() - started)
     if main:
+        strategy.export(prep.model, path / "adapter")
         write_outputs(path, prep.model, set(result["trainable"]), metrics, result["history"])
         (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
     log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "

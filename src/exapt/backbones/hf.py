@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import inspect
 from pathlib import Path
 
 import torch
@@ -109,7 +108,6 @@ class HFBackbone(Backbone):
         self.feature_dim = int(config.hidden_size)
         _layer_list(self.model)  # fails early, with a clear message, for unsupported models
         self.supports_prefix = hasattr(self.model, "embeddings")
-        self._forward_keys = set(inspect.signature(self.model.forward).parameters)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -139,10 +137,10 @@ class HFBackbone(Backbone):
 
     # -- computation ----------------------------------------------------------------
     def forward(self, batch):
-        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if "token_type_ids" in self._forward_keys:
-            kwargs["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-        hidden = self.model(**kwargs).last_hidden_state
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        extra = hidden.shape[1] - batch["attention_mask"].shape[1]
+        if extra > 0:  # soft-prompt positions prepended by prompt tuning: pool the real tokens
+            hidden = hidden[:, extra:]
         return pool(hidden, batch["attention_mask"], self.pooling, self.normalize)
 
     def blocks(self):

@@ -42,6 +42,9 @@ class Strategy:
     def first_trainable(self, n_blocks: int, epoch: int) -> int:
         return 0
 
+    def export(self, model: nn.Module, folder) -> None:
+        """Extra files a run carries for other tools (the PEFT adapter folder); most write none."""
+
     def lr_scale(self, block: int, n_blocks: int) -> float:
         return 1.0
 

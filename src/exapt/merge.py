@@ -1,0 +1,49 @@
+"""`exapt merge RUN`: fold LoRA / IA3 updates into the base weights.
+
+The merged run is an ordinary run of plain weights (strategy `full` as far as loading
+is concerned): no PEFT at inference, the same logits (within float rounding; the test
+holds it to 1e-5). Its weights file keeps only the tensors that the merge changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .backbones import load_backbone
+from .errors import ExaptError
+from .run import COMPLETE_MARKER, Run, is_complete, save_weights
+from .strategies import parse_strategy
+from .train.checkpoint import atomic_write_text
+
+
+def merge_run(run_dir, out=None, overwrite: bool = False) -> Run:
+    run = Run.load(run_dir)
+    strategy = parse_strategy(run.config.strategy)
+    if not getattr(strategy, "mergeable", False):
+        raise ExaptError(f"{run_dir}: strategy {strategy.spec()} has nothing to merge (lora and ia3 do)")
+    out = Path(out) if out else Path(f"{Path(run_dir)}-merged")
+    if out.exists():
+        if is_complete(out) and not overwrite:
+            raise ExaptError(f"{out} already holds a complete run; choose another --out or pass --overwrite")
+        if any(out.iterdir()) and not (out / "config.yaml").exists():
+            raise ExaptError(f"--out {out} is a non-empty folder that is not a run; choose another")
+    bb = run.model.backbone
+    bb.model = bb.model.merge_and_unload()
+    cfg = dataclasses.replace(run.config, strategy="full")
+    base = load_backbone(cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.data.seed).state_dict()
+    changed = {f"backbone.{n}" for n, v in bb.state_dict().items() if n in base and not torch.equal(v, base[n])}
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    shutil.copy(Path(run_dir) / "labels.json", out / "labels.json")
+    shutil.copy(Path(run_dir) / "history.jsonl", out / "history.jsonl")
+    save_weights(run.model, out / "weights.safetensors", changed)
+    metrics = {**run.metrics, "merged_from": str(run_dir), "merged_strategy": strategy.spec(),
+               "merged_tensors": len(changed)}
+    atomic_write_text(out / COMPLETE_MARKER, json.dumps(metrics, indent=2) + "\n")
+    return Run.load(out)

@@ -1,0 +1,34 @@
+"""`lora`: low-rank updates W + (alpha/r) B A on the target linear layers (Hu et al. 2021),
+through Hugging Face PEFT. Default targets are PEFT's for the model family (BERT:
+query, value); `targets=query+key+value+dense` widens them. Mergeable: `exapt merge`."""
+from dataclasses import dataclass
+
+from ..registry import STRATEGIES
+from .new_modules import PeftStrategy, split_targets
+
+
+@STRATEGIES.register("lora")
+@dataclass
+class LoRA(PeftStrategy):
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    targets: str = ""
+    layer_decay: float = 1.0
+    unfreeze_top: int = 0
+    name = "lora"
+    summary = "low-rank adapters on attention (PEFT); base frozen, mergeable"
+    new_param_tags = ("lora_",)
+    mergeable = True
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ValueError("r must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
+
+    def peft_config(self, backbone):
+        from peft import LoraConfig, TaskType
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=split_targets(self.targets), task_type=TaskType.FEATURE_EXTRACTION)

@@ -1,0 +1,98 @@
+"""The shared shape of parameter-efficient strategies: new modules train, the
+pretrained weights stay frozen (optionally except the top blocks).
+
+Learning rates: the new modules train at `lr` (default 1e-3: they start at or near
+zero and need big steps), scaled by `layer_decay ** (blocks above)` when layer-wise
+decay is asked for; pretrained blocks unfrozen with `unfreeze_top` train at the small
+`pretrained_lr`; the head at the head lr. So these strategies compose with layer-wise
+learning rates without a class of their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from ..errors import ExaptError
+from .base import Strategy
+
+PRETRAINED_LR = 5e-5
+
+
+@dataclass
+class NewModuleStrategy(Strategy):
+    default_lr: ClassVar[float] = 1e-3
+    new_param_tags: ClassVar[tuple[str, ...]] = ()  # substrings naming the new parameters
+
+    def is_new(self, name: str) -> bool:
+        return any(tag in name for tag in self.new_param_tags)
+
+    def unfrozen_blocks(self, n_blocks: int) -> int:
+        return min(getattr(self, "unfreeze_top", 0), n_blocks)
+
+    def trainable_names(self, model: nn.Module, epoch: int) -> set[str]:
+        blocks = self.block_names(model)
+        top = {n for b in blocks[len(blocks) - self.unfrozen_blocks(len(blocks)):] for n in b}
+        names = {n for n, _ in model.named_parameters() if self.is_new(n)}
+        return names | top | set(model.head_parameter_names())
+
+    def frozen_modules(self, model, epoch):
+        return []  # the frozen weights sit inside the same modules as the new ones
+
+    def cacheable_prefix(self, model) -> int:
+        return 0
+
+    def param_groups(self, model, lr, head_lr, weight_decay):
+        params = dict(model.named_parameters())
+        blocks = self.block_names(model)
+        n = len(blocks)
+        decay = getattr(self, "layer_decay", 1.0)
+        placed, groups = set(), []
+        for i, names in enumerate(blocks):
+            new = [params[x] for x in names if self.is_new(x)]
+            old = [params[x] for x in names if not self.is_new(x)] if i >= n - self.unfrozen_blocks(n) else []
+            scale = decay ** (n - 1 - i)
+            if new:
+                groups.append({"params": new, "lr": lr * scale, "lr_scale": scale, "weight_decay": 0.0})
+            if old:
+                s = PRETRAINED_LR / lr * scale
+                groups.append({"params": old, "lr": lr * s, "lr_scale": s, "weight_decay": weight_decay})
+            placed |= set(names)
+        rest = [p for x, p in params.items() if self.is_new(x) and x not in placed]  # e.g. prompt embeddings
+        if rest:
+            groups.append({"params": rest, "lr": lr, "lr_scale": 1.0, "weight_decay": 0.0})
+        head = [params[x] for x in model.head_parameter_names()]
+        groups.append({"params": head, "lr": head_lr, "lr_scale": head_lr / lr, "weight_decay": 0.0})
+        return groups
+
+
+@dataclass
+class PeftStrategy(NewModuleStrategy):
+    """A method Hugging Face PEFT implements: its config, injected with get_peft_model."""
+
+    mergeable: ClassVar[bool] = False
+
+    def peft_config(self, backbone):
+        raise NotImplementedError
+
+    def inject(self, model: nn.Module) -> None:
+        from peft import get_peft_model
+
+        bb = model.backbone
+        if not hasattr(bb, "tokenizer"):
+            raise ExaptError(f"--strategy {self.name} needs a Hugging Face backbone (got {bb.identity()['model']})")
+        try:
+            bb.model = get_peft_model(bb.model, self.peft_config(bb))
+        except ValueError as e:  # e.g. target modules that the model does not have
+            raise ExaptError(f"--strategy {self.spec()}: {str(e).splitlines()[0][:300]}") from None
+
+    def export(self, model: nn.Module, folder) -> None:
+        """The adapter as PEFT saves it: `PeftModel.from_pretrained(base, folder)` loads it."""
+        model.backbone.model.save_pretrained(str(folder))
+
+
+def split_targets(targets: str) -> list[str] | None:
+    """`query+value` -> ["query", "value"]; "" -> None (PEFT's default for the model family)."""
+    out = [t.strip() for t in targets.split("+") if t.strip()]
+    return out or None
