@@ -1,0 +1,9 @@
+"""Every benchmark, one after another (never two at once: 2 cores distort timings)."""
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for script in ("accuracy_tweets.py", "speed.py", "peft_bench.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True)
