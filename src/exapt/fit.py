@@ -147,7 +147,7 @@ def _prepare(cfg: FitConfig, strategy) -> _Prepared:
     model = build_model(cfg, task, n_inputs, strategy)
     bb = model.backbone
     if bb.input_kind != table.kind:
-        hint = "use --text COLUMN with a text model" if bb.input_kind == "text" else "use --model mlp"
+        hint = "numeric --features need --model mlp" if table.kind == "features" else "text needs a text model"
         raise ExaptError(f"--model {cfg.model!r} takes {bb.input_kind} inputs but the data has {table.kind} ({hint})")
     n_blocks = len(bb.blocks())
     if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:

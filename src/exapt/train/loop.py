@@ -79,6 +79,15 @@ def predict_logits(model, split: Split, batch_size: int = 64, device="cpu") -> t
     return out
 
 
+def _adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """The fused kernel: on CPU, PyTorch's default (one tensor at a time) AdamW costs
+    ~1 s per step on a 22M-parameter model; fused does the same update in ~0.04 s."""
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, foreach=True)
+
+
 def _lr_lambda(total: int, warmup: float):
     warm = int(total * warmup)
 
@@ -116,7 +125,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     for n, p in model.named_parameters():
         p.requires_grad_(n in ever_trainable)
     model.to(device)
-    optimizer = torch.optim.AdamW(strategy.param_groups(model, lr, head_lr, cfg.weight_decay))
+    optimizer = _adamw(strategy.param_groups(model, lr, head_lr, cfg.weight_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(epochs * steps_per_epoch, cfg.warmup))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
 
