@@ -44,7 +44,7 @@ def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
     out = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
     BertModel(cfg).save_pretrained(out)
     AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(out)

@@ -162,7 +162,7 @@ def test_mlp_model_with_text_data(capsys, fit_args, tweets_small):
 
 def test_text_model_with_feature_columns(capsys, fit_args, tmp_path):
     f = write(tmp_path / "nums.csv", "a,b,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
-    expect_error(capsys, fit_args(f, "--features", "a,b"), "--model", "takes text inputs but the data has features", "--text COLUMN",
+    expect_error(capsys, fit_args(f, "--features", "a,b"), "--model", "takes text inputs but the data has features", "numeric --features need --model mlp",
                  out=fit_args.out)
 
 

@@ -63,7 +63,7 @@ def test_run_folder_contents(cli_run, tiny_bert):
 
     m = json.loads((cli_run / "metrics.json").read_text())
     total = sum(p.numel() for p in exapt.load_run(cli_run).model.parameters())
-    assert m["total_parameters"] == total == 998_115  # 30522x32 embeddings + 2 layers + 3-way head
+    assert m["total_parameters"] == total == 1_010_403  # (30522 + 512 + 2)x32 embeddings + 2 layers + 3-way head
     assert m["trainable_parameters"] == total         # full: everything trains
     assert (m["n_train"], m["n_val"], m["n_test"]) == (38, 10, 60)  # 48 tweets, 20% val; --test file
     assert m["epochs_run"] == 2 and m["strategy"] == "full"
@@ -74,7 +74,7 @@ def test_run_folder_contents(cli_run, tiny_bert):
 def test_linear_probe_counts_only_the_head(probe_run):
     m = json.loads((probe_run / "metrics.json").read_text())
     assert m["trainable_parameters"] == 32 * 3 + 3
-    assert m["total_parameters"] == 998_115
+    assert m["total_parameters"] == 1_010_403
     assert m["epochs_run"] == 0 and m["probe_iterations"] > 0
 
 
@@ -205,7 +205,7 @@ def test_overwrite_replaces_a_complete_run(probe_run, tiny_bert, tweets_small, t
                        "--out", out, "--overwrite", "--quiet")
     assert code == 0, err
     assert not (out / "stale.txt").exists()
-    assert json.loads((out / "metrics.json").read_text())["strategy"] == "freeze:1"
+    assert json.loads((out / "metrics.json").read_text())["strategy"] == "freeze:k=1"
 
 
 def test_default_out_folder_is_numbered(tiny_bert, tweets_small, tmp_path, capsys, monkeypatch):

@@ -81,3 +81,29 @@ def test_short_full_fine_tune_saves_and_loads(minilm_dir, tweets_test_small, tmp
     table = load_data(str(tweets_test_small))
     assert torch.allclose(run.logits(table), loaded.logits(table), atol=1e-6)
     assert loaded.evaluate(str(tweets_test_small))["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+
+
+def test_short_lora_fine_tune_saves_and_loads(minilm_dir, tweets_test_small, tmp_path):
+    """LoRA (r=8 on query and value) on the real MiniLM: under 1% of the weights train,
+    the run holds only those + the head (and PEFT's adapter folder), and reloads exactly."""
+    out = tmp_path / "lora"
+    run = exapt.fit(str(TRAIN), "lora", "minilm-l6", epochs=1, max_length=32, batch_size=16,
+                    test=str(tweets_test_small), out=out, progress=False, log=quiet)
+    m = run.metrics
+    assert m["epochs_run"] == 1 and 0 <= m["test"]["accuracy"] <= 1
+    # 6 layers x (query, value) x r 8 x (384 in + 384 out) + the 3-way head
+    lora = 6 * 2 * 8 * (384 + 384)
+    assert m["trainable_parameters"] == lora + 384 * 3 + 3
+    assert m["trainable_fraction"] < 0.01 and m["total_parameters"] > 22_000_000
+
+    tensors, meta = load_tensors(out / "weights.safetensors")
+    assert len(tensors) == 6 * 2 * 2 + 2 and all("lora_" in n or n.startswith("head.") for n in tensors)
+    assert meta["base_model"]["max_length"] == 32
+    assert (out / "adapter" / "adapter_config.json").exists()
+
+    loaded = exapt.load_run(out)
+    a, b = run.predict(str(tweets_test_small)), loaded.predict(str(tweets_test_small))
+    assert list(a["prediction"]) == list(b["prediction"])
+    assert np.abs(a[P_COLS].to_numpy() - b[P_COLS].to_numpy()).max() < 1e-6
+    table = load_data(str(tweets_test_small))
+    assert torch.allclose(run.logits(table), loaded.logits(table), atol=1e-6)

@@ -7,6 +7,15 @@ strategy's documented rule and its options, checked against a table written by h
 
     block 0 = embeddings, block 1 = encoder layer 0, block 2 = encoder layer 1;
     the head always trains.
+
+The parameter-efficient strategies (NEW_MODULE) keep the pretrained weights frozen and
+train "the new parameters + the head (+ every parameter of the top `unfreeze_top`
+blocks)". Which parameters are new is worked out here from the names alone, never from
+the strategy's `is_new`: whatever exists only after injection (compared with the plain
+model that `full` builds) is new, except for bitfit, whose new parameters are the
+existing ones named `backbone.*.bias`. Injected names are mapped back to their block by
+dropping PEFT's `base_model.model.` infix and `.base_layer` wrapper and the adapter's
+`.base` wrapper (`base_name`).
 """
 from __future__ import annotations
 
@@ -33,6 +42,10 @@ E, L0, L1 = "embeddings", "layer.0", "layer.1"
 ALL = frozenset({E, L0, L1})
 HEAD_ONLY = frozenset()
 BLOCK_INDEX = {E: 0, L0: 1, L1: 2}
+VIRTUAL = "virtual tokens"  # prompt / prefix embeddings: in front of the encoder, in no block
+NEW_MODULE = ("lora", "ia3", "prompt", "prefix", "adapter", "bitfit")
+PEFT_LIBRARY = ("lora", "ia3", "prompt", "prefix")  # the ones whose runs carry adapter/
+PRETRAINED_LR = 5e-5  # the documented lr of unfrozen pretrained blocks, written out (not imported)
 
 
 def quiet(*_a, **_k):
@@ -54,6 +67,9 @@ def expected_blocks(spec: str, epoch: int) -> frozenset:
         return frozenset(ORDER[s.k:])
     if s.name == "gradual-unfreeze":            # top block(s) first, blocks_per_epoch more each epoch
         return frozenset(ORDER[max(0, 3 - (epoch + 1) * s.blocks_per_epoch):])
+    if s.name in NEW_MODULE:                    # pretrained blocks: only the top `unfreeze_top` train
+        top = getattr(s, "unfreeze_top", 0)     # (bitfit, prompt, prefix have no such option)
+        return frozenset(ORDER[3 - min(top, 3):])
     pytest.fail(f"strategy {spec!r} is registered but has no expectation: add its rule to expected_blocks() "
                 f"in {__file__}")
 
@@ -70,9 +86,34 @@ BY_HAND = {
     "linear-probe:0.5": [HEAD_ONLY] * 4,
     "layerwise-lr:0.5": [ALL] * 4,
     "lp-ft:2.0": [ALL] * 4,
+    # new-module strategies: the pretrained blocks that train in full (new parameters come on top)
+    "lora:r=4,layer_decay=0.5": [HEAD_ONLY] * 4,
+    "lora:unfreeze_top=1": [{L1}] * 4,
+    "adapter:size=8,unfreeze_top=2": [{L0, L1}] * 4,
+    "ia3:unfreeze_top=9": [ALL] * 4,
+    "bitfit": [HEAD_ONLY] * 4,
+    "prompt:tokens=3": [HEAD_ONLY] * 4,
 }
-EXTRA_SPECS = ["freeze:0", "freeze:1", "freeze:2", "freeze:3", "gradual-unfreeze:2", "layerwise-lr:0.5"]
+EXTRA_SPECS = ["freeze:0", "freeze:1", "freeze:2", "freeze:3", "gradual-unfreeze:2", "layerwise-lr:0.5",
+               "lora:r=4,layer_decay=0.5", "lora:unfreeze_top=1", "adapter:size=8",
+               "adapter:size=8,layer_decay=0.5,unfreeze_top=1", "ia3:layer_decay=0.5,unfreeze_top=2",
+               "bitfit:0.5", "prompt:tokens=3", "prefix:tokens=3"]
 ALL_SPECS = STRATEGIES.names() + EXTRA_SPECS
+
+# New parameters on the tiny model (hidden 32, feed-forward 64, 2 layers), by hand:
+# lora r=8 on query+value: 2 layers x 2 targets x (A 8x32 + B 32x8);
+# ia3: key, value scaled on the output side (32 each), attention.output.dense and output.dense on the input side (32, 64);
+# adapter size 64 after 2 sublayers x 2 layers: down 32x64+64, up 64x32+32;
+# bitfit: embeddings LayerNorm bias + per layer q,k,v,o (4x32), 2 LayerNorms (2x32), intermediate 64, output 32;
+# prompt 20 x 32; prefix 20 x (2 layers x key,value x 32).
+NEW_BY_HAND = {  # strategy -> (tensors, numbers)
+    "lora": (8, 2 * 2 * (8 * 32 + 32 * 8)),
+    "ia3": (8, 2 * (32 + 32 + 32 + 64)),
+    "adapter": (16, 2 * 2 * (32 * 64 + 64 + 64 * 32 + 32)),
+    "bitfit": (17, 32 + 2 * (4 * 32 + 2 * 32 + 64 + 32)),
+    "prompt": (1, 20 * 32),
+    "prefix": (1, 20 * 2 * 2 * 32),
+}
 
 
 def lr_scale_expected(spec: str, block: int, n_blocks: int = 3) -> float:
@@ -82,9 +123,26 @@ def lr_scale_expected(spec: str, block: int, n_blocks: int = 3) -> float:
     return 1.0
 
 
+def lr_expected(spec: str, kind: str, new: bool, lr: float, n_blocks: int = 3) -> float:
+    """The lr of a backbone parameter of block `kind`; `new`: injected (or bitfit's biases)."""
+    s = parse_strategy(spec)
+    if s.name not in NEW_MODULE:
+        return lr * lr_scale_expected(spec, BLOCK_INDEX[kind], n_blocks)
+    if kind == VIRTUAL:  # no layer_decay option: always lr
+        assert not hasattr(s, "layer_decay")
+        return lr
+    # new modules at lr, unfrozen pretrained blocks at the small pretrained lr: both x layer_decay**(blocks above)
+    scale = getattr(s, "layer_decay", 1.0) ** (n_blocks - 1 - BLOCK_INDEX[kind])
+    return (lr if new else PRETRAINED_LR) * scale
+
+
 @pytest.mark.parametrize("spec", sorted(BY_HAND))
 def test_expectations_match_the_hand_written_table(spec):
     assert [set(expected_blocks(spec, e)) for e in range(4)] == [set(b) for b in BY_HAND[spec]]
+
+
+def test_every_new_module_strategy_is_registered():
+    assert set(NEW_MODULE) <= set(STRATEGIES.names())
 
 
 # ------------------------------------------------------------------------- helpers
@@ -100,26 +158,66 @@ def make_model(spec: str, tiny: Path, tweets):
     return strategy, task, build_model(cfg, task, None, strategy)
 
 
+def base_name(name: str) -> str:
+    """The plain model's name of a parameter of an injected model: PEFT's infix
+    (`base_model.model.` for LoRA/IA3, `base_model.` for prompt learning) and wrapper
+    (`.base_layer`), and the adapter's wrapper (`.base`), dropped. New parameters keep
+    their own tail (`...query.lora_A.default.weight`, `...dense.adapter.up.bias`)."""
+    for infix in ("backbone.model.base_model.model.", "backbone.model.base_model."):
+        if name.startswith(infix):
+            name = "backbone.model." + name[len(infix):]
+            break
+    return name.replace(".base_layer.", ".").replace(".base.", ".")
+
+
+def new_parameter_names(spec: str, model, plain: set[str]) -> set[str]:
+    """Parameters a strategy adds: whatever has no counterpart in the plain model
+    (bitfit adds none: its rule is every bias of the backbone)."""
+    names = [n for n, _ in model.named_parameters()]
+    if parse_strategy(spec).name == "bitfit":
+        return {n for n in names if n.startswith("backbone.") and n.endswith(".bias")}
+    return {n for n in names if base_name(n) not in plain}
+
+
 def param_blocks(model) -> dict[str, set[str]]:
-    """Parameter names per block, read from the parameter names alone."""
-    out: dict[str, set[str]] = {E: set(), L0: set(), L1: set(), "head": set()}
+    """Parameter names per block, read from the parameter names alone (injected
+    parameters join the block whose module they sit in)."""
+    out: dict[str, set[str]] = {E: set(), L0: set(), L1: set(), "head": set(), VIRTUAL: set()}
     for name, _ in model.named_parameters():
-        if name.startswith("backbone.model.embeddings."):
+        base = base_name(name)
+        if base.startswith("backbone.model.embeddings."):
             out[E].add(name)
-        elif name.startswith("backbone.model.encoder.layer.0."):
+        elif base.startswith("backbone.model.encoder.layer.0."):
             out[L0].add(name)
-        elif name.startswith("backbone.model.encoder.layer.1."):
+        elif base.startswith("backbone.model.encoder.layer.1."):
             out[L1].add(name)
-        elif name.startswith("head."):
+        elif base.startswith("head."):
             out["head"].add(name)
+        elif base.startswith("backbone.model.prompt_encoder."):
+            out[VIRTUAL].add(name)
         else:
             pytest.fail(f"parameter {name} belongs to no block of the tiny BERT")
-    assert all(out.values()), {k: len(v) for k, v in out.items()}
+    assert all(out[k] for k in (E, L0, L1, "head")), {k: len(v) for k, v in out.items()}
     return out
 
 
 def names_of(blocks: dict[str, set[str]], which) -> set[str]:
     return set().union(*(blocks[b] for b in which)) | blocks["head"]
+
+
+def expected_trainable(spec: str, model, plain: set[str], epoch: int) -> set[str]:
+    """Every parameter of the blocks that train + the head (+ the new parameters)."""
+    want = names_of(param_blocks(model), expected_blocks(spec, epoch))
+    if parse_strategy(spec).name in NEW_MODULE:
+        want |= new_parameter_names(spec, model, plain)
+    return want
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_bert, tweets) -> set[str]:
+    """Parameter names of the plain model (no strategy adds anything to `full`)."""
+    _, _, model = make_model("full", tiny_bert, tweets)
+    return {n for n, _ in model.named_parameters()}
 
 
 def real_batch(model, task, tweets, n=16):
@@ -139,40 +237,87 @@ def test_tiny_model_has_the_expected_blocks(tiny_bert, tweets):
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
-def test_trainable_parameters_per_epoch(spec, tiny_bert, tweets):
+def test_injection_keeps_every_pretrained_weight(spec, tiny_bert, tweets, plain):
+    """Injected models hold each plain parameter once (renamed at most), unchanged; the
+    strategies whose new modules start at zero (LoRA's B, the adapter's up) or one (IA3)
+    start exactly from the pretrained function."""
+    _, task, model = make_model(spec, tiny_bert, tweets)
+    _, _, reference = make_model("full", tiny_bert, tweets)
+    name = parse_strategy(spec).name
+    new = new_parameter_names(spec, model, plain)
+    if name not in NEW_MODULE:
+        assert not new, f"{spec} adds parameters {sorted(new)[:3]}"
+    elif name in NEW_BY_HAND and spec == name:  # default options: the counts written out above
+        params = dict(model.named_parameters())
+        assert (len(new), sum(params[n].numel() for n in new)) == NEW_BY_HAND[name]
+    ref = dict(reference.named_parameters())
+    old = [n for n, _ in model.named_parameters() if name == "bitfit" or n not in new]
+    assert sorted(base_name(n) for n in old) == sorted(ref), f"{spec}: pretrained parameters lost or duplicated"
+    for n in old:
+        assert torch.equal(model.get_parameter(n), ref[base_name(n)]), n
+    if name in ("lora", "ia3", "adapter", "bitfit"):
+        model.eval()
+        reference.eval()
+        batch, _ = real_batch(model, task, tweets)
+        with torch.no_grad():
+            assert torch.allclose(model(batch), reference(batch), atol=1e-6), f"{spec} changes the function at init"
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_trainable_parameters_per_epoch(spec, tiny_bert, tweets, plain):
     strategy, _, model = make_model(spec, tiny_bert, tweets)
-    blocks = param_blocks(model)
     for epoch in range(4):
         strategy.apply(model, epoch=epoch)
         got = {n for n, p in model.named_parameters() if p.requires_grad}
-        want = names_of(blocks, expected_blocks(spec, epoch))
+        want = expected_trainable(spec, model, plain, epoch)
         assert got == want, (f"{spec} epoch {epoch}: unexpectedly trainable {sorted(got - want)[:4]}, "
                              f"unexpectedly frozen {sorted(want - got)[:4]}")
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
-def test_one_optimiser_step_changes_exactly_the_trainable_parameters(spec, tiny_bert, tweets):
+def test_one_optimiser_step_changes_exactly_the_trainable_parameters(spec, tiny_bert, tweets, plain):
+    """One step changes exactly the trainable parameters, with one exception by design:
+    LoRA's B and the adapter's up projection start at zero (training starts from the
+    pretrained function), so their partners (A, down) get a zero gradient in the first
+    step and move from the second."""
     strategy, task, model = make_model(spec, tiny_bert, tweets)
     strategy.apply(model, epoch=0)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == expected_trainable(spec, model, plain, 0)
+    zero = {n for n in trainable if ".lora_B." in n or ".adapter.up." in n}
+    partners = {n for n in trainable if ".lora_A." in n or ".adapter.down." in n}
+    assert bool(zero) == bool(partners) == (parse_strategy(spec).name in ("lora", "adapter"))
+    assert all(not model.get_parameter(n).any() for n in zero), f"{spec}: B / up must start at zero"
     opt = torch.optim.AdamW(strategy.param_groups(model, 1e-3, 1e-2, 0.01))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
     for m in strategy.frozen_modules(model, 0):
         m.eval()
-    batch, y = real_batch(model, task, tweets)
-    task.loss(model(batch), y).backward()
-    opt.step()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
-    assert changed == trainable, (f"{spec}: changed but frozen {sorted(changed - trainable)[:4]}, "
-                                  f"trainable but unchanged {sorted(trainable - changed)[:4]}")
+
+    def step(rows: slice) -> set[str]:
+        bb = model.backbone
+        batch = bb.collate(bb.prepare_inputs(tweets.inputs[rows]))
+        task.loss(model(batch), task.encode(tweets.labels[rows])).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+
+    changed, want = step(slice(0, 16)), trainable - partners
+    assert changed == want, (f"{spec}: changed but frozen {sorted(changed - want)[:4]}, "
+                             f"trainable but unchanged {sorted(want - changed)[:4]}")
+    if partners:
+        changed = step(slice(16, 32))
+        assert changed == trainable, (f"{spec} step 2: changed but frozen {sorted(changed - trainable)[:4]}, "
+                                      f"trainable but unchanged {sorted(trainable - changed)[:4]}")
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
-def test_param_groups_learning_rates_and_decay(spec, tiny_bert, tweets):
+def test_param_groups_learning_rates_and_decay(spec, tiny_bert, tweets, plain):
     strategy, _, model = make_model(spec, tiny_bert, tweets)
     blocks = param_blocks(model)
     block_of = {n: b for b, names in blocks.items() for n in names}
+    new = new_parameter_names(spec, model, plain)
+    new_module = parse_strategy(spec).name in NEW_MODULE
     name_of = {id(p): n for n, p in model.named_parameters()}
     params = dict(model.named_parameters())
     lr, head_lr, wd = 2e-4, 5e-3, 0.05
@@ -182,19 +327,34 @@ def test_param_groups_learning_rates_and_decay(spec, tiny_bert, tweets):
     for g in groups:
         names = [name_of[id(p)] for p in g["params"]]
         seen += names
-        kinds = {block_of[n] for n in names}
-        assert len(kinds) == 1, f"{spec}: one group mixes blocks {kinds}"
-        kind = kinds.pop()
+        kinds = {(block_of[n], n in new) for n in names}
+        assert len(kinds) == 1, f"{spec}: one group mixes blocks (or new and pretrained parameters) {kinds}"
+        kind, is_new = kinds.pop()
         if kind == "head":
             assert g["lr"] == pytest.approx(head_lr, rel=1e-12)
             assert g["weight_decay"] == 0.0
         else:
-            assert g["lr"] == pytest.approx(lr * lr_scale_expected(spec, BLOCK_INDEX[kind]), rel=1e-12), (spec, kind)
-            for n in names:  # matrices decay, biases and LayerNorm weights do not
-                assert g["weight_decay"] == (wd if params[n].ndim > 1 else 0.0), n
+            assert g["lr"] == pytest.approx(lr_expected(spec, kind, is_new, lr), rel=1e-12), (spec, kind, is_new)
+            if is_new:  # new modules start at zero (LoRA B, adapter up) or one (IA3): never decayed
+                assert g["weight_decay"] == 0.0, names[:2]
+            else:
+                for n in names:  # matrices decay, biases and LayerNorm weights do not
+                    if new_module and params[n].ndim <= 1:
+                        continue  # unfrozen pretrained 1-d tensors: test_unfrozen_pretrained_biases_do_not_decay
+                    assert g["weight_decay"] == (wd if params[n].ndim > 1 else 0.0), n
     assert len(seen) == len(set(seen)), f"{spec}: a parameter is in two groups"
-    ever = set().union(*(expected_blocks(spec, e) for e in range(4)))
-    assert set(seen) == names_of(blocks, ever), f"{spec}: the optimiser must hold every parameter that ever trains"
+    ever = set().union(*(expected_trainable(spec, model, plain, e) for e in range(4)))
+    assert set(seen) == ever, (f"{spec}: the optimiser must hold every parameter that ever trains: extra "
+                               f"{sorted(set(seen) - ever)[:3]}, missing {sorted(ever - set(seen))[:3]}")
+
+
+@pytest.mark.parametrize("spec", ["lora:unfreeze_top=1", "adapter:size=8,unfreeze_top=1"])
+def test_unfrozen_pretrained_biases_do_not_decay(spec, tiny_bert, tweets):
+    strategy, _, model = make_model(spec, tiny_bert, tweets)
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    decayed = {name_of[id(p)] for g in strategy.param_groups(model, 2e-4, 5e-3, 0.05) if g["weight_decay"]
+               for p in g["params"] if p.ndim <= 1}
+    assert not decayed, f"{spec}: weight decay on {sorted(decayed)[:3]}"
 
 
 def test_layerwise_lr_values_by_hand(tiny_bert, tweets):
@@ -209,6 +369,37 @@ def test_layerwise_lr_values_by_hand(tiny_bert, tweets):
     assert got == pytest.approx({E: 2.5e-4, L0: 5e-4, L1: 1e-3, "head": 1e-2}, rel=1e-12)
 
 
+@pytest.mark.parametrize("spec, want", [
+    # lr 1e-3, head 1e-2, layer_decay 0.5: new modules at 1e-3 x 0.5**(blocks above), the
+    # unfrozen top block's pretrained weights at 5e-5
+    ("lora:layer_decay=0.5,unfreeze_top=1", {
+        "backbone.model.base_model.model.encoder.layer.0.attention.self.query.lora_A.default.weight": 5e-4,
+        "backbone.model.base_model.model.encoder.layer.1.attention.self.value.lora_B.default.weight": 1e-3,
+        "backbone.model.base_model.model.encoder.layer.1.attention.self.query.base_layer.weight": 5e-5,
+        "backbone.model.base_model.model.encoder.layer.1.output.LayerNorm.bias": 5e-5,
+        "head.weight": 1e-2}),
+    ("adapter:size=8,layer_decay=0.5,unfreeze_top=2", {
+        "backbone.model.encoder.layer.0.output.dense.adapter.down.weight": 5e-4,
+        "backbone.model.encoder.layer.0.output.dense.base.weight": 2.5e-5,
+        "backbone.model.encoder.layer.1.attention.output.dense.adapter.up.bias": 1e-3,
+        "backbone.model.encoder.layer.1.attention.output.dense.base.weight": 5e-5}),
+    ("bitfit:0.5", {
+        "backbone.model.embeddings.LayerNorm.bias": 2.5e-4,
+        "backbone.model.encoder.layer.0.attention.self.key.bias": 5e-4,
+        "backbone.model.encoder.layer.1.output.dense.bias": 1e-3}),
+    ("prompt:tokens=3", {"backbone.model.prompt_encoder.default.embedding.weight": 1e-3}),
+])
+def test_new_module_learning_rates_by_hand(spec, want, tiny_bert, tweets):
+    strategy, _, model = make_model(spec, tiny_bert, tweets)
+    lr_of = {id(p): g["lr"] for g in strategy.param_groups(model, 1e-3, 1e-2, 0.0) for p in g["params"]}
+    got = {n: lr_of.get(id(model.get_parameter(n))) for n in want}
+    assert got == pytest.approx(want, rel=1e-12)
+    # the lower layer's pretrained query weight (renamed or not) is frozen unless unfreeze_top reaches it
+    [query] = [n for n, _ in model.named_parameters()
+               if base_name(n) == "backbone.model.encoder.layer.0.attention.self.query.weight"]
+    assert lr_of.get(id(model.get_parameter(query))) == (5e-5 * 0.5 if "unfreeze_top=2" in spec else None)
+
+
 # ------------------------------------------------------------ fit, save and load
 def _saved_names(path: Path) -> set[str]:
     with safe_open(str(path / "weights.safetensors"), framework="pt") as f:
@@ -216,16 +407,15 @@ def _saved_names(path: Path) -> set[str]:
 
 
 # plain `freeze` (k=4) would leave only the head of the 3-block tiny model: refused, tested elsewhere
-@pytest.mark.parametrize("spec", [n if n != "freeze" else "freeze:2" for n in STRATEGIES.names()] + ["freeze:1"])
-def test_fit_save_load_round_trip(spec, tiny_bert, tweets, tweets_small, tweets_test_small, tmp_path):
+@pytest.mark.parametrize("spec", [n if n != "freeze" else "freeze:2" for n in STRATEGIES.names()]
+                         + ["freeze:1", "lora:r=4,unfreeze_top=1", "adapter:size=8,layer_decay=0.5"])
+def test_fit_save_load_round_trip(spec, tiny_bert, tweets, tweets_small, tweets_test_small, tmp_path, plain):
     out = tmp_path / "run"
     # no validation split: the final weights are the last epoch's, not a restored best epoch
     run = exapt.fit(str(tweets_small), spec, str(tiny_bert), epochs=2, val_fraction=0, out=out,
                     progress=False, log=quiet)
     strategy, _, base = make_model(spec, tiny_bert, tweets)  # the weights before any training
-    blocks = param_blocks(base)
-    trained = set().union(*(expected_blocks(spec, e) for e in range(2)))
-    expected = names_of(blocks, trained)
+    expected = set().union(*(expected_trainable(spec, base, plain, e) for e in range(2)))
 
     # fit changed exactly what the strategy trains (linear-probe: the head alone)
     now, then = dict(run.model.named_parameters()), dict(base.named_parameters())
@@ -244,9 +434,14 @@ def test_fit_save_load_round_trip(spec, tiny_bert, tweets, tweets_small, tweets_
         assert not any(n.startswith("backbone.model.embeddings.") for n in saved)
         assert any(n.startswith("backbone.model.encoder.layer.0.") for n in saved)
 
+    # the runs of PEFT's methods carry PEFT's own adapter folder; the others carry none
+    assert (out / "adapter" / "adapter_config.json").exists() == (strategy.name in PEFT_LIBRARY)
+
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] == sum(then[n].numel() for n in expected)
     assert metrics["total_parameters"] == sum(p.numel() for p in then.values())
+    assert metrics["trainable_fraction"] == pytest.approx(metrics["trainable_parameters"] / metrics["total_parameters"],
+                                                          rel=1e-12)
     assert metrics["epochs_run"] == (0 if spec == "linear-probe" else 2)
 
     loaded = exapt.load_run(out)
@@ -280,7 +475,8 @@ def _history(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-@pytest.mark.parametrize("spec", ["full", "freeze:1", "gradual-unfreeze", "layerwise-lr", "scratch", "lp-ft"])
+@pytest.mark.parametrize("spec", ["full", "freeze:1", "gradual-unfreeze", "layerwise-lr", "scratch", "lp-ft",
+                                  "lora", "ia3", "adapter:size=8", "bitfit", "prompt:tokens=4", "prefix:tokens=4"])
 def test_resume_after_kill_equals_uninterrupted(spec, tiny_bert_dropout, tweets_small, tweets_test_small,
                                                 tmp_path, monkeypatch):
     kw = dict(epochs=4, progress=False, log=quiet)

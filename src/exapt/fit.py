@@ -7,7 +7,6 @@ complete only when `metrics.json` is written, at the very end.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -164,8 +163,7 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     strategy = parse_strategy(cfg.strategy)
     configure_threads()
     prep = _prepare(cfg, strategy)
-    path = _prepare_out(out, cfg, resume, overwrite)
-    main = is_main_process()
+    path, main = _agree_on_out(out, cfg, resume, overwrite)
     if main:
         if overwrite and path.exists() and not resume:
             shutil.rmtree(path)
@@ -240,8 +238,24 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     return metrics
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def _agree_on_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> tuple[Path, bool]:
+    """Rank 0 checks and picks the run folder; under torchrun / accelerate launch the other
+    ranks receive its decision (or its error), so no rank races another to the folder."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    decision = [None]
+    if state.is_main_process:
+        try:
+            decision = [str(_prepare_out(out, cfg, resume, overwrite))]
+        except ExaptError as e:
+            decision = ["!" + str(e)]
+    if state.num_processes > 1:
+        broadcast_object_list(decision)
+    if decision[0].startswith("!"):
+        raise ExaptError(decision[0][1:])
+    return Path(decision[0]), state.is_main_process
 
 
 def _silent(*_args, **_kwargs) -> None:

@@ -51,13 +51,12 @@ class BottleneckAdapter(NewModuleStrategy):
     new_param_tags = (".adapter.",)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.size < 1:
             raise ValueError("size must be >= 1")
 
     def inject(self, model: nn.Module) -> None:
-        bb = model.backbone
-        if not hasattr(bb, "layers"):
-            raise ExaptError(f"--strategy adapter needs a Hugging Face backbone (got {bb.identity()['model']})")
+        bb = self.require_hf_backbone(model)
         for layer in bb.layers:
             attn_out = getattr(getattr(layer, "attention", None), "output", None)
             ffn_out = getattr(layer, "output", None)

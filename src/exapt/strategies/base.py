@@ -100,7 +100,8 @@ class Strategy:
 
     # -- config ---------------------------------------------------------------------
     def spec(self) -> str:
-        values = [str(getattr(self, f.name)) for f in fields(self)]
+        """`lora:r=8,alpha=16.0,...`: every option, named, so `parse_strategy(spec)` gives it back."""
+        values = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
         return self.name + (":" + ",".join(values) if values else "")
 
     def to_json(self) -> dict:

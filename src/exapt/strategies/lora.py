@@ -22,6 +22,7 @@ class LoRA(PeftStrategy):
     mergeable = True
 
     def __post_init__(self):
+        super().__post_init__()
         if self.r < 1:
             raise ValueError("r must be >= 1")
         if not 0 <= self.dropout < 1:

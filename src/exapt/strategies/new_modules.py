@@ -2,9 +2,10 @@
 pretrained weights stay frozen (optionally except the top blocks).
 
 Learning rates: the new modules train at `lr` (default 1e-3: they start at or near
-zero and need big steps), scaled by `layer_decay ** (blocks above)` when layer-wise
-decay is asked for; pretrained blocks unfrozen with `unfreeze_top` train at the small
-`pretrained_lr`; the head at the head lr. So these strategies compose with layer-wise
+zero and need big steps) without weight decay, scaled by `layer_decay ** (blocks
+above)` when layer-wise decay is asked for; pretrained blocks unfrozen with
+`unfreeze_top` train at PRETRAINED_LR (5e-5, the `full` default) under the same
+scaling; the head at the head lr. So these strategies compose with layer-wise
 learning rates without a class of their own.
 """
 from __future__ import annotations
@@ -25,8 +26,20 @@ class NewModuleStrategy(Strategy):
     default_lr: ClassVar[float] = 1e-3
     new_param_tags: ClassVar[tuple[str, ...]] = ()  # substrings naming the new parameters
 
+    def __post_init__(self):
+        if not 0 < getattr(self, "layer_decay", 1.0) <= 1:
+            raise ValueError("layer_decay must be in (0, 1]")
+        if getattr(self, "unfreeze_top", 0) < 0:
+            raise ValueError("unfreeze_top must be >= 0")
+
     def is_new(self, name: str) -> bool:
         return any(tag in name for tag in self.new_param_tags)
+
+    def require_hf_backbone(self, model: nn.Module):
+        bb = model.backbone
+        if not hasattr(bb, "tokenizer"):
+            raise ExaptError(f"--strategy {self.name} needs a Hugging Face backbone (got {bb.identity()['model']})")
+        return bb
 
     def unfrozen_blocks(self, n_blocks: int) -> int:
         return min(getattr(self, "unfreeze_top", 0), n_blocks)
@@ -55,9 +68,10 @@ class NewModuleStrategy(Strategy):
             scale = decay ** (n - 1 - i)
             if new:
                 groups.append({"params": new, "lr": lr * scale, "lr_scale": scale, "weight_decay": 0.0})
-            if old:
-                s = PRETRAINED_LR / lr * scale
-                groups.append({"params": old, "lr": lr * s, "lr_scale": s, "weight_decay": weight_decay})
+            s = PRETRAINED_LR / lr * scale
+            for ps, wd in (([p for p in old if p.ndim > 1], weight_decay), ([p for p in old if p.ndim <= 1], 0.0)):
+                if ps:  # as in `full`: matrices decay, biases and LayerNorm weights do not
+                    groups.append({"params": ps, "lr": lr * s, "lr_scale": s, "weight_decay": wd})
             placed |= set(names)
         rest = [p for x, p in params.items() if self.is_new(x) and x not in placed]  # e.g. prompt embeddings
         if rest:
@@ -79,13 +93,23 @@ class PeftStrategy(NewModuleStrategy):
     def inject(self, model: nn.Module) -> None:
         from peft import get_peft_model
 
-        bb = model.backbone
-        if not hasattr(bb, "tokenizer"):
-            raise ExaptError(f"--strategy {self.name} needs a Hugging Face backbone (got {bb.identity()['model']})")
+        bb = self.require_hf_backbone(model)
         try:
             bb.model = get_peft_model(bb.model, self.peft_config(bb))
         except ValueError as e:  # e.g. target modules that the model does not have
             raise ExaptError(f"--strategy {self.spec()}: {str(e).splitlines()[0][:300]}") from None
+        self._check_targets(bb)
+
+    def _check_targets(self, bb) -> None:
+        """PEFT only complains when no target matches; a misspelt one among several must not pass silently."""
+        wanted = split_targets(getattr(self, "targets", "") or "")
+        if not wanted:
+            return
+        hit = list(getattr(bb.model.base_model, "targeted_module_names", []))
+        missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in hit)]
+        if missing:
+            raise ExaptError(f"--strategy {self.spec()}: no module of {bb.identity()['model']} is called "
+                             f"{', '.join(map(repr, missing))}")
 
     def export(self, model: nn.Module, folder) -> None:
         """The adapter as PEFT saves it: `PeftModel.from_pretrained(base, folder)` loads it."""
@@ -96,3 +120,13 @@ def split_targets(targets: str) -> list[str] | None:
     """`query+value` -> ["query", "value"]; "" -> None (PEFT's default for the model family)."""
     out = [t.strip() for t in targets.split("+") if t.strip()]
     return out or None
+
+
+def check_positions(strategy, bb) -> None:
+    """Virtual tokens take positions: refuse (before any folder exists) when they no longer fit."""
+    if not hasattr(bb, "tokenizer"):
+        return
+    limit = getattr(bb.model.config, "max_position_embeddings", None)
+    if limit and bb.max_length + strategy.tokens > limit:
+        raise ExaptError(f"--strategy {strategy.spec()}: {strategy.tokens} virtual tokens + --max-length {bb.max_length} "
+                         f"exceed the model's {limit} positions; use --max-length {limit - strategy.tokens} or fewer tokens")

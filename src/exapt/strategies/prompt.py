@@ -4,7 +4,7 @@ Pooling ignores the virtual positions."""
 from dataclasses import dataclass
 
 from ..registry import STRATEGIES
-from .new_modules import PeftStrategy
+from .new_modules import PeftStrategy, check_positions
 
 
 @STRATEGIES.register("prompt")
@@ -17,8 +17,13 @@ class PromptTuning(PeftStrategy):
     default_lr = 3e-3
 
     def __post_init__(self):
+        super().__post_init__()
         if self.tokens < 1:
             raise ValueError("tokens must be >= 1")
+
+    def inject(self, model):
+        check_positions(self, model.backbone)
+        super().inject(model)
 
     def peft_config(self, backbone):
         from peft import PromptTuningConfig, TaskType
