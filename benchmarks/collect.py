@@ -1,0 +1,40 @@
+"""Assemble docs/benchmarks.md from the latest results/*.md (run after the benchmarks)."""
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SECTIONS = [
+    ("accuracy_tweets.md", "Accuracy on the fixed tweet splits (issue 2)",
+     "python benchmarks/accuracy_tweets.py",
+     "exapt `linear-probe`, `full` and `lp-ft` next to the standard tools, on the same training files and the same "
+     "1,500-tweet test set, 64 tokens, every training example used (no validation split), in one run. Seconds are "
+     "wall time per fit as measured during the run (the machine was shared with other work for part of it: read them "
+     "as rough; the speed targets below were measured alone)."),
+    ("speed.md", "Speed of the core (issue 2)", "python benchmarks/speed.py",
+     "Measured alone on the 2-core machine, side by side in one run."),
+    ("peft.md", "Parameter-efficient strategies (issue 3)", "python benchmarks/peft_bench.py",
+     "LoRA, bottleneck adapters and IA3 against full fine-tuning; memory and throughput against PEFT + Trainer."),
+]
+
+
+def main() -> None:
+    parts = ["# Benchmarks", "", "Every figure here is produced by a script in `benchmarks/` (`make bench` runs them "
+             "all, one after another) and can be reproduced on the same kind of machine (2 CPU cores, torch 2.13 CPU).", ""]
+    machine = None
+    for name in ("speed.json", "peft.json"):
+        f = RESULTS / name
+        if f.exists():
+            machine = json.loads(f.read_text()).get("machine")
+    if machine:
+        parts += [f"Machine: {machine}", ""]
+    for fname, title, cmd, text in SECTIONS:
+        f = RESULTS / fname
+        if not f.exists():
+            continue
+        parts += [f"## {title}", "", text, "", f"```bash\n{cmd}\n```", "", f.read_text().strip(), ""]
+    (HERE.parent / "docs" / "benchmarks.md").write_text("\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    main()
