@@ -122,11 +122,30 @@ def split_targets(targets: str) -> list[str] | None:
     return out or None
 
 
-def check_positions(strategy, bb) -> None:
-    """Virtual tokens take positions: refuse (before any folder exists) when they no longer fit."""
-    if not hasattr(bb, "tokenizer"):
-        return
-    limit = getattr(bb.model.config, "max_position_embeddings", None)
-    if limit and bb.max_length + strategy.tokens > limit:
-        raise ExaptError(f"--strategy {strategy.spec()}: {strategy.tokens} virtual tokens + --max-length {bb.max_length} "
-                         f"exceed the model's {limit} positions; use --max-length {limit - strategy.tokens} or fewer tokens")
+@dataclass
+class VirtualTokenStrategy(PeftStrategy):
+    """Prompt and prefix tuning: `tokens` trainable virtual tokens, a PEFT prompt-learning config."""
+
+    tokens: int = 20
+    new_param_tags: ClassVar[tuple[str, ...]] = ("prompt_encoder",)
+    default_lr: ClassVar[float] = 3e-3
+    peft_config_name: ClassVar[str] = ""  # PromptTuningConfig / PrefixTuningConfig
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tokens < 1:
+            raise ValueError("tokens must be >= 1")
+
+    def inject(self, model: nn.Module) -> None:
+        bb = self.require_hf_backbone(model)
+        limit = getattr(bb.model.config, "max_position_embeddings", None)
+        if limit and bb.max_length + self.tokens > limit:  # refused before any folder exists
+            raise ExaptError(f"--strategy {self.spec()}: {self.tokens} virtual tokens + --max-length {bb.max_length} "
+                             f"exceed the model's {limit} positions; use --max-length {limit - self.tokens} or fewer tokens")
+        super().inject(model)
+
+    def peft_config(self, backbone):
+        import peft
+
+        return getattr(peft, self.peft_config_name)(num_virtual_tokens=self.tokens,
+                                                    task_type=peft.TaskType.FEATURE_EXTRACTION)
