@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from exapt.data import (
 from exapt.data import builtin as builtin_mod
 from exapt.errors import ExaptError
 
-DEB_ROOT = Path("/tmp/deb/out")
+# `make test` unpacks the Debian data packages into .cache/debian and exports this variable.
+DEB_ROOT = Path(os.environ.get("EXAPT_DEBIAN_ROOT", Path(__file__).resolve().parents[1] / ".cache" / "debian"))
 SHARED = Path("/work/shared/data/tweets")
 
 ROWS = [
