@@ -25,7 +25,7 @@ from exapt.errors import ExaptError
 
 # `make test` unpacks the Debian data packages into .cache/debian and exports this variable.
 DEB_ROOT = Path(os.environ.get("EXAPT_DEBIAN_ROOT", Path(__file__).resolve().parents[1] / ".cache" / "debian"))
-SHARED = Path("/work/shared/data/tweets")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets"  # ../shared beside the checkout
 
 ROWS = [
     {"text": "great phone", "label": "positive"},
