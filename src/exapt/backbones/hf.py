@@ -109,6 +109,10 @@ class HFBackbone(Backbone):
         _layer_list(self.model)  # fails early, with a clear message, for unsupported models
         self.supports_prefix = hasattr(self.model, "embeddings")
 
+    def enable_activation_checkpointing(self) -> None:
+        """Keep only layer inputs; recompute the rest in backward (memory for compute)."""
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     @property
     def layers(self) -> nn.ModuleList:
         # A property, not an attribute: registering the list twice would duplicate

@@ -34,6 +34,7 @@ class Strategy:
     trains_encoder: ClassVar[bool] = True    # False: no gradient loop, head fitted on cached features
     fits_probe_first: ClassVar[bool] = False
     changes_over_epochs: ClassVar[bool] = False  # True: freezing changes between epochs
+    checkpoints_activations: ClassVar[bool] = False  # default of train.activation_checkpointing
 
     # -- what a strategy decides ----------------------------------------------------
     def inject(self, model: nn.Module) -> None:

@@ -25,6 +25,9 @@ PRETRAINED_LR = 5e-5
 class NewModuleStrategy(Strategy):
     default_lr: ClassVar[float] = 1e-3
     new_param_tags: ClassVar[tuple[str, ...]] = ()  # substrings naming the new parameters
+    # Few trainable weights: optimiser state is small, so stored activations dominate
+    # memory; recomputing them is what makes these methods light.
+    checkpoints_activations: ClassVar[bool] = True
 
     def __post_init__(self):
         if not 0 < getattr(self, "layer_decay", 1.0) <= 1:
@@ -130,6 +133,7 @@ class VirtualTokenStrategy(PeftStrategy):
     new_param_tags: ClassVar[tuple[str, ...]] = ("prompt_encoder",)
     default_lr: ClassVar[float] = 3e-3
     peft_config_name: ClassVar[str] = ""  # PromptTuningConfig / PrefixTuningConfig
+    checkpoints_activations: ClassVar[bool] = False  # prefixes travel as cached keys/values
 
     def __post_init__(self):
         super().__post_init__()

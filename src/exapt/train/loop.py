@@ -41,6 +41,10 @@ class TrainConfig:
     patience: int = 5              # epochs without validation gain before stopping; 0: off
     seed: int = 0
     cache_prefix: bool = True
+    # Recompute activations in the backward pass instead of keeping them. None: on for
+    # strategies that train new modules only (lora, adapters...), whose memory is then
+    # little more than the frozen model's; off otherwise.
+    activation_checkpointing: bool | None = None
 
     def resolved_epochs(self, n_train: int) -> int:
         if self.epochs:
@@ -77,6 +81,27 @@ def predict_logits(model, split: Split, batch_size: int = 64, device="cpu") -> t
         out[torch.as_tensor(idx)] = logits
     model.train(was)
     return out
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS after each step (glibc): batches of varying
+    length otherwise fragment the heap and the process's RSS creeps up step after step."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _adamw(groups: list[dict]) -> torch.optim.AdamW:
@@ -124,6 +149,11 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     ever_trainable = set().union(*(strategy.trainable_names(model, e) for e in range(epochs)))
     for n, p in model.named_parameters():
         p.requires_grad_(n in ever_trainable)
+    checkpointing = cfg.activation_checkpointing
+    if checkpointing is None:
+        checkpointing = strategy.checkpoints_activations
+    if checkpointing and hasattr(model.backbone, "enable_activation_checkpointing"):
+        model.backbone.enable_activation_checkpointing()
     model.to(device)
     optimizer = _adamw(strategy.param_groups(model, lr, head_lr, cfg.weight_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(epochs * steps_per_epoch, cfg.warmup))
@@ -157,6 +187,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            release_freed_memory()
             total_loss += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
