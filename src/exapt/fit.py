@@ -19,7 +19,7 @@ import torch
 from .config import DataConfig, FitConfig
 from .data import Table, load_data, sample_per_class, stratified_split
 from .errors import ExaptError
-from .run import Run, build_model, is_complete, write_outputs
+from .run import Run, build_model, check_out_folder, is_complete, write_outputs
 from .strategies import parse_strategy
 from .tasks import Task
 from .train.checkpoint import atomic_write_text
@@ -117,12 +117,9 @@ def _splits(cfg: FitConfig, table: Table, kind: str) -> tuple[Table, Table, Tabl
 def _prepare_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> Path:
     path = Path(out) if out else _default_out(cfg)
     if path.exists() and not resume:
-        if is_complete(path) and not overwrite:
-            raise ExaptError(f"{path} already holds a complete run; choose another --out or pass --overwrite")
+        check_out_folder(path, overwrite)
         if not is_complete(path) and (path / "config.yaml").exists() and not overwrite:
             raise ExaptError(f"{path} holds an interrupted run; continue it with --resume {path} or pass --overwrite")
-        if any(path.iterdir()) and not (path / "config.yaml").exists():
-            raise ExaptError(f"--out {path} is a non-empty folder that is not a run; choose another")
     return path
 
 

@@ -15,7 +15,7 @@ import torch
 
 from .backbones import load_backbone
 from .errors import ExaptError
-from .run import COMPLETE_MARKER, Run, is_complete, save_weights
+from .run import COMPLETE_MARKER, Run, check_out_folder, save_weights
 from .strategies import parse_strategy
 from .train.checkpoint import atomic_write_text
 
@@ -26,11 +26,7 @@ def merge_run(run_dir, out=None, overwrite: bool = False) -> Run:
     if not getattr(strategy, "mergeable", False):
         raise ExaptError(f"{run_dir}: strategy {strategy.spec()} has nothing to merge (lora and ia3 do)")
     out = Path(out) if out else Path(f"{Path(run_dir)}-merged")
-    if out.exists():
-        if is_complete(out) and not overwrite:
-            raise ExaptError(f"{out} already holds a complete run; choose another --out or pass --overwrite")
-        if any(out.iterdir()) and not (out / "config.yaml").exists():
-            raise ExaptError(f"--out {out} is a non-empty folder that is not a run; choose another")
+    check_out_folder(out, overwrite)
     bb = run.model.backbone
     bb.model = bb.model.merge_and_unload()
     cfg = dataclasses.replace(run.config, strategy="full")

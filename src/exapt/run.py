@@ -36,6 +36,17 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / COMPLETE_MARKER).exists() and (Path(path) / WEIGHTS).exists()
 
 
+def check_out_folder(path: Path, overwrite: bool) -> None:
+    """A folder that a new run may be written to: refuse to clobber a complete run (unless
+    --overwrite) or a folder of the user's that is not a run at all."""
+    if not path.exists():
+        return
+    if is_complete(path) and not overwrite:
+        raise ExaptError(f"{path} already holds a complete run; choose another --out or pass --overwrite")
+    if any(path.iterdir()) and not (path / "config.yaml").exists():
+        raise ExaptError(f"--out {path} is a non-empty folder that is not a run; choose another")
+
+
 def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy) -> TransferModel:
     """Backbone (pretrained, or its scratch twin) + head, with the strategy's new modules."""
     backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=cfg.max_length,

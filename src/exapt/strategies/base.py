@@ -13,7 +13,7 @@ new strategy is usually a dozen lines in one file plus `@STRATEGIES.register(nam
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from torch import nn
@@ -104,9 +104,6 @@ class Strategy:
         """`lora:r=8,alpha=16.0,...`: every option, named, so `parse_strategy(spec)` gives it back."""
         values = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
         return self.name + (":" + ",".join(values) if values else "")
-
-    def to_json(self) -> dict:
-        return {"name": self.name, **asdict(self)}
 
 
 def parse_strategy(spec: str) -> Strategy:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -255,7 +255,3 @@ def _restore(path, model, optimizer, scheduler):
     best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
     best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "state": best_state}
     return meta["epoch"], meta["history"], best, meta["bad_epochs"]
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
