@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export EXAPT_DEBIAN_ROOT := $(abspath $(DEBROOT))
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data browser demo test bench clean
 
 setup: $(STAMP) data
 
@@ -30,10 +30,15 @@ $(DEBROOT)/.done:
 	for f in $(DEBROOT)/debs/*.deb; do dpkg -x $$f $(DEBROOT); done
 	touch $@
 
+# The report test renders compare's report.html in Debian's headless chromium.
+browser:
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
 demo: setup
 	$(BIN)/exapt demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
+from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .errors import ExaptError
 
 EXIT_USAGE = 2
@@ -70,9 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--out", help="default: RUN-merged")
     mg.add_argument("--overwrite", action="store_true")
 
+    c = sub.add_parser("compare", help="strategies x labelled-set sizes x seeds vs. training from scratch -> report")
+    c.add_argument("data", help="file or built-in name; a pattern with {n} and {seed} names pre-made training files")
+    c.add_argument("--model", default="minilm-l6")
+    c.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                   help=f"comma-separated (default: {','.join(DEFAULT_STRATEGIES)})")
+    c.add_argument("--n-per-class", default=",".join(map(str, DEFAULT_SIZES)),
+                   help="labelled examples per class, comma-separated; 'all' for the whole pool (default: 8,16,32,64)")
+    c.add_argument("--seeds", type=int, default=3, help="seeds per size (default: 3)")
+    c.add_argument("--out", default="compare", help="folder for results, report and cell runs (default: compare)")
+    _data_options(c)
+    c.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
+    c.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")
+    c.add_argument("--val-fraction", type=float, default=0.2)
+    c.add_argument("--test-fraction", type=float, default=0.2)
+    c.add_argument("--max-test", type=int, default=2000, help="cap on a split-off test set (default: 2000)")
+    c.add_argument("--max-length", type=int, default=128)
+    c.add_argument("--epochs", type=int)
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--patience", type=int, default=5)
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any fit config field, all cells")
+    c.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store inside --out)")
+    c.add_argument("--no-tracking", action="store_true", help="do not log cells to MLflow")
+    c.add_argument("--keep-weights", action="store_true", help="keep each cell's weights (default: metrics only)")
+    c.add_argument("--overwrite", action="store_true", help="start again when --out holds a compare with other settings")
+    c.add_argument("--quiet", action="store_true")
+
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
-    d = sub.add_parser("demo", help="a short tour on the bundled tweets and MiniLM")
+    d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
     d.add_argument("--out", default="runs/demo")
     return p
 
@@ -137,6 +165,19 @@ def _cmd_merge(a) -> None:
     print(f"merged {run.metrics['merged_strategy']} into {run.metrics['merged_tensors']} base tensors -> {run.path}")
 
 
+def _cmd_compare(a) -> None:
+    from .compare import compare
+
+    text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
+    compare(a.data, a.model, a.strategies, a.n_per_class, a.seeds, a.out, text=text, label=a.label,
+            features=a.features, task=a.task, test=a.test, val_fraction=a.val_fraction,
+            test_fraction=a.test_fraction, max_test=a.max_test, max_length=a.max_length, epochs=a.epochs,
+            batch_size=a.batch_size, patience=a.patience, overrides=tuple(a.set), tracking=not a.no_tracking,
+            tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
+            progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
+            command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
+
+
 def _cmd_models(a) -> None:
     from .backbones import list_models
 
@@ -159,7 +200,7 @@ def _cmd_demo(a) -> None:
 
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
-            "models": _cmd_models,
+            "compare": _cmd_compare, "models": _cmd_models,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 
@@ -173,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exapt: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("exapt: interrupted; an interrupted fit continues with `exapt fit --resume RUN`", file=sys.stderr)
+        print("exapt: interrupted; a fit continues with `exapt fit --resume RUN`, a compare by running "
+              "the same command again", file=sys.stderr)
         return 130
     return 0
 

@@ -91,11 +91,11 @@ def _default_out(cfg: FitConfig) -> Path:
     return path
 
 
-def _splits(cfg: FitConfig, table: Table, kind: str) -> tuple[Table, Table, Table]:
+def _splits(cfg: FitConfig, table: Table, kind: str, loader=load_data) -> tuple[Table, Table, Table]:
     d = cfg.data
     stratify = kind == "classification"
     if d.test:
-        test = load_data(d.test, text=d.text, label=d.label, features=d.features)
+        test = loader(d.test, text=d.text, label=d.label, features=d.features)
         pool = table
     else:
         # named "train" so that every class keeps at least one example on the training side
@@ -132,11 +132,13 @@ class _Prepared:
     model: object
 
 
-def _prepare(cfg: FitConfig, strategy) -> _Prepared:
-    """Load and check data, labels, model and options: every user error surfaces here."""
-    table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features)
+def _prepare(cfg: FitConfig, strategy, loader=load_data) -> _Prepared:
+    """Load and check data, labels, model and options: every user error surfaces here.
+
+    `loader` is `load_data` or a memo of it (`compare` reads each file once for all cells)."""
+    table = loader(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features)
     task = Task.from_labels(cfg.task, table.labels, table.source)
-    tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind)))
+    tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     n_inputs = table.inputs.shape[1] if table.kind == "features" else None
@@ -155,11 +157,11 @@ def _prepare(cfg: FitConfig, strategy) -> _Prepared:
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
-               progress: bool = True, log=print) -> Run:
+               progress: bool = True, log=print, loader=load_data) -> Run:
     _check_options(cfg)
     strategy = parse_strategy(cfg.strategy)
     configure_threads()
-    prep = _prepare(cfg, strategy)
+    prep = _prepare(cfg, strategy, loader)
     path, main = _agree_on_out(out, cfg, resume, overwrite)
     if main:
         if overwrite and path.exists() and not resume:

@@ -111,7 +111,11 @@ class HFBackbone(Backbone):
 
     def enable_activation_checkpointing(self) -> None:
         """Keep only layer inputs; recompute the rest in backward (memory for compute)."""
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     @property
     def layers(self) -> nn.ModuleList:

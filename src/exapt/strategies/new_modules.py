@@ -10,6 +10,7 @@ learning rates without a class of their own.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,7 +99,10 @@ class PeftStrategy(NewModuleStrategy):
 
         bb = self.require_hf_backbone(model)
         try:
-            bb.model = get_peft_model(bb.model, self.peft_config(bb))
+            with warnings.catch_warnings():
+                # PEFT still asks transformers for the deprecated `is_gradient_checkpointing`
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                bb.model = get_peft_model(bb.model, self.peft_config(bb))
         except ValueError as e:  # e.g. target modules that the model does not have
             raise ExaptError(f"--strategy {self.spec()}: {str(e).splitlines()[0][:300]}") from None
         self._check_targets(bb)

@@ -1,0 +1,103 @@
+"""A compare panel: which cells (strategy x labelled-set size x seed) to run, in what order.
+
+Each cell is an ordinary `fit` configuration, so a cell run by `compare` and the same
+cell run by `exapt fit` are the same experiment. Cheap cells (no gradient through the
+encoder) go first so that early results appear early; the rest go smallest n first.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+from ..config import FitConfig
+from ..errors import ExaptError
+from ..strategies import parse_strategy
+
+from .defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES  # noqa: F401  (re-exported)
+
+ALL = "all"
+# Data paths may name pre-made training files, one per size and seed, e.g.
+# "splits/train_n{n}_s{seed}.csv": then nothing is sampled and each cell reads its file.
+PLACEHOLDERS = ("{n}", "{seed}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str      # canonical spec, e.g. "freeze:k=4" -> shown as given
+    n: int | str       # labelled examples per class, or "all"
+    seed: int
+    cfg: FitConfig
+
+    @property
+    def name(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "", self.strategy.replace(":", "-").replace("=", ""))
+        return f"{slug}-n{self.n}-s{self.seed}"
+
+
+def parse_sizes(text: str | list) -> list[int | str]:
+    """`8,16,32,64,all` -> [8, 16, 32, 64, 'all'] (sorted, duplicates dropped)."""
+    items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",") if t.strip()]
+    sizes: list[int | str] = []
+    for item in items:
+        item = str(item).strip().lower()
+        if item == ALL:
+            sizes.append(ALL)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise ExaptError(f"--n-per-class {text!r}: {item!r} is not a whole number or 'all'") from None
+        if value < 1:
+            raise ExaptError(f"--n-per-class {text!r}: sizes must be >= 1 (got {value})")
+        sizes.append(value)
+    if not sizes:
+        raise ExaptError("--n-per-class needs at least one size")
+    numbers = sorted({s for s in sizes if s != ALL})
+    return numbers + ([ALL] if ALL in sizes else [])
+
+
+def parse_strategies(text: str | list) -> list[str]:
+    items = text if isinstance(text, (list, tuple)) else [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ExaptError("--strategies needs at least one strategy")
+    out = []
+    for item in items:
+        parse_strategy(item)  # unknown names and bad options fail here, before anything runs
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def uses_file_pattern(source: str) -> bool:
+    return any(p in source for p in PLACEHOLDERS)
+
+
+def build_cells(base: FitConfig, strategies: list[str], sizes: list, seeds: int) -> list[Cell]:
+    """Every (strategy, n, seed) as a FitConfig, ordered cheap first."""
+    if seeds < 1:
+        raise ExaptError(f"--seeds must be >= 1 (got {seeds})")
+    pattern = uses_file_pattern(base.data.source)
+    if pattern and ALL in sizes:
+        raise ExaptError("--n-per-class 'all' cannot fill the {n} placeholder of a file pattern; give sizes")
+    cells = []
+    for strategy in strategies:
+        for n in sizes:
+            for seed in range(seeds):
+                cfg = copy.deepcopy(base)
+                cfg.strategy = strategy
+                cfg.data.seed = cfg.train.seed = seed
+                if pattern:
+                    cfg.data.source = base.data.source.replace("{n}", str(n)).replace("{seed}", str(seed))
+                    cfg.data.n_per_class = None
+                else:
+                    cfg.data.n_per_class = None if n == ALL else int(n)
+                cells.append(Cell(strategy, n, seed, cfg))
+    order = {s: i for i, s in enumerate(strategies)}
+
+    def cost(cell: Cell):
+        gradient = parse_strategy(cell.strategy).trains_encoder
+        size = float("inf") if cell.n == ALL else cell.n
+        return (gradient, size, cell.seed, order[cell.strategy])
+
+    return sorted(cells, key=cost)
