@@ -15,6 +15,9 @@ SECTIONS = [
      "Measured alone on the 2-core machine, side by side in one run."),
     ("peft.md", "Parameter-efficient strategies (issue 3)", "python benchmarks/peft_bench.py",
      "LoRA, bottleneck adapters and IA3 against full fine-tuning; memory and throughput against PEFT + Trainer."),
+    ("compare.md", "`exapt compare` (issue 4)", "python benchmarks/compare_bench.py",
+     "Wall time of one compare panel against the same cells run one by one with `exapt fit` (measured alone), and "
+     "the strategy compare recommends on the fixed tweet splits against the best peer of ../shared/peers/RESULTS.md."),
 ]
 
 

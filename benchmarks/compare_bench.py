@@ -103,7 +103,7 @@ def accuracy(out: Path, strategies: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["wall", "accuracy"])
-    parser.add_argument("--strategies", default="linear-probe,full,lp-ft,freeze:4,lora,scratch")
+    parser.add_argument("--strategies", default="linear-probe,lp-ft,full,scratch")
     args = parser.parse_args()
     path = RESULTS / "compare.json"
     result = json.loads(path.read_text()) if path.exists() else {}
@@ -118,6 +118,38 @@ def main() -> None:
         out = RESULTS / "runs" / "compare-tweets"
         result["accuracy"] = accuracy(out, args.strategies)
     write_json(path, result)
+    (RESULTS / "compare.md").write_text(_markdown(result))
+
+
+def _markdown(result: dict) -> str:
+    lines = []
+    if "wall" in result:
+        w = result["wall"]
+        p = w["panel"]
+        lines += [f"Panel: `{p['strategies']}` x n = {p['sizes']} x {p['seeds']} seeds on the built-in tweets "
+                  f"({' '.join(w['options'])}), {w['cells']} cells.", "",
+                  "| | wall seconds |", "|---|---:|",
+                  f"| the cells one by one with `exapt fit` (one process each) | {w['one_by_one_seconds']:.1f} |",
+                  f"| one `exapt compare` (MLflow tracking and report included) | {w['compare_seconds']:.1f} |",
+                  f"| **ratio** (goal <= 0.8) | **{w['ratio']:.2f}x** |", "",
+                  f"Test accuracy differs between the two in {w['accuracy_mismatches']} of {w['cells']} cells "
+                  "(the same experiments).", ""]
+    if "accuracy" in result:
+        a = result["accuracy"]
+        lines += [f"`exapt compare` on the fixed splits recommends **{a['recommended']}**:", "",
+                  "| n per class | recommended strategy | best peer | peer accuracy | above the bar |",
+                  "|---:|---:|---|---:|---|"]
+        for r in a["by_n"]:
+            lines.append(f"| {r['n']} | {r['accuracy']:.4f} | {r['best_peer']} | {r['peer_accuracy']:.3f} | "
+                         f"{'yes' if r['beats'] else 'no'} |")
+        strategies = sorted({k.split('@')[0] for k in a["means"]})
+        lines += ["", "Mean accuracy over the 3 seeds, every strategy of the panel:", "",
+                  "| strategy | n=8 | n=16 | n=64 |", "|---|---:|---:|---:|"]
+        for s_ in strategies:
+            lines.append(f"| {s_} | " + " | ".join(f"{a['means'].get(f'{s_}@{n}', float('nan')):.4f}"
+                                                  for n in (8, 16, 64)) + " |")
+        lines += ["", f"```bash\n{a['command']}\n```"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

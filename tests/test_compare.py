@@ -196,3 +196,10 @@ def test_cli_compare(tmp_path, capsys, tiny_bert, tweets_small, tweets_test_smal
     code = main(["compare", str(tweets_small), "--model", str(tiny_bert), "--strategies", "bogus", "--out",
                  str(tmp_path / "x")])
     assert code == 2 and "bogus" in capsys.readouterr().err
+
+
+def test_bad_tracking_uri_is_one_clear_error(tmp_path, tiny_bert, tweets_small):
+    with pytest.raises(ExaptError, match="--tracking-uri"):
+        _compare(tweets_small, tiny_bert, tmp_path / "cmp", strategies="linear-probe", n_per_class="4", seeds=1,
+                 tracking_uri="nosuchscheme://nowhere")
+    assert not (tmp_path / "cmp").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .errors import ExaptError
+from .select import cli as select_cli
 
 EXIT_USAGE = 2
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-weights", action="store_true", help="keep each cell's weights (default: metrics only)")
     c.add_argument("--overwrite", action="store_true", help="start again when --out holds a compare with other settings")
     c.add_argument("--quiet", action="store_true")
+
+    select_cli.add_parser(sub)
 
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
@@ -200,7 +203,7 @@ def _cmd_demo(a) -> None:
 
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
-            "compare": _cmd_compare, "models": _cmd_models,
+            "compare": _cmd_compare, "rank": select_cli.run, "models": _cmd_models,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 

@@ -75,12 +75,18 @@ def compare(data: str = "tweets", model: str = "minilm-l6", strategies=DEFAULT_S
     loader = _MemoLoader()
     kind = _check_inputs(cells, loader)
     settings = _settings(base)
+    created = not out.exists()
     _prepare_folder(out, settings, overwrite)
     tracker = None
     if tracking:
         from .tracking import Tracker
 
-        tracker = Tracker(out, tracking_uri)
+        try:
+            tracker = Tracker(out, tracking_uri)
+        except ExaptError:
+            if created:  # leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     metric, higher = PRIMARY[kind]
     meta = {"data": str(data), "model": model, "task": kind, "metric": metric, "higher_is_better": higher,
             "strategies": strategies, "n_values": sizes, "seeds": seeds,

@@ -40,13 +40,17 @@ class Tracker:
         self.mlflow = mlflow
         out = Path(out).resolve()
         self.uri = uri or f"sqlite:///{out / 'mlflow.db'}"
-        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
-        experiment = self.client.get_experiment_by_name(f"{EXPERIMENT}:{out.name}")
-        if experiment is None:
-            location = (out / "mlartifacts").as_uri() if uri is None else None
-            self.experiment_id = self.client.create_experiment(f"{EXPERIMENT}:{out.name}", artifact_location=location)
-        else:
-            self.experiment_id = experiment.experiment_id
+        try:
+            self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+            experiment = self.client.get_experiment_by_name(f"{EXPERIMENT}:{out.name}")
+            if experiment is None:
+                location = (out / "mlartifacts").as_uri() if uri is None else None
+                self.experiment_id = self.client.create_experiment(f"{EXPERIMENT}:{out.name}",
+                                                                   artifact_location=location)
+            else:
+                self.experiment_id = experiment.experiment_id
+        except Exception as e:  # MLflow raises many kinds; the user needs the URI and the first line
+            raise ExaptError(f"--tracking-uri {self.uri}: MLflow cannot use it ({str(e).splitlines()[0][:200]})") from None
 
     def log_cell(self, name: str, params: dict, metrics: dict, folder: Path, tags: dict) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
