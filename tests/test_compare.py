@@ -203,3 +203,11 @@ def test_bad_tracking_uri_is_one_clear_error(tmp_path, tiny_bert, tweets_small):
         _compare(tweets_small, tiny_bert, tmp_path / "cmp", strategies="linear-probe", n_per_class="4", seeds=1,
                  tracking_uri="nosuchscheme://nowhere")
     assert not (tmp_path / "cmp").exists()
+
+
+def test_all_sits_on_the_size_axis(tmp_path, tiny_bert, tweets_small, tweets_test_small):
+    result = _compare(tweets_small, tiny_bert, tmp_path / "cmp", strategies="linear-probe", n_per_class="4,all",
+                      seeds=1, test=str(tweets_test_small), tracking=False)
+    frame = result.results.set_index("n_label")
+    assert frame.loc["all", "n"] == 16 and frame.loc["all", "n_train"] + frame.loc["all", "n_val"] == 48
+    assert (tmp_path / "cmp" / "runs" / "linear-probe-nall-s0" / "cell.json").exists()

@@ -291,3 +291,29 @@ def test_regression_keeps_logme_only(tiny_bert, tweets_small, tmp_path):
     assert np.isfinite(table.loc[0, "logme"])
     with pytest.raises(ExaptError, match="knn: does not support a regression task"):
         rank(str(data), str(tiny_bert), scores="logme,knn", progress=False, log=quiet)
+
+
+def test_interrupted_validate_resumes_in_the_same_folder(tmp_path, tiny_bert, tweets_small, tweets_test_small,
+                                                         monkeypatch):
+    fit_module = sys.modules["exapt.fit"]
+    real, calls = fit_module.fit, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second candidate's fine-tuning
+        return real(*a, **k)
+
+    out = tmp_path / "rank"
+    kw = dict(validate=True, strategy="linear-probe", test=str(tweets_test_small), out=out, progress=False,
+              log=quiet)
+    candidates = [f"{tiny_bert}@1", str(tiny_bert), f"scratch:{tiny_bert}"]
+    with monkeypatch.context() as m:
+        m.setattr(fit_module, "fit", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            rank(str(tweets_small), candidates, **kw)
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(fit_module, "fit", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+        table = rank(str(tweets_small), candidates, **kw)
+    assert len(calls) == 2 and table["test_accuracy"].notna().all()

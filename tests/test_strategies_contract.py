@@ -554,3 +554,24 @@ def test_freeze_prefix_cache_gives_the_same_result(tiny_bert, tweets_small, tmp_
     a, b = with_cache.model.state_dict(), without.model.state_dict()
     for n in a:
         assert torch.allclose(a[n], b[n], atol=1e-5), n
+
+
+def test_lp_ft_wise_is_the_weight_space_mix(tmp_path, tiny_bert, tweets_small):
+    """WiSE-FT (Wortsman et al. 2022): theta = (1 - a) theta_start + a theta_finetuned, where
+    start = pretrained encoder + probe head; checked against two plain runs."""
+    import exapt
+    from exapt.backbones import load_backbone
+
+    kw = dict(epochs=2, max_length=32, val_fraction=0, progress=False, log=lambda *a, **k: None)
+    plain = exapt.fit(str(tweets_small), "lp-ft", str(tiny_bert), out=tmp_path / "plain", **kw)
+    mixed = exapt.fit(str(tweets_small), "lp-ft:wise=0.25", str(tiny_bert), out=tmp_path / "wise", **kw)
+    pre = load_backbone(str(tiny_bert), max_length=32).model.state_dict()
+    ft, wise = plain.model.backbone.model.state_dict(), mixed.model.backbone.model.state_dict()
+    checked = 0
+    for name, value in pre.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(wise[name], 0.75 * value + 0.25 * ft[name], atol=1e-6, rtol=1e-5)
+            checked += 1
+    assert checked > 10
+    assert not torch.allclose(ft["encoder.layer.0.attention.self.query.weight"],
+                              wise["encoder.layer.0.attention.self.query.weight"])

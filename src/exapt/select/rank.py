@@ -783,6 +783,9 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
     score_names = _check_scores(score_names, kind, explicit_scores, candidates, log)
     if clear:   # every user error is behind us: only now replace an earlier output
         _clear_out(out)
+    if out is not None and not (out / META).exists():
+        # mark the folder as ours before any fine-tuning, so an interrupted --validate can resume in it
+        _atomic_bytes(out / META, json.dumps({"exapt_rank": 1, "settings": settings, "complete": False}).encode())
     texts = list(d.train.inputs)
     log(f"rank {len(candidates)} candidate(s) on {len(texts)} training examples of {d.train.source} ({kind}): "
         f"{', '.join(score_names)}")

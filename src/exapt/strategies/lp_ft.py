@@ -3,7 +3,12 @@
 
 The fitted head trains at the encoder's small learning rate (2e-5): a large head step
 would undo the probe. On the fixed tweet splits (n = 16 per class, 3 seeds) this gave
-0.574 mean accuracy against 0.567 with lr 5e-5 and a 3e-3 head."""
+0.574 mean accuracy against 0.567 with lr 5e-5 and a 3e-3 head.
+
+`wise=a` (WiSE-FT, Wortsman et al. 2022) returns the weight-space mix
+(1 - a) * start + a * fine-tuned, where start is the pretrained encoder with the probe
+head: the fine-tuned model's gains, pulled back towards the features that were already
+good. a = 1 (the default) is plain LP-FT."""
 from dataclasses import dataclass
 
 from ..registry import STRATEGIES
@@ -14,6 +19,7 @@ from .base import Strategy
 @dataclass
 class LinearProbeThenFineTune(Strategy):
     C: float = 1.0
+    wise: float = 1.0
     name = "lp-ft"
     summary = "linear probe first, then full fine-tuning from that head"
     fits_probe_first = True
@@ -23,3 +29,5 @@ class LinearProbeThenFineTune(Strategy):
     def __post_init__(self):
         if self.C <= 0:
             raise ValueError("C must be > 0")
+        if not 0 < self.wise <= 1:
+            raise ValueError("wise must be in (0, 1] (1: plain LP-FT)")
