@@ -347,6 +347,10 @@ def test_negative_patience(capsys, fit_args, tweets_small):
                  out=fit_args.out)
 
 
+def test_zero_max_test(capsys, fit_args, tweets_small):
+    expect_error(capsys, fit_args(tweets_small, "--max-test", "0"), "--max-test", out=fit_args.out)
+
+
 @pytest.mark.parametrize("damage", ["no labels.json", "truncated weights", "labels.json with other classes"])
 def test_evaluate_damaged_run(capsys, probe_run, tweets_test_small, tmp_path, damage):
     run = tmp_path / "run"

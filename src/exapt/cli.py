@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--val-fraction", type=float, default=0.2, help="of the training examples, for early stopping (0: none)")
     f.add_argument("--test-fraction", type=float, default=0.2)
+    f.add_argument("--max-test", type=int, default=2000, help="cap on a split-off test set (default: 2000)")
     f.add_argument("--epochs", type=int, help="default: enough for ~120 optimiser steps, 3..40 epochs")
     f.add_argument("--lr", type=float, help="encoder learning rate (default: the strategy's)")
     f.add_argument("--batch-size", type=int, default=16)
@@ -127,7 +128,8 @@ def _cmd_fit(a) -> None:
     text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
     cfg = FitConfig(
         data=DataConfig(source=a.data, text=text, label=a.label, features=features, test=a.test,
-                        test_fraction=a.test_fraction, val_fraction=a.val_fraction, n_per_class=a.n_per_class, seed=a.seed),
+                        test_fraction=a.test_fraction, max_test=a.max_test, val_fraction=a.val_fraction,
+                        n_per_class=a.n_per_class, seed=a.seed),
         model=a.model, strategy=a.strategy, task=a.task, pooling=a.pooling, max_length=a.max_length,
         train=TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, patience=a.patience, seed=a.seed),
     )

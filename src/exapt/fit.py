@@ -71,6 +71,7 @@ def _check_options(cfg: FitConfig) -> None:
         (0 < d.test_fraction < 1 or (d.test and d.test_fraction == 0),
          f"--test-fraction must be in (0, 1) when no --test file is given (got {d.test_fraction})"),
         (t.patience >= 0, f"--patience must be >= 0 (got {t.patience})"),
+        (d.max_test >= 1, f"--max-test must be >= 1 (got {d.max_test})"),
         (d.n_per_class is None or d.n_per_class >= 1, f"--n-per-class must be >= 1 (got {d.n_per_class})"),
         (t.batch_size >= 1, f"--batch-size must be >= 1 (got {t.batch_size})"),
         (t.epochs is None or t.epochs >= 1, f"--epochs must be >= 1 (got {t.epochs})"),
