@@ -78,6 +78,8 @@ def tweets_small(tmp_path_factory) -> Path:
 def tweets_test_small(tmp_path_factory) -> Path:
     import pandas as pd
 
+    if not (TWEETS / "test.csv").exists():
+        pytest.skip(f"{TWEETS / 'test.csv'} missing")
     df = pd.read_csv(TWEETS / "test.csv").groupby("label").head(20)
     out = tmp_path_factory.mktemp("tweets") / "test60.csv"
     df.to_csv(out, index=False)
