@@ -357,9 +357,10 @@ def test_unfrozen_pretrained_biases_do_not_decay(spec, tiny_bert, tweets):
     assert not decayed, f"{spec}: weight decay on {sorted(decayed)[:3]}"
 
 
-def test_layerwise_lr_values_by_hand(tiny_bert, tweets):
+@pytest.mark.parametrize("spec", ["layerwise-lr:0.5", "lp-ft:decay=0.5"])
+def test_layerwise_lr_values_by_hand(tiny_bert, tweets, spec):
     """lr * decay**(n_blocks - 1 - block) with numbers written out: decay 0.5 -> 0.25, 0.5, 1 x lr."""
-    strategy, _, model = make_model("layerwise-lr:0.5", tiny_bert, tweets)
+    strategy, _, model = make_model(spec, tiny_bert, tweets)
     probes = {E: "backbone.model.embeddings.word_embeddings.weight",
               L0: "backbone.model.encoder.layer.0.attention.self.query.weight",
               L1: "backbone.model.encoder.layer.1.output.dense.bias",

@@ -8,7 +8,10 @@ would undo the probe. On the fixed tweet splits (n = 16 per class, 3 seeds) this
 `wise=a` (WiSE-FT, Wortsman et al. 2022) returns the weight-space mix
 (1 - a) * start + a * fine-tuned, where start is the pretrained encoder with the probe
 head: the fine-tuned model's gains, pulled back towards the features that were already
-good. a = 1 (the default) is plain LP-FT."""
+good. a = 1 (the default) is plain LP-FT.
+
+`decay=d` gives the fine-tuning stage layer-wise learning rates (Howard & Ruder 2018): the
+top block at lr, each block below at d x the one above; d = 1 (the default) is plain LP-FT."""
 from dataclasses import dataclass
 
 from ..registry import STRATEGIES
@@ -20,6 +23,7 @@ from .base import Strategy
 class LinearProbeThenFineTune(Strategy):
     C: float = 1.0
     wise: float = 1.0
+    decay: float = 1.0
     name = "lp-ft"
     summary = "linear probe first, then full fine-tuning from that head"
     fits_probe_first = True
@@ -31,3 +35,8 @@ class LinearProbeThenFineTune(Strategy):
             raise ValueError("C must be > 0")
         if not 0 < self.wise <= 1:
             raise ValueError("wise must be in (0, 1] (1: plain LP-FT)")
+        if not 0 < self.decay <= 1:
+            raise ValueError("decay must be in (0, 1] (1: one lr for every block)")
+
+    def lr_scale(self, block, n_blocks):
+        return self.decay ** (n_blocks - 1 - block)
