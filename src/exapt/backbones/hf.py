@@ -21,20 +21,25 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HASH_CACHE: dict[tuple, str] = {}
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so a big weight file is read once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
 def weights_sha256(folder: Path) -> str:
-    """sha256 of the weight file, cached by (path, size, mtime): runs record it."""
+    """sha256 of the weight file: runs record it."""
     for name in WEIGHT_FILES:
         f = folder / name
         if f.exists():
-            st = f.stat()
-            key = (str(f), st.st_size, st.st_mtime_ns)
-            if key not in _HASH_CACHE:
-                h = hashlib.sha256()
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(chunk)
-                _HASH_CACHE[key] = h.hexdigest()
-            return _HASH_CACHE[key]
+            return file_sha256(f)
     return ""
 
 

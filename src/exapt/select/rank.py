@@ -299,19 +299,10 @@ def parse_scores(scores) -> list[str]:
 
 
 # ============================================================================ cache keys
-_FILE_HASHES: dict[tuple, str] = {}
-
-
 def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
+    from ..backbones.hf import file_sha256
+
+    return file_sha256(path)
 
 
 def _folder_fingerprint(folder: Path, weights: bool) -> dict:
