@@ -205,19 +205,16 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log) -
         k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
         train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
         model.prefix_k = k
-        wise = getattr(strategy, "wise", 1.0)
-        start = {n: t.detach().clone() for n, t in model.state_dict().items()} if wise < 1 else None
+        start = ({n: t.detach().clone() for n, t in model.state_dict().items()}
+                 if strategy.needs_start_weights else None)
         try:
             val = train_splits["val"] if len(prep.tables["val"]) else None
             result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, path,
                                 resume=resume, progress=progress, log=log))
         finally:
             model.prefix_k = 0
-        if start is not None:  # WiSE-FT: mix the weights with where fine-tuning started
-            with torch.no_grad():
-                for name, tensor in model.state_dict().items():
-                    if tensor.is_floating_point():
-                        tensor.mul_(wise).add_(start[name], alpha=1 - wise)
+        if start is not None:
+            strategy.after_training(model, start)
         test_logits = predict_logits(model, splits["test"])
     else:
         with torch.no_grad():

@@ -24,7 +24,7 @@ PLACEHOLDERS = ("{n}", "{seed}")
 
 @dataclass(frozen=True)
 class Cell:
-    strategy: str      # canonical spec, e.g. "freeze:k=4" -> shown as given
+    strategy: str      # the spec as the user wrote it, e.g. "freeze:4"
     n: int | str       # labelled examples per class, or "all"
     seed: int
     cfg: FitConfig

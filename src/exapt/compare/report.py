@@ -67,13 +67,19 @@ def write_report(out_dir: Path, results: pd.DataFrame, meta: dict) -> dict[str, 
     without a scratch baseline (the gain and labels-saved parts then say so), and on no
     finished cell at all (a page that says nothing has finished yet).
     """
+    return write_report_with_recommendation(out_dir, results, meta)[0]
+
+
+def write_report_with_recommendation(out_dir: Path, results: pd.DataFrame, meta: dict) -> tuple[dict, dict | None]:
+    """`write_report`, also returning the recommendation the report states (None when
+    nothing can be ranked), so callers never compute a second, possibly different one."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = _Report(results, meta)
     paths = {"html": out_dir / "report.html", "md": out_dir / "report.md"}
     _atomic_write(paths["html"], report.html())
     _atomic_write(paths["md"], report.markdown())
-    return paths
+    return paths, report.rec
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -181,59 +187,47 @@ class _Report:
             })
         return pd.DataFrame(rows)
 
+    def _grid(self, strategies, frame: pd.DataFrame, cell) -> tuple[list[str], list[list[str]]]:
+        """strategy x n table: `cell(row)` formats the frame's row for (strategy, n); "–" when absent."""
+        head = ["strategy"] + [f"n={self.n_text(n)}" for n in self.sizes]
+        body = []
+        for s in strategies:
+            row = [s]
+            for n in self.sizes:
+                hit = frame[(frame["strategy"] == s) & (frame["n"] == n)]
+                row.append("–" if hit.empty else cell(hit.iloc[0]))
+            body.append(row)
+        return head, body
+
     def summary_grid(self) -> tuple[list[str], list[list[str]]]:
         """strategy x n: "mean ± std" (and "(k seeds)" where fewer than the panel's seeds)."""
         seeds = self.meta.get("seeds")
-        head = ["strategy"] + [f"n={self.n_text(n)}" for n in self.sizes]
-        body = []
-        for s in self.order:
-            row = [s]
-            for n in self.sizes:
-                hit = self.summary[(self.summary["strategy"] == s) & (self.summary["n"] == n)]
-                if hit.empty:
-                    row.append("–")
-                    continue
-                h = hit.iloc[0]
-                text = A.fmt_metric(h["mean"])
-                if np.isfinite(h["std"]):
-                    text += f" ± {A.fmt_metric(h['std'])}"
-                if seeds and int(h["count"]) < int(seeds):
-                    text += f" ({int(h['count'])} of {int(seeds)} seeds)"
-                row.append(text)
-            body.append(row)
-        return head, body
+
+        def cell(h) -> str:
+            text = A.fmt_metric(h["mean"])
+            if np.isfinite(h["std"]):
+                text += f" ± {A.fmt_metric(h['std'])}"
+            if seeds and int(h["count"]) < int(seeds):
+                text += f" ({int(h['count'])} of {int(seeds)} seeds)"
+            return text
+
+        return self._grid(self.order, self.summary, cell)
 
     def gain_grid(self) -> tuple[list[str], list[list[str]]]:
-        head = ["strategy"] + [f"n={self.n_text(n)}" for n in self.sizes]
-        body = []
-        for s in self.others:
-            row = [s]
-            for n in self.sizes:
-                hit = self.gain[(self.gain["strategy"] == s) & (self.gain["n"] == n)]
-                if hit.empty:
-                    row.append("–")
-                    continue
-                g = hit.iloc[0]
-                text = A.fmt_signed(g["gain"])
-                if np.isfinite(g["std"]):
-                    text += f" ± {A.fmt_metric(g['std'])}"
-                seeds = self.meta.get("seeds")
-                if not seeds or int(g["count"]) < int(seeds):  # say so only when a seed is missing
-                    text += f" ({int(g['count'])} paired)"
-                row.append(text)
-            body.append(row)
-        return head, body
+        seeds = self.meta.get("seeds")
+
+        def cell(g) -> str:
+            text = A.fmt_signed(g["gain"])
+            if np.isfinite(g["std"]):
+                text += f" ± {A.fmt_metric(g['std'])}"
+            if not seeds or int(g["count"]) < int(seeds):  # say so only when a seed is missing
+                text += f" ({int(g['count'])} paired)"
+            return text
+
+        return self._grid(self.others, self.gain, cell)
 
     def saved_grid(self) -> tuple[list[str], list[list[str]]]:
-        head = ["strategy"] + [f"n={self.n_text(n)}" for n in self.sizes]
-        body = []
-        for s in self.others:
-            row = [s]
-            for n in self.sizes:
-                hit = self.saved[(self.saved["strategy"] == s) & (self.saved["n"] == n)]
-                row.append("–" if hit.empty else _short_saved(hit.iloc[0]))
-            body.append(row)
-        return head, body
+        return self._grid(self.others, self.saved, _short_saved)
 
     def cost_grid(self) -> tuple[list[str], list[list[str]]]:
         head = ["strategy", "cells", "time per cell", "training time", "peak RSS", "trainable parameters",

@@ -300,15 +300,10 @@ def _write_results(out: Path, cells: list[Cell], rows: dict) -> pd.DataFrame:
 
 
 def _write_report(out: Path, results: pd.DataFrame, meta: dict, complete: bool) -> dict:
-    from .analysis import recommend
-    from .report import write_report
+    from .report import write_report_with_recommendation
 
     meta = dict(meta, complete=complete, n_test=int(results["n_test"].iloc[0]) if len(results) else 0)
-    files = write_report(out, results, meta)
-    try:
-        recommendation = recommend(results, meta["metric"], meta["higher_is_better"])
-    except (ValueError, KeyError):
-        recommendation = None
+    files, recommendation = write_report_with_recommendation(out, results, meta)
     return {**files, "recommendation": recommendation}
 
 

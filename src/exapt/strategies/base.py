@@ -49,6 +49,15 @@ class Strategy:
     def lr_scale(self, block: int, n_blocks: int) -> float:
         return 1.0
 
+    @property
+    def needs_start_weights(self) -> bool:
+        """True: fit keeps the weights as they were before the first gradient step and
+        hands them to `after_training` (WiSE-FT mixes them back in)."""
+        return False
+
+    def after_training(self, model: nn.Module, start: dict) -> None:
+        """Change the trained model using the weights it started from; most strategies don't."""
+
     # -- derived behaviour (shared) -------------------------------------------------
     def block_names(self, model: nn.Module) -> list[list[str]]:
         """Parameter names per block; parameters outside every block join the top one."""

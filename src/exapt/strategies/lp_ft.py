@@ -14,6 +14,8 @@ good. a = 1 (the default) is plain LP-FT.
 top block at lr, each block below at d x the one above; d = 1 (the default) is plain LP-FT."""
 from dataclasses import dataclass
 
+import torch
+
 from ..registry import STRATEGIES
 from .base import Strategy
 
@@ -40,3 +42,14 @@ class LinearProbeThenFineTune(Strategy):
 
     def lr_scale(self, block, n_blocks):
         return self.decay ** (n_blocks - 1 - block)
+
+    @property
+    def needs_start_weights(self) -> bool:
+        return self.wise < 1
+
+    def after_training(self, model, start: dict) -> None:
+        """WiSE-FT: theta = (1 - wise) * theta_start + wise * theta_finetuned, every float tensor."""
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():
+                if tensor.is_floating_point():
+                    tensor.mul_(self.wise).add_(start[name], alpha=1 - self.wise)
