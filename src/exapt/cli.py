@@ -14,7 +14,9 @@ from pathlib import Path
 
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .errors import ExaptError
+from .pretrain import cli as pretrain_cli
 from .select import cli as select_cli
+from .transfer_map import cli as transfer_map_cli
 
 EXIT_USAGE = 2
 
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     f = sub.add_parser("fit", help="fit one strategy -> runs/<name>/")
-    f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file or built-in name (tweets, digits, promoters, splice)")
+    f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file or built-in name (tweets, tweets-airline, tweets-self-driving, "
+                   "tweets-deflategate, tweets-apple, digits, promoters, splice, amp-tm, amp-uniprot)")
     f.add_argument("--strategy", default="linear-probe", help="see `exapt strategies` (default: linear-probe)")
     f.add_argument("--model", default="minilm-l6", help="alias, HF model folder, scratch:NAME or mlp (see `exapt models`)")
     _data_options(f)
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
 
     select_cli.add_parser(sub)
+    transfer_map_cli.add_parser(sub)
+    pretrain_cli.add_parser(sub)
 
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
@@ -205,7 +210,7 @@ def _cmd_demo(a) -> None:
 
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
-            "compare": _cmd_compare, "rank": select_cli.run, "models": _cmd_models,
+            "compare": _cmd_compare, "rank": select_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 

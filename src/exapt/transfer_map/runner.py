@@ -1,0 +1,291 @@
+"""Fit on each source domain, score on every domain's test split: the transfer map.
+
+One fit per (source, seed), through the same `fit_config` as `exapt fit`, in one process:
+data read once, the pretrained model loaded once (the backbone loader keeps a pristine
+copy), frozen features cached per example on disk (so a linear probe encodes each text
+once, ever) and, for strategies that leave the encoder frozen, each target's test
+features computed once for all fits. Each fit is an ordinary run folder under DIR/runs/
+with a `transfer.json` beside it once every target is scored: run the same command again
+and finished fits are skipped, an interrupted one resumes, and a folder made with other
+settings is refused, naming what changed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..config import DataConfig, FitConfig
+from ..data import load_data
+from ..errors import ExaptError
+from ..train.checkpoint import atomic_write_text
+from ..train.loop import TrainConfig
+from .domains import Domain, check_sizes, fingerprint, load_domains, parse_domains, split_files, split_texts
+
+SETTINGS = "transfer-map.yaml"
+FIT_DONE = "transfer.json"
+
+
+@dataclass
+class TransferMap:
+    """What `transfer_map` returns: one row per (source, target, seed), the mean accuracy
+    matrix (rows: source, columns: target) and the files written."""
+    out: Path
+    results: pd.DataFrame
+    accuracy: pd.DataFrame
+    meta: dict
+    files: dict = field(default_factory=dict)
+
+
+def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-probe", n_per_class: int = 64,
+                 seeds: int = 3, out: str | Path = "transfer-map", *, text=None, label: str = "label",
+                 test_fraction: float = 0.2, max_test: int = 500, val_fraction: float = 0.2,
+                 max_length: int = 64, epochs: int | None = None, batch_size: int = 16, patience: int = 5,
+                 keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
+                 command: str | None = None) -> TransferMap:
+    """Train on each domain, test on every domain.
+
+    >>> transfer_map("tweets-airline,tweets-apple", n_per_class=16, seeds=2, out="tm")  # doctest: +SKIP
+    """
+    from ..fit import _check_options
+    from ..strategies import parse_strategy
+
+    if isinstance(text, str) and "," in text:
+        text = [c.strip() for c in text.split(",") if c.strip()]
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ExaptError(f"--seeds must be >= 1 (got {seeds})")
+    if not isinstance(n_per_class, int) or n_per_class < 1:
+        raise ExaptError(f"--n-per-class must be >= 1 (got {n_per_class})")
+    names = parse_domains(domains)
+    parsed = parse_strategy(strategy)
+    base = FitConfig(data=DataConfig(val_fraction=val_fraction, n_per_class=n_per_class),
+                     model=model, strategy=strategy, max_length=max_length,
+                     train=TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience))
+    _check_options(base)
+    found = load_domains(names, text=text, label=label, test_fraction=test_fraction, max_test=max_test)
+    check_sizes(found, n_per_class)
+    _check_model(base, parsed)
+    out = Path(out)
+    splits = {d.name: split_texts(d) for d in found}
+    settings = {"model": model, "strategy": parsed.spec(), "n_per_class": n_per_class,
+                "test_fraction": test_fraction, "max_test": max_test, "val_fraction": val_fraction,
+                "max_length": max_length, "epochs": epochs, "batch_size": batch_size, "patience": patience,
+                "domains": {d.name: {"source": d.source, **({"text": text, "label": label} if d.is_file else {}),
+                                     "n_pool": len(d.pool), "n_test": len(d.test),
+                                     "examples": fingerprint(*splits[d.name])} for d in found}}
+    _prepare_folder(out, settings, overwrite)   # every user error is behind us
+    for d in found:
+        for path, content in zip(split_files(out, d), splits[d.name]):
+            if not path.exists() or path.read_text() != content:
+                atomic_write_text(path, content)
+    atomic_write_text(out / SETTINGS, yaml.safe_dump({"settings": settings, "seeds": seeds}, sort_keys=False))
+
+    fits = [(d, seed, _fit_config(base, out, d, seed)) for d in found for seed in range(seeds)]
+    records = {}
+    for d, seed, cfg in fits:
+        record = _finished(out, d, seed, cfg, found)
+        if record is not None:
+            records[(d.name, seed)] = record
+    todo = [(d, s, c) for d, s, c in fits if (d.name, s) not in records]
+    if records:
+        log(f"{out}: {len(records)} of {len(fits)} fits already done; running the other {len(todo)}")
+    meta = {"domains": [d.name for d in found], "model": model, "strategy": parsed.spec(),
+            "n_per_class": n_per_class, "seeds": seeds, "max_length": max_length,
+            "n_test": {d.name: len(d.test) for d in found},
+            "majority": {d.name: _majority(d) for d in found},
+            "command": command or f"exapt.transfer_map({','.join(names)!r}, ...)"}
+    evaluator = _Evaluator(out, found)
+    started = time.perf_counter()
+    bar = _bar(len(fits), len(records), progress)
+    try:
+        for d, seed, cfg in todo:
+            bar.set_postfix_str(f"{d.name} seed={seed}")
+            records[(d.name, seed)] = _run_fit(out, d, seed, cfg, found, evaluator, keep_weights, progress)
+            rows = records[(d.name, seed)]["targets"]
+            own = next(r["accuracy"] for r in rows if r["target"] == d.name)
+            bar.update(1)
+            bar.write(f"  {d.name} seed={seed}: in-domain accuracy {own:.4f}; "
+                      + ", ".join(f"{r['target']} {r['accuracy']:.4f}" for r in rows if r["target"] != d.name))
+    finally:
+        bar.close()
+        if records:
+            from .report import write_outputs
+
+            results = _results(found, seeds, records)
+            meta["complete"] = len(records) == len(fits)
+            files, accuracy = write_outputs(out, results, meta)
+    if todo:
+        log(f"{len(todo)} fits in {time.perf_counter() - started:.0f} s")
+    log(f"transfer map: {files['png']}  (and {files['md']}, {files['csv']})")
+    return TransferMap(out, results, accuracy, meta, files)
+
+
+def _check_model(base: FitConfig, strategy) -> None:
+    """Load the model once now (cheap: the loader keeps it for the fits) so a bad --model
+    is reported before the output folder exists."""
+    from ..backbones import load_backbone
+
+    bb = load_backbone(base.model, pooling=base.pooling, max_length=base.max_length, seed=0,
+                       scratch=not strategy.uses_pretrained)
+    if bb.input_kind != "text":
+        raise ExaptError(f"--model {base.model!r} takes {bb.input_kind} inputs; a transfer map compares text domains")
+
+
+def _fit_config(base: FitConfig, out: Path, d: Domain, seed: int) -> FitConfig:
+    pool, test = split_files(out, d)
+    cfg = FitConfig.from_dict(asdict(base))
+    cfg.data.source, cfg.data.test, cfg.data.text, cfg.data.label = str(pool), str(test), "text", "label"
+    cfg.data.test_fraction = 0.0   # the test split is the file: nothing more is split off
+    cfg.data.seed = cfg.train.seed = seed
+    return cfg
+
+
+def _bar(total: int, done: int, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="transfer-map", unit="fit", disable=not progress,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
+    from ..compare.runner import _differences
+
+    if out.exists() and not out.is_dir():
+        raise ExaptError(f"--out {out} is a file; choose a folder")
+    marker = out / SETTINGS
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise ExaptError(f"--out {out} is a non-empty folder that is not a transfer map; choose another")
+    if marker.exists():
+        try:
+            old = yaml.safe_load(marker.read_text())["settings"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            old = None
+        if old != settings:
+            if not overwrite:
+                raise ExaptError(f"{out} holds a transfer map made with other settings "
+                                 f"({_differences(old or {}, settings)}); choose another --out, "
+                                 "or pass --overwrite to start it again")
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _run_folder(out: Path, d: Domain, seed: int) -> Path:
+    return out / "runs" / f"{d.slug}-s{seed}"
+
+
+def _same_fit(folder: Path, cfg: FitConfig) -> bool:
+    """The folder holds (part of) this fit. The split files are compared by name, not by
+    path, so a map folder that was moved or reached by another path is still resumed (the
+    settings' fingerprint has already checked that the splits hold the same examples)."""
+    try:
+        old = FitConfig.load(folder / "config.yaml")
+    except ExaptError:
+        return False
+    new = FitConfig.from_dict(asdict(cfg))
+    for c in (old, new):
+        c.data.source, c.data.test = Path(c.data.source).name, Path(c.data.test or "").name
+    return old == new
+
+
+def _finished(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Domain]) -> dict | None:
+    folder = _run_folder(out, d, seed)
+    try:
+        record = json.loads((folder / FIT_DONE).read_text())
+    except (OSError, ValueError):
+        return None
+    same = _same_fit(folder, cfg)
+    scored = [r.get("target") for r in record.get("targets", [])]
+    return record if same and scored == [x.name for x in domains] else None
+
+
+def _run_fit(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Domain], evaluator,
+             keep_weights: bool, progress: bool) -> dict:
+    from ..fit import fit_config
+    from ..run import Run, is_complete
+
+    folder = _run_folder(out, d, seed)
+    same = _same_fit(folder, cfg)
+    started = time.perf_counter()
+    if same and is_complete(folder):
+        run = Run.load(folder)   # fitted, but stopped before every target was scored
+    else:
+        if folder.exists() and not same:
+            shutil.rmtree(folder)   # a stale fit of this map, made under another configuration
+        # same configuration, not finished: an interrupted fit continues from its checkpoint
+        run = fit_config(cfg, out=folder, resume=same, progress=progress, log=lambda *a, **k: None,
+                         loader=evaluator.loader)
+    metrics = run.metrics
+    record = {"source": d.name, "seed": seed, "n_train": metrics.get("n_train"), "n_val": metrics.get("n_val"),
+              "train_seconds": metrics.get("train_seconds"),
+              "targets": [{"target": t.name, **evaluator.score(run, t)} for t in domains]}
+    record["fit_seconds"] = round(time.perf_counter() - started, 2)
+    atomic_write_text(folder / FIT_DONE, json.dumps(record, indent=2) + "\n")
+    if not keep_weights:   # the map needs only the scores; a fine-tuned encoder is ~90 MB per fit
+        (folder / "weights.safetensors").unlink(missing_ok=True)
+        shutil.rmtree(folder / "adapter", ignore_errors=True)
+    return record
+
+
+class _Evaluator:
+    """Scores a fitted run on each domain's test split; test files are read once, and for a
+    frozen encoder (linear probe) each target's features are computed once for all fits."""
+
+    def __init__(self, out: Path, domains: list[Domain]):
+        self.tests = {d.name: split_files(out, d)[1] for d in domains}
+        self.tables: dict = {}
+        self.features: dict = {}
+
+    def loader(self, source, **kw):
+        key = (str(source), json.dumps(kw, sort_keys=True, default=str))
+        if key not in self.tables:
+            self.tables[key] = load_data(source, **kw)
+        return self.tables[key]
+
+    def score(self, run, target: Domain) -> dict:
+        import torch
+
+        from ..strategies import parse_strategy
+        from ..train.features import FeatureCache
+
+        table = self.loader(str(self.tests[target.name]), text="text", label="label", features=None)
+        bb = run.model.backbone
+        if parse_strategy(run.config.strategy).trains_encoder:
+            logits = run.logits(table)
+        else:
+            key = (target.name, json.dumps(bb.identity(), sort_keys=True, default=str))
+            if key not in self.features:
+                self.features[key] = FeatureCache(bb).features(table.inputs, bb.prepare_inputs(table.inputs),
+                                                               progress=False)
+            with torch.no_grad():
+                logits = run.model.head(self.features[key])
+        targets = run.task.encode(table.labels, table.rows, table.source)
+        return {"n_test": len(table), **run.task.metrics(logits, targets)}
+
+
+def _majority(d: Domain) -> float:
+    """Accuracy of always answering the most common training label, on the test split: the
+    floor a transferred model should clear (domains differ a lot in label balance)."""
+    labels = d.table.labels
+    pool = pd.Series([labels[i] for i in d.pool]).value_counts()
+    test = [labels[i] for i in d.test]
+    return sum(y == pool.index[0] for y in test) / len(test)
+
+
+def _results(domains: list[Domain], seeds: int, records: dict) -> pd.DataFrame:
+    rows = []
+    for d in domains:
+        for seed in range(seeds):
+            record = records.get((d.name, seed))
+            if record is None:
+                continue
+            for r in record["targets"]:
+                rows.append({"source": d.name, "target": r["target"], "seed": seed,
+                             "in_domain": r["target"] == d.name, "n_train": record["n_train"],
+                             "n_val": record["n_val"], **{k: v for k, v in r.items() if k != "target"}})
+    return pd.DataFrame(rows)
