@@ -28,12 +28,12 @@ def write_outputs(out: Path, results: pd.DataFrame, meta: dict) -> tuple[dict, p
     return files, mean
 
 
-def summary(results: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and standard deviation of accuracy over seeds; rows source, columns target."""
+def summary(results: pd.DataFrame, names: list[str], metric: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and standard deviation of a metric over seeds; rows source, columns target."""
     empty = pd.DataFrame(float("nan"), index=names, columns=names)
-    if not len(results):
+    if not len(results) or metric not in results:
         return empty, empty.copy()
-    grouped = results.groupby(["source", "target"])["accuracy"]
+    grouped = results.groupby(["source", "target"])[metric]
     mean = grouped.mean().unstack().reindex(index=names, columns=names)
     sd = grouped.std(ddof=1).unstack().reindex(index=names, columns=names)
     mean.index.name = sd.index.name = "source"
@@ -72,7 +72,7 @@ def heatmap_png(mean: pd.DataFrame, sd: pd.DataFrame, meta: dict) -> bytes:
                 shade = float(image.norm(v))
                 ax.text(j, i, label, ha="center", va="center", fontsize=9,
                         color="black" if shade > 0.55 else "white", fontweight="bold" if i == j else "normal")
-            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=2))
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
         ax.set_xticks(range(k))
         ax.set_xticklabels([_mpl(c) for c in mean.columns], rotation=25, ha="right")
         ax.set_yticks(range(k))
@@ -147,6 +147,15 @@ def markdown(mean: pd.DataFrame, sd: pd.DataFrame, results: pd.DataFrame, meta: 
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     majority = meta.get("majority", {})
     lines.append("| *majority label* | " + " | ".join(_fmt(majority.get(t)) for t in names) + " |")
+    lines += ["", "Each source trains on the same number of examples of every label, so a target whose labels "
+              "are skewed rewards the sources that lean towards its majority label, and its in-domain cell is "
+              "no ceiling: read accuracy beside the majority-label row and the macro-F1 below."]
+    f1, _ = summary(results, names, "macro_f1")
+    lines += ["", "## Mean macro-F1", "", header, rule]
+    for s in names:
+        cells = [_fmt(f1.at[s, t]) for t in names]
+        lines.append(f"| {s} | " + " | ".join(f"**{c}**" if t == s and c != "n/a" else c
+                                               for c, t in zip(cells, names)) + " |")
     lines += ["", "## Against in-domain", "",
               "Accuracy minus the target's in-domain accuracy (its diagonal cell):", "", header, rule]
     for s in names:
