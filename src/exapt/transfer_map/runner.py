@@ -110,8 +110,12 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
             rows = records[(d.name, seed)]["targets"]
             own = next(r["accuracy"] for r in rows if r["target"] == d.name)
             bar.update(1)
-            bar.write(f"  {d.name} seed={seed}: in-domain accuracy {own:.4f}; "
-                      + ", ".join(f"{r['target']} {r['accuracy']:.4f}" for r in rows if r["target"] != d.name))
+            line = (f"  {d.name} seed={seed}: in-domain accuracy {own:.4f}; "
+                    + ", ".join(f"{r['target']} {r['accuracy']:.4f}" for r in rows if r["target"] != d.name))
+            if progress:
+                bar.write(line)
+            else:
+                log(line)   # tqdm.write would print even with the bar off (--quiet)
     finally:
         bar.close()
         if records:
