@@ -354,7 +354,8 @@ def test_unknown_source_lists_builtins():
                   "tweets, digits, promoters, splice")
     assert "did you mean 'tweets'" in msg
     _raises(lambda: load_data("tweets", text="body"), "option text", "built-in")
-    assert set(BUILTINS) == {"tweets", "digits", "promoters", "splice"}
+    assert set(BUILTINS) == {"tweets", "digits", "promoters", "splice", "tweets-airline", "tweets-self-driving",
+                             "tweets-deflategate", "tweets-apple", "amp-tm", "amp-uniprot"}
 
 
 def test_file_wins_over_builtin_name(tmp_path, monkeypatch):
