@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
+from . import interpolate as interpolate_cli
 from .errors import ExaptError
+from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
 from .select import cli as select_cli
 from .transfer_map import cli as transfer_map_cli
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file or built-in name (tweets, tweets-airline, tweets-self-driving, "
                    "tweets-deflategate, tweets-apple, digits, promoters, splice, amp-tm, amp-uniprot)")
     f.add_argument("--strategy", default="linear-probe", help="see `exapt strategies` (default: linear-probe)")
-    f.add_argument("--model", default="minilm-l6", help="alias, HF model folder, scratch:NAME or mlp (see `exapt models`)")
+    f.add_argument("--model", help="alias, HF model folder, scratch:NAME or mlp (see `exapt models`; default: minilm-l6, or the --init run's)")
     _data_options(f)
     f.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
     f.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     f.add_argument("--quiet", action="store_true")
+    penalty_cli.add_source_options(f)
 
     e = sub.add_parser("evaluate", help="metrics of a run on labelled data")
     e.add_argument("run")
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="strategies x labelled-set sizes x seeds vs. training from scratch -> report")
     c.add_argument("data", help="file or built-in name; a pattern with {n} and {seed} names pre-made training files")
-    c.add_argument("--model", default="minilm-l6")
+    c.add_argument("--model", help="default: minilm-l6, or the --init run's")
     c.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help=f"comma-separated (default: {','.join(DEFAULT_STRATEGIES)})")
     c.add_argument("--n-per-class", default=",".join(map(str, DEFAULT_SIZES)),
@@ -102,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-weights", action="store_true", help="keep each cell's weights (default: metrics only)")
     c.add_argument("--overwrite", action="store_true", help="start again when --out holds a compare with other settings")
     c.add_argument("--quiet", action="store_true")
+    penalty_cli.add_source_options(c, penalty=False)
 
     select_cli.add_parser(sub)
     transfer_map_cli.add_parser(sub)
     pretrain_cli.add_parser(sub)
+    interpolate_cli.add_parser(sub)
+    penalty_cli.add_parser(sub)
 
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
@@ -138,6 +144,7 @@ def _cmd_fit(a) -> None:
         model=a.model, strategy=a.strategy, task=a.task, pooling=a.pooling, max_length=a.max_length,
         train=TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, patience=a.patience, seed=a.seed),
     )
+    penalty_cli.apply_to_config(cfg, a)
     for assignment in a.set:
         apply_override(cfg, assignment)
     fit_config(cfg, out=a.out, overwrite=a.overwrite, progress=not a.quiet, log=log)
@@ -185,7 +192,7 @@ def _cmd_compare(a) -> None:
             batch_size=a.batch_size, patience=a.patience, overrides=tuple(a.set), tracking=not a.no_tracking,
             tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
             progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
-            command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
+            init=a.init, source=penalty_cli.source_config(a), command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
 
 
 def _cmd_models(a) -> None:
@@ -211,6 +218,7 @@ def _cmd_demo(a) -> None:
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
             "compare": _cmd_compare, "rank": select_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
+            "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 

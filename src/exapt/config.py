@@ -32,6 +32,21 @@ class DataConfig:
 
 
 @dataclass
+class SourceConfig:
+    """The source task a fit should not forget (`--init RUN`, `--source-*`).
+
+    Labelled source examples default to the --init run's own data, split exactly as that
+    run split it, so "source accuracy before" is the run's own test accuracy. A
+    self-supervised source is an unlabelled corpus for a masked-LM model folder."""
+    data: str | None = None          # labelled source data (default: the --init run's)
+    text: str | None = None          # its columns (default: the --init run's)
+    label: str | None = None
+    features: list[str] | None = None
+    corpus: str | None = None        # unlabelled corpus of a masked-LM source (--source-corpus)
+    max_test: int = 1000             # source examples (or held-out windows) scored before and after
+
+
+@dataclass
 class FitConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "minilm-l6"
@@ -40,6 +55,9 @@ class FitConfig:
     pooling: str | None = None
     max_length: int = 128
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: str | None = None          # start from this run's weights; its head becomes the source head
+    penalties: list[str] = field(default_factory=list)  # "l2sp:0.01", "ewc:1000", ...
+    source: SourceConfig = field(default_factory=SourceConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=False)
@@ -49,7 +67,9 @@ class FitConfig:
         d = dict(d)
         data = DataConfig(**d.pop("data", {}))
         train = TrainConfig(**d.pop("train", {}))
-        return cls(data=data, train=train, **d)
+        source = SourceConfig(**(d.pop("source", None) or {}))
+        d["penalties"] = list(d.get("penalties") or [])
+        return cls(data=data, train=train, source=source, **d)
 
     @classmethod
     def load(cls, path: Path) -> "FitConfig":

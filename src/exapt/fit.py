@@ -7,6 +7,7 @@ complete only when `metrics.json` is written, at the very end.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -16,30 +17,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DataConfig, FitConfig
+from .config import DataConfig, FitConfig, SourceConfig
 from .data import Table, load_data, sample_per_class, stratified_split
 from .errors import ExaptError
+from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, check_out_folder, is_complete, write_outputs
 from .strategies import parse_strategy
 from .tasks import Task
-from .train.checkpoint import atomic_write_text
+from .train.checkpoint import atomic_save_tensors, atomic_write_text
 from .train.features import FeatureCache, encode
+from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .train.loop import CHECKPOINT, Split, TrainConfig, predict_logits, train
 from .train.probe import fit_linear_head
 from .threads import configure_threads
 
+START_FILE = "start.safetensors"  # the head as gradient training started (probe-fitted, or new)
 
-def fit(data: str = "tweets", strategy: str = "linear-probe", model: str = "minilm-l6", *,
+
+def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None = None, *,
         text: str | None = None, label: str = "label", features=None, task: str = "auto",
         test: str | None = None, n_per_class: int | None = None, seed: int = 0,
         val_fraction: float = 0.2, test_fraction: float = 0.2, max_test: int = 2000, out: str | Path | None = None,
         pooling: str | None = None, max_length: int = 128, epochs: int | None = None,
         lr: float | None = None, batch_size: int = 16, patience: int = 5, overwrite: bool = False,
-        progress: bool = True, log=print, **train_options) -> Run:
+        init: str | None = None, penalties=(), source_data: str | None = None, source_text=None,
+        source_label: str | None = None, source_features=None, source_corpus: str | None = None,
+        source_max_test: int = 1000, progress: bool = True, log=print, **train_options) -> Run:
     """Fit one strategy on one data set and return the `Run` (also saved under `out`).
+
+    `model` defaults to minilm-l6, or to the model of the `init` run this fit starts from;
+    `penalties` are specs such as "l2sp:1" or "ewc:1e4" (see exapt.penalties).
 
     >>> run = exapt.fit("tweets", strategy="lp-ft", n_per_class=16)   # doctest: +SKIP
     >>> run.evaluate("test.csv"); run.predict("new.csv")               # doctest: +SKIP
+    >>> exapt.fit("tweets-self-driving", "full", init="runs/airline", penalties=["ewc"])  # doctest: +SKIP
     """
     if isinstance(features, str):
         features = [f.strip() for f in features.split(",") if f.strip()]
@@ -49,6 +60,10 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str = "mini
                         n_per_class=n_per_class, seed=seed),
         model=model, strategy=strategy, task=task, pooling=pooling, max_length=max_length,
         train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, **train_options),
+        init=str(init) if init else None, penalties=[penalties] if isinstance(penalties, str) else list(penalties),
+        source=SourceConfig(data=source_data, text=source_text, label=source_label,
+                            features=source_features.split(",") if isinstance(source_features, str) else source_features,
+                            corpus=source_corpus, max_test=source_max_test),
     )
     return fit_config(cfg, out=out, overwrite=overwrite, progress=progress, log=log)
 
@@ -77,6 +92,7 @@ def _check_options(cfg: FitConfig) -> None:
         (t.epochs is None or t.epochs >= 1, f"--epochs must be >= 1 (got {t.epochs})"),
         (t.lr is None or t.lr > 0, f"--lr must be > 0 (got {t.lr})"),
         (cfg.max_length >= 8, f"--max-length must be >= 8 (got {cfg.max_length})"),
+        (cfg.source.max_test >= 1, f"--source-max-test must be >= 1 (got {cfg.source.max_test})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -131,19 +147,41 @@ class _Prepared:
     tables: dict  # train / val / test Tables
     targets: dict  # train / val / test target tensors
     model: object
+    penalties: PenaltySet = None
+    context: Context = None  # what penalties see; also the source side (init run, source data)
+    init: object = None      # InitRun or None
 
 
-def _prepare(cfg: FitConfig, strategy, loader=load_data) -> _Prepared:
-    """Load and check data, labels, model and options: every user error surfaces here.
+def resolve_defaults(cfg: FitConfig, init=None) -> None:
+    """--model and --pooling of a fit that starts from a run default to that run's: its
+    head was trained on those features. (compare resolves them once for all its cells.)"""
+    from .source import init_model_name
+
+    cfg.model = init_model_name(cfg, init)
+    if init is not None and cfg.pooling is None:
+        cfg.pooling = init.config.pooling
+
+
+def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet | None = None) -> _Prepared:
+    """Load and check data, labels, model, the source side and options: every user error
+    surfaces here. `cfg` gets its defaults resolved (model, pooling) in place.
 
     `loader` is `load_data` or a memo of it (`compare` reads each file once for all cells)."""
+    from .mlm_source import load_mlm_source
+    from .source import check_init_base, load_init, load_source_data
+
+    init = load_init(cfg.init) if cfg.init else None
+    resolve_defaults(cfg, init)
+    if init is not None and not strategy.uses_pretrained:
+        raise ExaptError(f"--init with --strategy {cfg.strategy}: that strategy starts from random weights")
     table = loader(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features)
     task = Task.from_labels(cfg.task, table.labels, table.source)
     tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     n_inputs = table.inputs.shape[1] if table.kind == "features" else None
-    model = build_model(cfg, task, n_inputs, strategy)
+    start = {**init.state, **init.head} if init is not None else None
+    model = build_model(cfg, task, n_inputs, strategy, init.task if init else None, start)
     bb = model.backbone
     if bb.input_kind != table.kind:
         hint = "numeric --features need --model mlp" if table.kind == "features" else "text needs a text model"
@@ -152,32 +190,44 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data) -> _Prepared:
     if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:
         raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
                          "to train; use linear-probe, or freeze fewer blocks")
-    if hasattr(bb, "fit_input_stats"):
+    if init is not None:
+        check_init_base(init, model)
+    elif hasattr(bb, "fit_input_stats"):  # a run started from another keeps its input statistics
         bb.fit_input_stats(tables["train"].inputs)
-    return _Prepared(task, tables, targets, model)
+    penalties = penalties if penalties is not None else parse_penalties(cfg.penalties)
+    context = Context(model, strategy, task, cfg, source=load_source_data(cfg, init, loader),
+                      mlm=load_mlm_source(cfg, model), has_init=init is not None)
+    penalties.check(context)
+    return _Prepared(task, tables, targets, model, penalties, context, init)
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
                progress: bool = True, log=print, loader=load_data) -> Run:
     _check_options(cfg)
     strategy = parse_strategy(cfg.strategy)
+    penalties = parse_penalties(cfg.penalties)
+    if penalties and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ExaptError("--penalty runs in a single process for now; launch without torchrun / accelerate")
     configure_threads()
-    prep = _prepare(cfg, strategy, loader)
+    prep = _prepare(cfg, strategy, loader, penalties)
     path, main = _agree_on_out(out, cfg, resume, overwrite)
     if main:
         if overwrite and path.exists() and not resume:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
-        atomic_write_text(path / "labels.json", json.dumps(prep.task.to_json(), indent=2) + "\n")
+        atomic_write_text(path / "labels.json", json.dumps(_labels_json(prep), indent=2) + "\n")
     else:
         log = _silent  # under torchrun / accelerate launch, rank 0 alone writes and talks
     sizes = {name: len(t) for name, t in prep.tables.items()}
     log(f"{strategy.spec()} on {prep.model.backbone.describe()}: train {sizes['train']}, val {sizes['val']}, "
         f"test {sizes['test']} ({prep.task.kind})")
+    if prep.init is not None or penalties:
+        given = ", ".join(p.spec() for p in penalties) or "none"
+        log(f"started from {prep.init.path if prep.init else cfg.model}; penalties: {given}")
 
     started = time.perf_counter()
-    test_logits, result = _run_strategy(cfg, strategy, prep, path, resume, progress and main, log)
+    test_logits, result = _run_strategy(cfg, strategy, prep, path, resume, progress and main, log, main)
     metrics = _metrics(prep, strategy, test_logits, result, time.perf_counter() - started)
     if main:
         strategy.export(prep.model, path / "adapter")
@@ -186,11 +236,22 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
         f"({metrics['trainable_fraction']:.2%}) in {metrics['train_seconds']:.1f} s")
     log(f"test: {', '.join(f'{k} {v:.4f}' for k, v in metrics['test'].items())}  ->  {path}")
+    for line in forgetting_lines(metrics):
+        log(line)
     prep.model.eval()
     return Run(path, cfg, prep.task, prep.model)
 
 
-def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log) -> tuple[torch.Tensor, dict]:
+def _labels_json(prep: _Prepared) -> dict:
+    """The task's label encoding (+ the source head's, for a run started from another)."""
+    out = prep.task.to_json()
+    if prep.init is not None:
+        out["source"] = {**prep.init.task.to_json(), "run": str(prep.init.path), "weights_sha256": prep.init.sha256}
+    return out
+
+
+def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, main=True
+                  ) -> tuple[torch.Tensor, dict]:
     """Probe and/or gradient training; returns test logits and what training reports."""
     model, bb = prep.model, prep.model.backbone
     items = {name: bb.prepare_inputs(t.inputs) for name, t in prep.tables.items()}
@@ -201,7 +262,15 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log) -
         feats = _features(bb, {n: (prep.tables[n], items[n]) for n in ("train", "test")}, progress)
         result["probe"] = fit_linear_head(model.head, feats["train"], prep.targets["train"], prep.task, C=strategy.C)
         test_features = feats["test"]
+    forgetting = Forgetting(prep.context)
+    result["source_before"] = forgetting.scores(model)
     if strategy.trains_encoder:
+        if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
+            atomic_save_tensors({n: p for n, p in model.named_parameters() if n.startswith("head.")},
+                                path / START_FILE)
+        ctx = prep.context
+        ctx.train, ctx.run_dir, ctx.progress, ctx.log = splits["train"], path, progress, log
+        prep.penalties.setup(ctx)
         k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
         train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
         model.prefix_k = k
@@ -210,15 +279,17 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log) -
         try:
             val = train_splits["val"] if len(prep.tables["val"]) else None
             result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, path,
-                                resume=resume, progress=progress, log=log))
+                                resume=resume, progress=progress, log=log, penalties=prep.penalties))
         finally:
             model.prefix_k = 0
         if start is not None:
             strategy.after_training(model, start)
         test_logits = predict_logits(model, splits["test"])
+        result["source_after"] = forgetting.scores(model)
     else:
         with torch.no_grad():
             test_logits = model.head(test_features)
+        result["source_after"] = result["source_before"]  # the encoder did not change
     result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
     return test_logits, result
 
@@ -235,6 +306,7 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
         "best_epoch": result["best_epoch"], **result.get("probe", {}),
     }
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
+    metrics.update(forgetting_metrics(prep.context, prep.init, prep.penalties, result))
     history = result["history"]
     if history and "val_loss" in history[-1]:
         best = history[result["best_epoch"] - 1]

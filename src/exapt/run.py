@@ -47,23 +47,49 @@ def check_out_folder(path: Path, overwrite: bool) -> None:
         raise ExaptError(f"--out {path} is a non-empty folder that is not a run; choose another")
 
 
-def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy) -> TransferModel:
-    """Backbone (pretrained, or its scratch twin) + head, with the strategy's new modules."""
+def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy, source_task: Task | None = None,
+                start: dict | None = None) -> TransferModel:
+    """Backbone (pretrained, or its scratch twin) + head (+ the source head of a run started
+    from another, and `start`: that run's tensors), with the strategy's new modules.
+
+    Records on the model which parameters the strategy added (`new_parameter_names`:
+    penalties treat them as new) and which tensors came from `start` (`init_tensor_names`:
+    they differ from the base model, so the run's weights file keeps them)."""
     backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=cfg.max_length,
                              seed=cfg.data.seed, scratch=not strategy.uses_pretrained)
     torch.manual_seed(cfg.data.seed)
-    model = TransferModel(backbone, task.make_head(backbone.feature_dim))
+    head = task.make_head(backbone.feature_dim)
+    source_head = source_task.make_head(backbone.feature_dim) if source_task is not None else None
+    model = TransferModel(backbone, head, source_head)
+    if start:
+        foreign = sorted(set(start) - set(model.state_dict()))
+        if foreign:  # e.g. a LoRA run's names: its modules would not fit another strategy's
+            raise ExaptError(f"--init: the run's weights are not plain weights of --model {cfg.model} (e.g. "
+                             f"{foreign[0]}); a lora/ia3 run can be folded in first with `exapt merge RUN`")
+        try:
+            model.load_state_dict(start, strict=False)
+        except RuntimeError as e:
+            raise ExaptError(f"--init: the run's weights do not fit --model {cfg.model} with this data "
+                             f"({str(e).splitlines()[-1].strip()[:200]})") from None
+    tensors = model.state_dict(keep_vars=True)
+    from_start = {id(tensors[n]) for n in (start or {}) if n in tensors}
+    before = {id(p) for p in model.parameters()}
     strategy.inject(model)
+    model.new_parameter_names = [n for n, p in model.named_parameters()
+                                 if id(p) not in before and not n.startswith("head.")]
+    model.init_tensor_names = {n for n, t in model.state_dict(keep_vars=True).items() if id(t) in from_start}
     return model
 
 
 def save_weights(model: TransferModel, path: Path, trained: set[str]) -> None:
-    """Head + every backbone tensor that training could change (+ input statistics)."""
+    """Head (and source head) + every backbone tensor that training could change or that
+    came from an --init run (+ input statistics)."""
     identity = model.backbone.identity()
     state = model.state_dict()
+    started = getattr(model, "init_tensor_names", set())
     keep = {n: v for n, v in state.items()
-            if n in trained or n.startswith("head.") or identity.get("scratch") or n.startswith("backbone.mean")
-            or n.startswith("backbone.std")}
+            if n in trained or n in started or n.startswith(("head.", "source_head.")) or identity.get("scratch")
+            or n.startswith("backbone.mean") or n.startswith("backbone.std")}
     atomic_save_tensors(keep, path, {"base_model": identity})
 
 
@@ -97,7 +123,9 @@ class Run:
                              "an interrupted fit continues with `exapt fit --resume RUN`")
         cfg = FitConfig.load(path / "config.yaml")
         try:
-            task = Task.from_json(json.loads((path / "labels.json").read_text()))
+            labels = json.loads((path / "labels.json").read_text())
+            task = Task.from_json(labels)
+            source_task = Task.from_json(labels["source"]) if labels.get("source") else None
         except (OSError, ValueError, KeyError) as e:
             raise ExaptError(f"{path / 'labels.json'}: unreadable ({str(e).splitlines()[0]})") from None
         try:
@@ -105,7 +133,7 @@ class Run:
         except Exception as e:  # safetensors raises its own error types for damaged files
             raise ExaptError(f"{path / WEIGHTS}: unreadable ({str(e).splitlines()[0][:200]})") from None
         recorded = meta.get("base_model", {})
-        model = build_model(cfg, task, recorded.get("n_inputs"), parse_strategy(cfg.strategy))
+        model = build_model(cfg, task, recorded.get("n_inputs"), parse_strategy(cfg.strategy), source_task)
         current = model.backbone.identity()
         if recorded.get("sha256") and recorded["sha256"] != current.get("sha256"):
             raise ExaptError(

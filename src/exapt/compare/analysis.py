@@ -374,3 +374,41 @@ def _gain_reasons(frame, col, best, baseline, label, higher_is_better, sizes) ->
         return [f"Over {baseline} it gains {parts} in {label} (mean of paired seed differences)."]
     return [f"Against {baseline} it changes {label} by {parts} (lower is better; mean of paired seed "
             "differences)."]
+
+
+# -- forgetting (panels started from a source: exapt compare --init RUN) --------------
+FORGETTING_COLUMNS = ["strategy", "n", "target", "target_std", "source_before", "source_after", "source_after_std",
+                      "forgetting", "forgetting_std", "count"]
+# the source's headline score, first that a panel has: (column stem, label, higher is better)
+SOURCE_METRICS = (("source_accuracy", "source accuracy", True), ("source_micro_f1", "source micro F1", True),
+                  ("source_rmse", "source RMSE", False), ("source_mlm_loss", "source masked-LM loss", False))
+
+
+def source_metric(results: pd.DataFrame) -> tuple[str, str, bool] | None:
+    """(column stem, label, higher is better) of the source score a panel carries, or None."""
+    for stem, label, higher in SOURCE_METRICS:
+        if f"{stem}_after" in results.columns and results[f"{stem}_after"].notna().any():
+            return stem, label, higher
+    return None
+
+
+def forgetting_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (strategy, n): mean target metric, source score before and after, and forgetting
+    (what was lost of the source: accuracy points, or masked-LM loss gained), with the
+    spread over seeds. Empty (with the columns) when the panel has no source."""
+    found = source_metric(results)
+    if found is None or "forgetting" not in results.columns:
+        return pd.DataFrame(columns=FORGETTING_COLUMNS)
+    stem = found[0]
+    col = metric_column(results, metric)
+    frame = _finished(results, col)
+    frame = frame[frame["forgetting"].notna()]
+    if frame.empty:
+        return pd.DataFrame(columns=FORGETTING_COLUMNS)
+    grouped = frame.groupby(["strategy", "n"], sort=False)
+    out = grouped.agg(target=(col, "mean"), target_std=(col, "std"), source_before=(f"{stem}_before", "mean"),
+                      source_after=(f"{stem}_after", "mean"), source_after_std=(f"{stem}_after", "std"),
+                      forgetting=("forgetting", "mean"), forgetting_std=("forgetting", "std"),
+                      count=("forgetting", "count")).reset_index()
+    out["count"] = out["count"].astype(int)
+    return _order_rows(out[FORGETTING_COLUMNS], strategy_order(frame))

@@ -24,15 +24,38 @@ PLACEHOLDERS = ("{n}", "{seed}")
 
 @dataclass(frozen=True)
 class Cell:
-    strategy: str      # the spec as the user wrote it, e.g. "freeze:4"
+    strategy: str      # the spec as the user wrote it, e.g. "freeze:4" or "full+ewc:1e4"
     n: int | str       # labelled examples per class, or "all"
     seed: int
     cfg: FitConfig
 
     @property
     def name(self) -> str:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "", self.strategy.replace(":", "-").replace("=", ""))
+        strategy, penalties = split_label(self.strategy)
+        slug = "_".join(_slug(part) for part in [strategy, *penalties])
         return f"{slug}-n{self.n}-s{self.seed}"
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "", spec.replace(":", "-").replace("=", ""))
+
+
+def split_label(label: str) -> tuple[str, list[str]]:
+    """`full+ewc:1e4+lwf` -> ("full", ["ewc:1e4", "lwf"]): a panel entry is a strategy with
+    penalties joined by `+`. A `+` inside the strategy's options (lora's
+    `targets=query+value`) stays there: only a registered penalty's name starts a penalty."""
+    from ..penalties import PENALTIES
+
+    parts = label.split("+")
+    strategy, penalties = parts[0], []
+    for part in parts[1:]:
+        if part.partition(":")[0].strip() in PENALTIES.names():
+            penalties.append(part.strip())
+        elif penalties:
+            penalties[-1] += "+" + part
+        else:
+            strategy += "+" + part
+    return strategy.strip(), penalties
 
 
 def parse_sizes(text: str | list) -> list[int | str]:
@@ -61,9 +84,13 @@ def parse_strategies(text: str | list) -> list[str]:
     items = text if isinstance(text, (list, tuple)) else [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
         raise ExaptError("--strategies needs at least one strategy")
+    from ..penalties import parse_penalties
+
     out = []
     for item in items:
-        parse_strategy(item)  # unknown names and bad options fail here, before anything runs
+        strategy, penalties = split_label(item)
+        parse_strategy(strategy)  # unknown names and bad options fail here, before anything runs
+        parse_penalties(penalties)
         if item not in out:
             out.append(item)
     return out
@@ -85,7 +112,7 @@ def build_cells(base: FitConfig, strategies: list[str], sizes: list, seeds: int)
         for n in sizes:
             for seed in range(seeds):
                 cfg = copy.deepcopy(base)
-                cfg.strategy = strategy
+                cfg.strategy, cfg.penalties = split_label(strategy)
                 cfg.data.seed = cfg.train.seed = seed
                 if pattern:
                     cfg.data.source = base.data.source.replace("{n}", str(n)).replace("{seed}", str(seed))
@@ -96,7 +123,7 @@ def build_cells(base: FitConfig, strategies: list[str], sizes: list, seeds: int)
     order = {s: i for i, s in enumerate(strategies)}
 
     def cost(cell: Cell):
-        gradient = parse_strategy(cell.strategy).trains_encoder
+        gradient = parse_strategy(cell.cfg.strategy).trains_encoder
         size = float("inf") if cell.n == ALL else cell.n
         return (gradient, size, cell.seed, order[cell.strategy])
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis as A
+from . import forgetting_report as F
 
 FIGURE_IDS = ("fig-learning-curve", "fig-gain", "fig-labels-saved", "fig-cost")
 DPI = 110
@@ -118,6 +119,7 @@ class _Report:
             self.summary = pd.DataFrame(columns=A.SUMMARY_COLUMNS)
             self.gain = pd.DataFrame(columns=A.GAIN_COLUMNS)
             self.saved = pd.DataFrame(columns=A.LABELS_COLUMNS)
+            self.forgetting = pd.DataFrame(columns=A.FORGETTING_COLUMNS)
             self.rec = None
             self.sizes: list = []
             return
@@ -127,6 +129,7 @@ class _Report:
         self.summary = A.summarize(self.results, self.col)
         self.gain = A.transfer_gain(self.results, self.col, self.baseline)
         self.saved = A.labels_saved(self.summary, self.baseline, self.higher)
+        self.forgetting = A.forgetting_summary(self.results, self.col)
         self.rec = A.recommend(self.results, self.col, self.higher, self.baseline)
         self.sizes = sorted(self.summary["n"].unique())
         self.has_baseline = self.baseline in self.order
@@ -294,6 +297,8 @@ class _Report:
             out.append((FIGURE_IDS[3], _png(plt, self._fig_cost(plt)),
                         "Mean wall time per cell and mean peak memory (RSS) per strategy; the label on each "
                         "time bar gives the share of parameters trained.", ""))
+            if F.has_source(self):
+                out.append((F.FIGURE_ID, _png(plt, F.figure(self, plt)), F.caption(self), ""))
         return out
 
     def _gain_note(self) -> str:
@@ -475,6 +480,8 @@ class _Report:
                 parts.append(_html_table(*self.saved_grid()))
             else:
                 parts.append(f'<p class="note">{e(self._saved_note())}</p>')
+            if F.has_source(self):
+                parts += [f"<h3>{e(F.heading(self))}</h3>", _html_table(*F.grid(self))]
             parts += ["<h3>Time and memory</h3>", _html_table(*self.cost_grid()),
                       "<h3>Ranking</h3>", _html_table(*self.ranking_grid(), left=2), "</section>"]
         parts += ['<section id="settings">', "<h2>Settings</h2>", '<table class="settings"><tbody>']
@@ -510,6 +517,8 @@ class _Report:
                 lines += [_md_table(*self.saved_grid()), ""]
             else:
                 lines += [_md(self._saved_note()), ""]
+            if F.has_source(self):
+                lines += [f"## {_md(F.heading(self))}", "", _md_table(*F.grid(self)), ""]
             lines += ["## Time and memory", "", _md_table(*self.cost_grid()), "",
                       "## Ranking", "", _md_table(*self.ranking_grid(), left=2), ""]
         lines += ["## Settings", ""] + [f"- {_md(k)}: {_md(v)}" for k, v in self.settings()] + [""]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import DataConfig, FitConfig, apply_override
+from ..config import DataConfig, FitConfig, SourceConfig, apply_override
 from ..data import load_data
 from ..errors import ExaptError
 from ..strategies import parse_strategy
@@ -46,15 +46,19 @@ class Comparison:
     files: dict = field(default_factory=dict)
 
 
-def compare(data: str = "tweets", model: str = "minilm-l6", strategies=DEFAULT_STRATEGIES,
+def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_STRATEGIES,
             n_per_class=DEFAULT_SIZES, seeds: int = 3, out: str | Path = "compare", *,
             text=None, label: str = "label", features=None, task: str = "auto", test: str | None = None,
             val_fraction: float = 0.2, test_fraction: float = 0.2, max_test: int = 2000, pooling=None,
             max_length: int = 128, epochs: int | None = None, batch_size: int = 16, patience: int = 5,
             overrides: tuple[str, ...] = (), tracking: bool = True, tracking_uri: str | None = None,
             keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-            command: str | None = None) -> Comparison:
+            init: str | None = None, source=None, command: str | None = None) -> Comparison:
     """Every strategy x size x seed on one data set, against training from scratch.
+
+    A panel entry may carry penalties (`full+ewc:1e4+lwf`); with `init=RUN` every cell
+    starts from that run, and the results gain the source scores before and after and a
+    `forgetting` column (`source`: a SourceConfig or a dict of its fields).
 
     >>> exapt.compare("tweets", strategies="linear-probe,lp-ft,scratch", n_per_class="8,32", seeds=2)  # doctest: +SKIP
     """
@@ -65,9 +69,12 @@ def compare(data: str = "tweets", model: str = "minilm-l6", strategies=DEFAULT_S
                         test_fraction=test_fraction, max_test=max_test, val_fraction=val_fraction),
         model=model, task=task, pooling=pooling, max_length=max_length,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience),
+        init=str(init) if init else None,
+        source=source if isinstance(source, SourceConfig) else SourceConfig(**(source or {})),
     )
     for assignment in overrides:
         apply_override(base, assignment)
+    _resolve_init(base)
     strategies = parse_strategies(strategies)
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
@@ -88,10 +95,12 @@ def compare(data: str = "tweets", model: str = "minilm-l6", strategies=DEFAULT_S
                 shutil.rmtree(out, ignore_errors=True)
             raise
     metric, higher = PRIMARY[kind]
-    meta = {"data": str(data), "model": model, "task": kind, "metric": metric, "higher_is_better": higher,
+    meta = {"data": str(data), "model": base.model, "task": kind, "metric": metric, "higher_is_better": higher,
             "strategies": strategies, "n_values": sizes, "seeds": seeds,
             "command": command or f"exapt.compare({data!r}, ...)", "exapt_version": _version(),
             "tracking_uri": tracker.uri if tracker else None}
+    if base.init:
+        meta["init"] = base.init
     panel = {"strategies": strategies, "n_per_class": sizes, "seeds": seeds}
     atomic_write_text(out / SETTINGS, yaml.safe_dump({"settings": settings, "panel": panel}, sort_keys=False))
 
@@ -157,9 +166,12 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     from ..fit import _check_options, _splits
     from ..tasks import Task
 
-    kind, seen = None, set()
+    from ..penalties import parse_penalties
+
+    kind, seen, source_checked = None, set(), False
     for cell in cells:
         _check_options(cell.cfg)
+        parse_penalties(cell.cfg.penalties).check_static(bool(cell.cfg.init), bool(cell.cfg.source.corpus))
         d = cell.cfg.data
         key = (d.source, d.n_per_class, d.seed)
         if key in seen:
@@ -175,6 +187,11 @@ def _check_inputs(cells: list[Cell], loader) -> str:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _splits(cell.cfg, table, task.kind, loader)
+        if cell.cfg.init and not source_checked:
+            from ..source import load_init, load_source_data
+
+            source_checked = True
+            load_source_data(cell.cfg, load_init(cell.cfg.init), loader)  # the source data read, once
         short = [str(w.message) for w in caught if "fewer than" in str(w.message)]
         if short:  # fit would quietly use what there is; in a panel that makes two sizes the same cells
             raise ExaptError(f"--n-per-class {cell.n}: {short[0].split(';')[0]} (after the test split); "
@@ -182,10 +199,24 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     return kind
 
 
+def _resolve_init(base: FitConfig) -> None:
+    """--model / --pooling from the --init run, once for all cells (fit would do it per cell,
+    and a cell's config must equal the panel's for an interrupted panel to resume)."""
+    from ..fit import resolve_defaults
+    from ..source import load_init
+
+    resolve_defaults(base, load_init(base.init) if base.init else None)
+
+
 def _settings(base: FitConfig) -> dict:
     """The panel-wide configuration; cells made under other settings are never mixed in."""
     d = asdict(base)
     d.pop("strategy")
+    d.pop("penalties")
+    if d["init"] is None:  # panels without a source keep the settings they always had (resumable)
+        d.pop("init")
+    if d["source"] == asdict(SourceConfig()):
+        d.pop("source")
     d["data"].pop("n_per_class")
     d["data"].pop("seed")
     d["train"].pop("seed")
@@ -280,7 +311,21 @@ def _row(cell: Cell, metrics: dict, seconds: float, peak_mb: float, resumed: boo
     row.update({f"test_{k}": v for k, v in metrics["test"].items()})
     for key in ("trainable_parameters", "total_parameters", "train_seconds", "epochs_run"):
         row[key] = metrics.get(key)
+    row.update(source_columns(metrics))
     row.update({"cell_seconds": round(seconds, 2), "peak_rss_mb": peak_mb, "resumed": resumed})
+    return row
+
+
+def source_columns(metrics: dict) -> dict:
+    """A cell's source side: every source metric before and after, and `forgetting` (the
+    labelled source's primary metric lost; else the masked-LM loss gained)."""
+    row = {}
+    for key, prefix in (("source_mlm", "source_mlm_"), ("source", "source_")):
+        s = metrics.get(key)
+        if s:
+            for when in ("before", "after"):
+                row.update({f"{prefix}{k}_{when}": v for k, v in s[when].items()})
+            row["forgetting"] = s["forgetting"]  # the labelled source, when both, is the one reported
     return row
 
 

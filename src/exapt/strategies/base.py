@@ -60,9 +60,11 @@ class Strategy:
 
     # -- derived behaviour (shared) -------------------------------------------------
     def block_names(self, model: nn.Module) -> list[list[str]]:
-        """Parameter names per block; parameters outside every block join the top one."""
+        """Parameter names per block; parameters outside every block join the top one
+        (except the source head of a model started from a run: it never trains)."""
         blocks = model.block_parameter_names()
         seen = {n for b in blocks for n in b} | set(model.head_parameter_names())
+        seen |= set(getattr(model, "source_head_parameter_names", list)())
         orphans = [n for n, _ in model.named_parameters() if n not in seen]
         if orphans and blocks:
             blocks[-1] = blocks[-1] + orphans
@@ -120,8 +122,14 @@ def parse_strategy(spec: str) -> Strategy:
 
     Options follow the colon, comma-separated: positional (in field order) or key=value.
     """
+    name = spec.partition(":")[0]
+    return parse_options(STRATEGIES.get(name.strip()), spec, "--strategy")
+
+
+def parse_options(cls, spec: str, flag: str):
+    """`NAME:a,b=2` -> cls(first_field=a, b=2): options positional (in field order) or
+    key=value, typed by each field's default. Shared by strategies and penalties."""
     name, _, arg = spec.partition(":")
-    cls = STRATEGIES.get(name.strip())
     params = {f.name: f for f in fields(cls)}
     order = list(params)
     kwargs = {}
@@ -129,17 +137,17 @@ def parse_strategy(spec: str) -> Strategy:
         key, eq, raw = item.partition("=")
         if not eq:
             if i >= len(order):
-                raise ExaptError(f"--strategy {spec!r}: {name} takes {len(order)} option(s): {', '.join(order) or 'none'}")
+                raise ExaptError(f"{flag} {spec!r}: {name} takes {len(order)} option(s): {', '.join(order) or 'none'}")
             key, raw = order[i], item
         key = key.strip()
         if key not in params:
-            raise ExaptError(f"--strategy {spec!r}: {name} has no option {key!r} (options: {', '.join(order) or 'none'})")
+            raise ExaptError(f"{flag} {spec!r}: {name} has no option {key!r} (options: {', '.join(order) or 'none'})")
         kind = type(params[key].default)
         try:
             kwargs[key] = kind(raw.strip()) if kind is not bool else raw.strip().lower() in ("1", "true", "yes")
         except ValueError:
-            raise ExaptError(f"--strategy {spec!r}: {key} must be a {kind.__name__}, got {raw!r}") from None
+            raise ExaptError(f"{flag} {spec!r}: {key} must be a {kind.__name__}, got {raw!r}") from None
     try:
         return cls(**kwargs)
     except ValueError as e:
-        raise ExaptError(f"--strategy {spec!r}: {e}") from None
+        raise ExaptError(f"{flag} {spec!r}: {e}") from None

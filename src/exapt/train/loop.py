@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..penalties.base import Step
 from .batches import epoch_batches, eval_batches
 from .checkpoint import (atomic_save_tensors, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                          rng_state, set_rng_state)
@@ -69,13 +70,16 @@ def _batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_logits(model, split: Split, batch_size: int = 64, device="cpu") -> torch.Tensor:
+def predict_logits(model, split: Split, batch_size: int = 64, device="cpu", forward=None) -> torch.Tensor:
+    """Logits in the split's order, in eval mode; `forward` (default: the model) may name
+    another head's forward, e.g. `model.source_logits`."""
     was = model.training
     model.eval()
+    forward = forward or model
     out = torch.empty(0, model.head.out_features)
     for idx in eval_batches(split.lengths, batch_size):
         batch, _ = _batch(model, split, idx, device)
-        logits = model(batch).float().cpu()
+        logits = forward(batch).float().cpu()
         if len(out) != len(split.items):
             out = torch.empty(len(split.items), logits.shape[-1])
         out[torch.as_tensor(idx)] = logits
@@ -129,7 +133,7 @@ def _state_of(model, names) -> dict[str, torch.Tensor]:
 
 
 def train(model, strategy, task, train_split: Split, val_split: Split | None, cfg: TrainConfig,
-          run_dir: Path, resume: bool = False, progress: bool = True, log=print) -> dict:
+          run_dir: Path, resume: bool = False, progress: bool = True, log=print, penalties=None) -> dict:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     # Gradual unfreezing leaves some registered parameters without gradients early on.
@@ -176,11 +180,19 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             m.eval()  # frozen blocks: no dropout, so they act as a fixed feature map
         batches = epoch_batches(train_split.lengths, cfg.batch_size, cfg.seed, epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress or rank != 0)
-        total_loss, seen = 0.0, 0
-        for idx in bar:
+        total_loss, seen, penalty_sums = 0.0, 0, {}
+        for number, idx in enumerate(bar):
             idx = idx[rank::world] if world > 1 else idx
             batch, targets = _batch(model, train_split, idx, device)
-            loss = task.loss(ddp_model(batch), targets)
+            if penalties:  # single process (fit refuses more): the penalties read the features too
+                features = model.features(batch)
+                task_loss = task.loss(model.head(features), targets)
+                extra, parts = penalties(model, Step(idx, features, epoch, number))
+                loss = task_loss + extra
+                for name, value in parts.items():
+                    penalty_sums[name] = penalty_sums.get(name, 0.0) + value * len(idx)
+            else:
+                loss = task_loss = task.loss(ddp_model(batch), targets)
             accelerator.backward(loss)
             if cfg.clip:
                 accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
@@ -188,11 +200,12 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             release_freed_memory()
-            total_loss += loss.item() * len(idx)
+            total_loss += task_loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         bar.close()
         record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1),
+                  **{f"penalty_{k}": v / max(seen, 1) for k, v in penalty_sums.items()},
                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
         if val_split is not None and len(val_split.items):
             logits = predict_logits(model, val_split, device=device)
