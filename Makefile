@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 
 # DNA data sets and the pre-training corpora (E. coli genome, UniProt sample) ship in
 # Debian packages; unpack them (no root install needed).
-DEBS := r-cran-kernlab r-cran-mlbench ragout-examples mmseqs2-examples
+DEBS := r-cran-kernlab r-cran-mlbench ragout-examples mmseqs2-examples microbiomeutil-data
 data: $(DEBROOT)/.done
 $(DEBROOT)/.done: Makefile
 	mkdir -p $(DEBROOT)/debs

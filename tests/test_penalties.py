@@ -367,3 +367,20 @@ def test_parse_penalty_positional_weight_and_spec_round_trip():
     assert (p.weight, p.samples) == (250.0, 256)
     assert parse_penalty(p.spec()) == p
     assert json.dumps(parse_penalty("l2sp").spec())
+
+
+def test_rrna16s_builtins_give_phyla_and_taxonomy_paths():
+    from exapt.data import load_data
+
+    try:
+        phyla = load_data("rrna16s")
+    except ExaptError as e:
+        pytest.skip(str(e))
+    paths = load_data("rrna16s-taxonomy")
+    assert (len(phyla), len(set(phyla.labels))) == (5155, 17)
+    assert (len(paths), len(set(paths.labels))) == (5120, 23)
+    assert all(len(x.split(";")) == 3 for x in set(paths.labels)) and phyla.labels[0] == "Actinobacteria"
+    assert 1200 < len(phyla.inputs[0]) < 1700 and set(phyla.inputs[0]) <= set("ACGTNRYKMSWBDHV")
+    classes = sorted(set(paths.labels))
+    e = edge_matrix(classes, {c: tuple(c.split(";")) for c in classes})
+    assert e.shape[1] == 23 and np.allclose(e.sum(1), 0)  # every edge is a difference of means

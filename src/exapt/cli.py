@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit one strategy -> runs/<name>/")
     f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file or built-in name (tweets, tweets-airline, tweets-self-driving, "
-                   "tweets-deflategate, tweets-apple, digits, promoters, splice, amp-tm, amp-uniprot)")
+                   "tweets-deflategate, tweets-apple, digits, promoters, splice, amp-tm, amp-uniprot, rrna16s, rrna16s-taxonomy)")
     f.add_argument("--strategy", default="linear-probe", help="see `exapt strategies` (default: linear-probe)")
     f.add_argument("--model", help="alias, HF model folder, scratch:NAME or mlp (see `exapt models`; default: minilm-l6, or the --init run's)")
     _data_options(f)

