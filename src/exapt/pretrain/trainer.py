@@ -306,6 +306,12 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
             history.append({"step": step, "tokens": train_tokens, "train_loss": float(np.mean(running)) if running else None,
                             "heldout": held, "lr": schedule.get_last_lr()[0]})
             running = []
+            line = (f"step {step}/{total_steps}: held-out masked-LM loss {held['loss']:.4f}, "
+                    f"accuracy {held['accuracy']:.4f}")
+            if progress:
+                bar.write(line)  # above the bar, not through it
+            else:
+                log(line)
             if step < total_steps:
                 _save_state(state_path, model, optimizer, schedule, rng, step, order, cursor, history,
                             train_seconds, train_tokens, cfg)
