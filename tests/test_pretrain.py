@@ -331,6 +331,7 @@ def test_antiberty_alias_reads_plain_protein_sequences():
     (["--arch", "huge"], "not one of tiny, small, base nor a CONFIG.json"),
     (["--init", "nowhere"], "not an alias"),
     (["--steps", "2", "--epochs", "1"], "not allowed with argument"),
+    (["--init", "minilm-l6", "--arch", "small"], "--arch and --kmer do not apply with --init"),
 ])
 def test_bad_options_exit_2_and_leave_nothing(dna_fasta, tmp_path, capsys, extra, message):
     out = tmp_path / "never"

@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--objective", default="mlm", choices=["mlm"], help="masked-language modelling (the only one)")
     p.add_argument("--alphabet", choices=["dna", "protein", "text"],
                    help="what the corpus holds (default: the built-in corpus's, else text)")
-    p.add_argument("--kmer", type=int, default=1, help="DNA: overlapping k-mers as tokens (default 1: single bases)")
-    p.add_argument("--arch", default="tiny", help=f"{', '.join(f'{k} ({v[0]}-d, {v[1]} layers)' for k, v in ARCHS.items())}"
+    p.add_argument("--kmer", type=int, help="DNA: overlapping k-mers as tokens (default 1: single bases)")
+    p.add_argument("--arch", help=f"{', '.join(f'{k} ({v[0]}-d, {v[1]} layers)' for k, v in ARCHS.items())}"
                                                  " or a CONFIG.json of BertConfig fields (default: tiny)")
     p.add_argument("--init", metavar="MODEL", help="continue pre-training this model (alias or folder) instead of "
                                                   "starting from random weights")
@@ -48,7 +48,9 @@ def run(a: argparse.Namespace) -> None:
 
     if a.resume and a.overwrite:
         raise ExaptError("give --resume or --overwrite, not both")
-    pretrain(a.corpus, out=a.out, alphabet=a.alphabet, kmer=a.kmer, arch=a.arch, init=a.init, resume=a.resume,
+    if a.init and (a.arch or a.kmer):
+        raise ExaptError("--arch and --kmer do not apply with --init: the model keeps its architecture and tokenizer")
+    pretrain(a.corpus, out=a.out, alphabet=a.alphabet, kmer=a.kmer or 1, arch=a.arch or "tiny", init=a.init, resume=a.resume,
              overwrite=a.overwrite, progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
              max_length=a.max_length, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs, lr=a.lr,
              warmup=a.warmup, mask_probability=a.mask_probability, holdout=a.holdout, eval_every=a.eval_every,

@@ -120,7 +120,10 @@ def init_model(spec: str):
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=False)
+            model, info = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=False,
+                                                               output_loading_info=True)
+        # a sentence encoder (MiniLM) ships no masked-LM head: it starts untrained, say so
+        model.exapt_fresh_head = any(k.startswith("cls.") for k in info.get("missing_keys", []))
     except ExaptError:
         raise
     except Exception as e:

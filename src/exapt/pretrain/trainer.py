@@ -205,6 +205,8 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     init_folder = None
     if init:
         model, tokenizer, init_input, init_folder = init_model(init)
+        if getattr(model, "exapt_fresh_head", False):
+            log(f"{init}: no masked-LM head in the checkpoint; a new one is trained (the encoder is kept)")
         if init_input is not None:
             if init_input.alphabet != alphabet:
                 raise ExaptError(f"--init {init!r} reads {init_input.alphabet}, not --alphabet {alphabet}")
