@@ -18,6 +18,19 @@ SECTIONS = [
     ("compare.md", "`exapt compare` (issue 4)", "python benchmarks/compare_bench.py",
      "Wall time of one compare panel against the same cells run one by one with `exapt fit` (measured alone), and "
      "the strategy compare recommends on the fixed tweet splits against the best peer of ../shared/peers/RESULTS.md."),
+    ("pretrain.md", "`exapt pretrain` throughput (issue 8)", "python benchmarks/pretrain_bench.py",
+     "Masked-LM pre-training against the Hugging Face Trainer with DataCollatorForLanguageModeling: same BERT "
+     "architecture, same E. coli windows, same batch, one process, measured alone."),
+    ("pretrain_flagship_ecoli-tiny-6mer.md", "E. coli-pretrained DNA encoder -> splice junctions, promoters (issue 8)",
+     "python benchmarks/pretrain_flagship.py",
+     "A tiny BERT (0.9 M parameters + 6-mer embeddings) pre-trained on the E. coli genome, fine-tuned against its "
+     "scratch twin; see docs/pretrain.md."),
+    ("pretrain_flagship_antiberty.md", "AntiBERTy -> antimicrobial peptides (issue 8)",
+     "python benchmarks/pretrain_flagship.py --model antiberty --data amp-tm,amp-uniprot --lr default "
+     "--strategies linear-probe", "A linear probe on AntiBERTy's frozen features."),
+    ("pretrain_flagship_uniprot-tiny.md", "UniProt-pretrained tiny protein encoder -> antimicrobial peptides (issue 8)",
+     "python benchmarks/pretrain_flagship.py --model benchmarks/results/models/uniprot-tiny --data amp-tm,amp-uniprot",
+     "A tiny BERT pre-trained on 20,000 UniProt proteins against its scratch twin."),
 ]
 
 

@@ -132,6 +132,12 @@ def main() -> None:
               "target_ratio": TARGET, "rows": rows, "machine": machine(), "torch_threads": torch.get_num_threads(),
               "quick": args.quick}
     write_json(RESULTS / ("pretrain_quick.json" if args.quick else "pretrain.json"), result)
+    lines = ["| architecture | exapt pretrain (tokens/s) | Trainer + DataCollatorForLanguageModeling (tokens/s) | ratio |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['arch']} | {r['exapt_tokens_per_s']:,.0f} | {r['trainer_tokens_per_s']:,.0f} | "
+              f"**{r['ratio']:.2f}x** |" for r in rows]
+    lines += ["", f"{result['what']}; mean of two alternating runs per side; target >= {TARGET:.1f}x."]
+    (RESULTS / ("pretrain_quick.md" if args.quick else "pretrain.md")).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
