@@ -182,3 +182,19 @@ def test_cli_penalties_lists_every_penalty(capsys):
     out = capsys.readouterr().out
     for name in ("l2sp", "ewc", "source-head", "lwf", "hierarchy"):
         assert name in out
+
+
+@pytest.mark.slow
+def test_real_minilm_from_an_airline_probe_with_ewc(tmp_path, tweets_test_small):
+    """The real MiniLM and real tweets, lean (32 tokens, 16 per class, 1 epoch, few test rows)."""
+    src = exapt.fit("tweets-airline", "linear-probe", "minilm-l6", n_per_class=16, max_length=32, max_test=60,
+                    out=tmp_path / "airline", progress=False, log=quiet)
+    run = exapt.fit("tweets-apple", "full", init=str(src.path), penalties=["ewc:weight=1e4,samples=6"],
+                    n_per_class=16, max_length=32, max_test=60, epochs=1, out=tmp_path / "apple",
+                    progress=False, log=quiet)
+    s = run.metrics["source"]
+    assert s["n"] == 60 and s["before"]["accuracy"] == pytest.approx(src.metrics["test"]["accuracy"], abs=1e-6)
+    assert s["before"]["accuracy"] > 0.45  # the airline probe works (chance: 0.33)
+    assert run.metrics["model"] == "minilm-l6" and (run.path / "fisher.safetensors").exists()
+    fisher = load_tensors(run.path / "fisher.safetensors")[0]
+    assert sum(float(f.sum()) for f in fisher.values()) > 0

@@ -34,7 +34,7 @@ SEP = ";"
 @PENALTIES.register("hierarchy")
 @dataclass
 class Hierarchy(Penalty):
-    weight: float = 0.1
+    weight: float = 0.01
     taxonomy: str = ""
     name = "hierarchy"
     summary = "pull each class's head weights towards its parent's in a label tree"

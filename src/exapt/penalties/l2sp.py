@@ -24,7 +24,7 @@ from .base import PENALTIES, Context, Penalty, Step, anchored_names, needs_start
 @PENALTIES.register("l2sp")
 @dataclass
 class L2SP(Penalty):
-    alpha: float = 1.0
+    alpha: float = 0.1
     beta: float = 0.01
     name = "l2sp"
     summary = "alpha/2 ||w - w0||^2 over the start weights + beta/2 ||w||^2 over new ones (Li et al. 2018)"
