@@ -1,16 +1,53 @@
-"""The report's forgetting part (panels started from a source, `compare --init RUN`): a
-table of what each strategy forgot, and the target-versus-source trade-off figure.
+"""The report's forgetting part (panels started from a source, `compare --init RUN`): the
+summary (pure, like analysis.py), a table of what each strategy forgot, and the
+target-versus-source trade-off figure.
 
-Kept apart from report.py, which calls `tables`/`figure` only when the results carry a
-source: a panel without one renders exactly as before.
+Kept apart from report.py (and analysis.py): the report calls `grid`, `heading` and
+`figure` only when `has_source`, so a panel without a source renders exactly as before.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from . import analysis as A
 
 FIGURE_ID = "fig-tradeoff"
+FORGETTING_COLUMNS = ["strategy", "n", "target", "target_std", "source_before", "source_after", "source_after_std",
+                      "forgetting", "forgetting_std", "count"]
+# the source's headline score, first that a panel has: (column stem, label, higher is better)
+SOURCE_METRICS = (("source_accuracy", "source accuracy", True), ("source_micro_f1", "source micro F1", True),
+                  ("source_rmse", "source RMSE", False), ("source_mlm_loss", "source masked-LM loss", False))
+
+
+def source_metric(results: pd.DataFrame) -> tuple[str, str, bool] | None:
+    """(column stem, label, higher is better) of the source score a panel carries, or None."""
+    for stem, label, higher in SOURCE_METRICS:
+        if f"{stem}_after" in results.columns and results[f"{stem}_after"].notna().any():
+            return stem, label, higher
+    return None
+
+
+def forgetting_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (strategy, n): mean target metric, source score before and after, and forgetting
+    (what was lost of the source: accuracy points, or masked-LM loss gained), with the
+    spread over seeds. Empty (with the columns) when the panel has no source."""
+    found = source_metric(results)
+    if found is None or "forgetting" not in results.columns:
+        return pd.DataFrame(columns=FORGETTING_COLUMNS)
+    stem = found[0]
+    col = A.metric_column(results, metric)
+    frame = A._finished(results, col)
+    frame = frame[frame["forgetting"].notna()]
+    if frame.empty:
+        return pd.DataFrame(columns=FORGETTING_COLUMNS)
+    grouped = frame.groupby(["strategy", "n"], sort=False)
+    out = grouped.agg(target=(col, "mean"), target_std=(col, "std"), source_before=(f"{stem}_before", "mean"),
+                      source_after=(f"{stem}_after", "mean"), source_after_std=(f"{stem}_after", "std"),
+                      forgetting=("forgetting", "mean"), forgetting_std=("forgetting", "std"),
+                      count=("forgetting", "count")).reset_index()
+    out["count"] = out["count"].astype(int)
+    return A._order_rows(out[FORGETTING_COLUMNS], A.strategy_order(frame))
 
 
 def has_source(report) -> bool:
@@ -29,7 +66,7 @@ def grid(report) -> tuple[list[str], list[list[str]]]:
 
 
 def heading(report) -> str:
-    found = A.source_metric(report.results)
+    found = source_metric(report.results)
     label = found[1] if found else "source score"
     before = report.forgetting["source_before"].mean()
     what = "points lost" if found and found[2] else "increase"
@@ -37,7 +74,7 @@ def heading(report) -> str:
 
 
 def caption(report) -> str:
-    found = A.source_metric(report.results)
+    found = source_metric(report.results)
     label = found[1] if found else "source score"
     return (f"Target test {report.label} against {label} after fine-tuning, one point per strategy and size "
             "(mean over seeds, bars: std). The dashed line is the source score before fine-tuning: a point "
@@ -46,7 +83,7 @@ def caption(report) -> str:
 
 def figure(report, plt):
     f = report.forgetting
-    found = A.source_metric(report.results)
+    found = source_metric(report.results)
     fig, ax = plt.subplots(figsize=(8.6, 4.8))
     sizes = sorted(f["n"].unique())
     markers = dict(zip(sizes, "osD^vP*X"))

@@ -119,7 +119,7 @@ class _Report:
             self.summary = pd.DataFrame(columns=A.SUMMARY_COLUMNS)
             self.gain = pd.DataFrame(columns=A.GAIN_COLUMNS)
             self.saved = pd.DataFrame(columns=A.LABELS_COLUMNS)
-            self.forgetting = pd.DataFrame(columns=A.FORGETTING_COLUMNS)
+            self.forgetting = pd.DataFrame(columns=F.FORGETTING_COLUMNS)
             self.rec = None
             self.sizes: list = []
             return
@@ -129,7 +129,7 @@ class _Report:
         self.summary = A.summarize(self.results, self.col)
         self.gain = A.transfer_gain(self.results, self.col, self.baseline)
         self.saved = A.labels_saved(self.summary, self.baseline, self.higher)
-        self.forgetting = A.forgetting_summary(self.results, self.col)
+        self.forgetting = F.forgetting_summary(self.results, self.col)
         self.rec = A.recommend(self.results, self.col, self.higher, self.baseline)
         self.sizes = sorted(self.summary["n"].unique())
         self.has_baseline = self.baseline in self.order
