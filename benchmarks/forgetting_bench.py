@@ -14,7 +14,11 @@ the 23 kingdom;phylum;class paths. Macro-F1 is reported over all classes and ove
 rare phyla (fewer than 60 sequences), from predictions on one fixed test file.
 
     OMP_NUM_THREADS=1 python benchmarks/forgetting_bench.py            # both parts
-    OMP_NUM_THREADS=1 python benchmarks/forgetting_bench.py --part 16s
+    OMP_NUM_THREADS=1 python benchmarks/forgetting_bench.py --part 16s     # or tweets, mlm
+
+Part 3, a self-supervised source: the ecoli-tiny encoder (exapt pretrain on the E. coli
+genome) fine-tuned on splice junctions, its held-out masked-LM loss on the genome before
+and after, with and without ewc (one seed).
 
 Run folders go to benchmarks/out/forgetting/ (not committed); the numbers to
 benchmarks/results/forgetting.json and the figures to docs/img/forgetting-*.png.
@@ -287,9 +291,35 @@ def plot_rrna(frame: pd.DataFrame, path: Path, everything: str) -> None:
     plt.close(fig)
 
 
+# -- part 3: a self-supervised source -------------------------------------------------------
+def masked_lm(results: dict) -> None:
+    """ecoli-tiny (exapt pretrain on the E. coli genome) fine-tuned on splice junctions:
+    the held-out masked-LM loss on the genome before and after, with and without ewc (one
+    seed: a check that the self-supervised path measures something, not a benchmark)."""
+    import exapt
+
+    model = ROOT / "benchmarks" / "results" / "models" / "ecoli-tiny"
+    if not (model / "model.safetensors").exists():
+        print(f"skipping the masked-LM part: no {model} (made by benchmarks/pretrain_bench.py)")
+        return
+    rows = {}
+    for penalties in ([], ["ewc:1e4"], ["ewc:1e6"]):
+        name = "+".join(["full", *penalties])
+        run = exapt.fit("splice", "full", str(model), source_corpus="ecoli", penalties=penalties, n_per_class=64,
+                        lr=1e-3, seed=0, out=OUT / f"splice-{name.replace(':', '-')}", overwrite=True,
+                        progress=False, log=quiet)
+        m = run.metrics
+        rows[name] = {"target_accuracy": round(m["test"]["accuracy"], 4), "windows": m["source_mlm"]["windows"],
+                      **{f"mlm_{k}_{w}": round(m["source_mlm"][w][k], 4) for w in ("before", "after")
+                         for k in ("loss", "accuracy")},
+                      "forgetting": round(m["source_mlm"]["forgetting"], 4), "train_seconds": m["train_seconds"]}
+    results["masked_lm"] = {"model": "ecoli-tiny", "corpus": "ecoli", "target": "splice", "n_per_class": 64,
+                            "lr": 1e-3, "seed": 0, "runs": rows}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["tweets", "16s", "all"], default="all")
+    p.add_argument("--part", choices=["tweets", "16s", "mlm", "all"], default="all")
     a = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     IMG.mkdir(parents=True, exist_ok=True)
@@ -299,8 +329,9 @@ def main() -> int:
         tweets(results)
     if a.part in ("16s", "all"):
         rrna(results)
-    results["command"] = "OMP_NUM_THREADS=1 python benchmarks/forgetting_bench.py" + (
-        f" --part {a.part}" if a.part != "all" else "")
+    if a.part in ("mlm", "all"):
+        masked_lm(results)
+    results["command"] = "OMP_NUM_THREADS=1 python benchmarks/forgetting_bench.py"
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS} in {time.perf_counter() - started:.0f} s")
     return 0

@@ -25,6 +25,7 @@ from torch import nn
 from .errors import ExaptError
 
 MAX_TOKENS = 2_000_000  # enough windows for the Fisher and the held-out score; bounds reading time
+# (the held-out windows are chosen by position, so a capped read holds out a prefix of the same ones)
 
 
 @dataclass
@@ -93,12 +94,29 @@ def load_mlm_source(cfg, model) -> MLMSource | None:
     seq_input = bb.sequence_input or SequenceInput("text")
     resolve_corpus(corpus)  # a missing corpus fails here with its own message
     tok = _unpadded(bb.tokenizer)
-    data = build_corpus(corpus, tok, seq_input, max_length=cfg.max_length, max_tokens=MAX_TOKENS, progress=False)
+    max_length, holdout = _windowing(Path(folder), cfg.max_length)
+    data = build_corpus(corpus, tok, seq_input, max_length=max_length, holdout=holdout, max_tokens=MAX_TOKENS,
+                        progress=False)
     special = torch.tensor(sorted({tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens}))
     normal = torch.tensor([i for i in range(len(tok)) if i not in set(special.tolist())])
     return MLMSource(corpus, data.digest, data.train, data.heldout, head,
                      {"special": special, "mask": tok.mask_token_id, "normal": normal},
                      tok.pad_token_id or 0, seq_input.kmer, cfg.source.max_test)
+
+
+def _windowing(folder: Path, default_length: int) -> tuple[int, float]:
+    """The window length and held-out share exapt pretrain used for FOLDER (its exapt.json):
+    the same windows, so the held-out ones are windows pre-training never trained on
+    (other lengths would cut a genome elsewhere). A folder from elsewhere: the fit's length."""
+    import json
+
+    from .backbones.sequence_input import SETTINGS_FILE
+
+    try:
+        config = json.loads((folder / SETTINGS_FILE).read_text())["pretrain"]["config"]
+        return int(config["max_length"]), float(config.get("holdout", 0.05))
+    except (OSError, ValueError, KeyError, TypeError):
+        return default_length, 0.05
 
 
 def _unpadded(tokenizer):
