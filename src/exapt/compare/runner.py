@@ -291,6 +291,7 @@ def _run_cell(out: Path, cell: Cell, loader, tracker, keep_weights: bool, progre
     row = _row(cell, metrics, seconds, _peak_memory_mb(), same, folder)
     if not keep_weights:  # a full model is ~90 MB per cell; the panel needs only the metrics
         (folder / "weights.safetensors").unlink(missing_ok=True)
+        (folder / "fisher.safetensors").unlink(missing_ok=True)  # as large; ewc's cache keeps a copy
         shutil.rmtree(folder / "adapter", ignore_errors=True)
     if tracker is not None:
         row["mlflow_run_id"] = tracker.log_cell(cell.name, asdict(cell.cfg), _numeric(row), folder,
