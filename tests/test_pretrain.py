@@ -313,6 +313,18 @@ def test_continued_pretraining_of_minilm_on_text(tmp_path):
     assert res.steps == 2
 
 
+def test_long_text_records_are_not_padded_or_cut_by_a_saved_tokenizer_config():
+    """all-MiniLM-L6-v2's tokenizer.json pads and truncates to 128; a corpus record must not be."""
+    from exapt.pretrain.corpus import _tokenize_record
+    from exapt.pretrain.setup import init_model
+
+    _, tok, _, _ = init_model("minilm-l6")
+    ids = _tokenize_record("the plasmid was sequenced again " * 60, tok, SequenceInput("text"), "line 1")
+    assert len(ids) > 128 and tok.pad_token_id not in ids
+    short = _tokenize_record("the plasmid", tok, SequenceInput("text"), "line 2")
+    assert short == tok("the plasmid", add_special_tokens=False)["input_ids"]
+
+
 def test_antiberty_alias_reads_plain_protein_sequences():
     pytest.importorskip("antiberty")
     from exapt.backbones import load_backbone

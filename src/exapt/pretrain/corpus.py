@@ -180,6 +180,20 @@ def _record_windows(text_ids: list[int], body: int) -> list[list[int]]:
     return [text_ids[i:i + body] for i in range(0, len(text_ids), body)]
 
 
+def _plain_backend(tokenizer):
+    """The Rust tokenizer without the padding/truncation some folders save in tokenizer.json
+    (all-MiniLM-L6-v2 pads and cuts every encoding to 128), so long records stay whole."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    return plain
+
+
 def _tokenize_record(seq: str, tokenizer, seq_input: SequenceInput, where: str) -> list[int]:
     """Token ids of one record without special tokens; long records go in chunks (k-mer
     chunks overlap by k-1 bases so no k-mer is lost at a seam)."""
@@ -187,7 +201,7 @@ def _tokenize_record(seq: str, tokenizer, seq_input: SequenceInput, where: str) 
         seq = seq_input.clean(seq, where)
     overlap = seq_input.kmer - 1
     ids: list[int] = []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = _plain_backend(tokenizer)
     step = CHUNK_CHARS
     for start in range(0, max(1, len(seq) - overlap), step):
         piece = seq[start:start + step + overlap]
