@@ -26,7 +26,6 @@ import yaml
 from ..config import DataConfig, FitConfig, SourceConfig, apply_override
 from ..data import load_data
 from ..errors import ExaptError
-from ..strategies import parse_strategy
 from ..train.checkpoint import atomic_write_text
 from ..train.loop import TrainConfig
 from .panel import ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies
@@ -83,7 +82,7 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
     kind = _check_inputs(cells, loader)
     settings = _settings(base)
     created = not out.exists()
-    _prepare_folder(out, settings, overwrite)
+    prepare_settings_folder(out, settings, overwrite)
     tracker = None
     if tracking:
         from .tracking import Tracker
@@ -223,12 +222,16 @@ def _settings(base: FitConfig) -> dict:
     return d
 
 
-def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
+def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marker_name: str = SETTINGS,
+                            kind: str = "compare") -> None:
+    """A resumable sweep's folder (compare, transfer map): created, or reused when its marker
+    file holds the same settings; other settings are refused (naming what changed) unless
+    --overwrite, and a non-empty folder of something else is never touched."""
     if out.exists() and not out.is_dir():
         raise ExaptError(f"--out {out} is a file; choose a folder")
-    marker = out / SETTINGS
+    marker = out / marker_name
     if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise ExaptError(f"--out {out} is a non-empty folder that is not a compare; choose another")
+        raise ExaptError(f"--out {out} is a non-empty folder that is not a {kind}; choose another")
     if marker.exists():
         try:
             old = yaml.safe_load(marker.read_text())["settings"]
@@ -237,7 +240,7 @@ def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
         if old != settings:
             if not overwrite:
                 changed = _differences(old or {}, settings)
-                raise ExaptError(f"{out} holds a compare made with other settings ({changed}); "
+                raise ExaptError(f"{out} holds a {kind} made with other settings ({changed}); "
                                  "choose another --out, or pass --overwrite to start it again")
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,9 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
                 "domains": {d.name: {"source": d.source, **({"text": text, "label": label} if d.is_file else {}),
                                      "n_pool": len(d.pool), "n_test": len(d.test),
                                      "examples": fingerprint(*splits[d.name])} for d in found}}
-    _prepare_folder(out, settings, overwrite)   # every user error is behind us
+    from ..compare.runner import prepare_settings_folder
+
+    prepare_settings_folder(out, settings, overwrite, marker_name=SETTINGS, kind="transfer map")  # user errors are behind us
     for d in found:
         for path, content in zip(split_files(out, d), splits[d.name]):
             if not path.exists() or path.read_text() != content:
@@ -155,28 +157,6 @@ def _bar(total: int, done: int, progress: bool):
 
     return tqdm(total=total, initial=done, desc="transfer-map", unit="fit", disable=not progress,
                 dynamic_ncols=True, file=sys.stderr)
-
-
-def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
-    from ..compare.runner import _differences
-
-    if out.exists() and not out.is_dir():
-        raise ExaptError(f"--out {out} is a file; choose a folder")
-    marker = out / SETTINGS
-    if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise ExaptError(f"--out {out} is a non-empty folder that is not a transfer map; choose another")
-    if marker.exists():
-        try:
-            old = yaml.safe_load(marker.read_text())["settings"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
-            old = None
-        if old != settings:
-            if not overwrite:
-                raise ExaptError(f"{out} holds a transfer map made with other settings "
-                                 f"({_differences(old or {}, settings)}); choose another --out, "
-                                 "or pass --overwrite to start it again")
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _run_folder(out: Path, d: Domain, seed: int) -> Path:
