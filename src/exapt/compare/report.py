@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import os
 import tempfile
@@ -25,6 +24,7 @@ import pandas as pd
 
 from . import analysis as A
 from . import forgetting_report as F
+from ..figures import png_bytes
 
 FIGURE_IDS = ("fig-learning-curve", "fig-gain", "fig-labels-saved", "fig-cost")
 DPI = 110
@@ -569,13 +569,7 @@ def _short_saved(row) -> str:
 
 
 def _png(plt, fig) -> str:
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white",
-                    metadata={"Software": None})
-    finally:
-        plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(fig, dpi=DPI, tight=True)).decode("ascii")
 
 
 def _mpl(text) -> str:

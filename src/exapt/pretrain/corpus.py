@@ -11,7 +11,6 @@ k-th window is, and windows never overlap.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..backbones.hf import file_sha256
 from ..backbones.sequence_input import SequenceInput
 from ..errors import ExaptError
 
@@ -71,14 +71,6 @@ def resolve_corpus(source: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # -- reading ------------------------------------------------------------------------------
 def _open_text(path: Path):
     with open(path, "rb") as fh:
@@ -123,32 +115,29 @@ def read_records(path: Path, alphabet: str) -> Iterator[tuple[str, str]]:
 
 
 def _fasta(path: Path, first, lines) -> Iterator[tuple[str, str]]:
-    header_line, header = first
+    header_line = first[0]
     parts: list[str] = []
     for number, line in lines:
         if line.startswith(">"):
             if parts:
                 yield f"{path.name} record at line {header_line}", "".join(parts)
-            header_line, header, parts = number, line, []
+            header_line, parts = number, []
         elif line.strip():
             parts.append(line.strip())
     if parts:
         yield f"{path.name} record at line {header_line}", "".join(parts)
 
 
-def _tweet_records(path: Path) -> Iterator[tuple[str, str]]:
-    import pandas as pd
+def corpus_records(source: str, alphabet: str) -> Iterator[tuple[str, str]]:
+    """(where, text) per record of a corpus name or file. The built-in `tweets` are the
+    built-in data set's texts (cleaned and deduplicated there), labels ignored."""
+    if source == "tweets":
+        from ..data.builtin import load_builtin
 
-    try:
-        df = pd.read_csv(path, encoding="latin-1", usecols=["text"], dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise ExaptError(f"{path}: cannot read the tweet corpus ({e})") from None
-    seen = set()
-    for i, text in enumerate(df["text"], start=2):
-        text = " ".join(text.split())
-        if text and text not in seen:
-            seen.add(text)
-            yield f"tweets row {i}", text
+        table = load_builtin("tweets")
+        return ((f"tweets row {row}", text) for row, text in zip(table.rows, table.inputs))
+    path, _ = resolve_corpus(source)
+    return read_records(path, alphabet)
 
 
 # -- windows ------------------------------------------------------------------------------
@@ -224,7 +213,7 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
     if max_length < 8:
         raise ExaptError(f"--max-length must be at least 8 tokens (got {max_length})")
     path, _ = resolve_corpus(source)
-    records = _tweet_records(path) if source == "tweets" else read_records(path, seq_input.alphabet)
+    records = corpus_records(source, seq_input.alphabet)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     if cls_id is None or sep_id is None:
         raise ExaptError("the tokenizer has no [CLS]/[SEP] tokens; exapt pretrain needs a BERT-style tokenizer")
@@ -263,7 +252,7 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
     dtype = np.int16 if len(tokenizer) < 32000 else np.int32
     pad = tokenizer.pad_token_id or 0
     return Corpus(_pack(train, max_length, cls_id, sep_id, pad, dtype), _pack(held, max_length, cls_id, sep_id, pad, dtype),
-                  records=len(per_record), characters=n_chars, source=str(path), digest=file_digest(path))
+                  records=len(per_record), characters=n_chars, source=str(path), digest=file_sha256(path))
 
 
 def _pack(windows: list[list[int]], width: int, cls_id: int, sep_id: int, pad: int, dtype) -> Windows:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..backbones.sequence_input import SETTINGS_FILE, SequenceInput
 from ..errors import ExaptError
 from ..train.checkpoint import atomic_save_tensors, atomic_write_text, load_tensors
-from .corpus import BUILTIN_CORPORA, Corpus, build_corpus, read_records, resolve_corpus
+from .corpus import BUILTIN_CORPORA, Corpus, build_corpus, corpus_records, resolve_corpus
 from .masking import IGNORE, mask_tokens
 from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model
 
@@ -217,10 +217,7 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     else:
         text_iter = None
         if alphabet == "text":
-            path, _ = resolve_corpus(corpus)
-            from .corpus import _tweet_records
-            records = _tweet_records(path) if corpus == "tweets" else read_records(path, "text")
-            text_iter = (t for _, t in records)
+            text_iter = (t for _, t in corpus_records(corpus, "text"))
         tokenizer = build_tokenizer(seq_input, text_iter, cfg.vocab_size)
         config = arch_config(arch, len(tokenizer), tokenizer.pad_token_id)
         from transformers import BertForMaskedLM
@@ -320,8 +317,7 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     bar.close()
     after = history[-1]["heldout"]
     speed = train_tokens / max(train_seconds, 1e-9)
-    _write_model(out, model, tokenizer, seq_input, cfg, data, history, speed, step, total_steps, n_params,
-                 init_folder)
+    _write_model(out, model, tokenizer, seq_input, cfg, data, history, speed, step, n_params, init_folder)
     result = PretrainResult(out, before, after, speed, step)
     log(str(result))
     return result
@@ -387,7 +383,7 @@ def _load_state(path, model, optimizer, schedule, rng):
     return (meta["step"], tensors["order"].numpy(), meta["cursor"], meta["history"], meta["seconds"], meta["tokens"])
 
 
-def _write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, history, speed, step, total, n_params,
+def _write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, history, speed, step, n_params,
                  init_folder: Path | None):
     from ..train.checkpoint import _umask_mode
 

@@ -31,7 +31,6 @@ folder (`truncated_model_folder`); a run as a folder of its encoder's weights.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -50,6 +49,7 @@ import torch
 
 from ..errors import ExaptError
 from .scores import FEATURE_SCORE_TASKS, SCORES, SOURCE_SCORE_TASKS, SOURCE_SCORES, kendall_tau, weighted_kendall_tau
+from ..figures import png_bytes
 
 DEFAULT_SCORES = ("logme", "h-score", "knn", "linear-probe-cv")
 ALL_SCORES = tuple(SCORES) + tuple(SOURCE_SCORES)
@@ -1012,12 +1012,7 @@ def figure_png(frame: pd.DataFrame, meta: dict) -> bytes:
             fig.legend(handles=[Patch(color=_KIND_COLOURS[k], label=k) for k in kinds], loc="lower right",
                        ncol=len(kinds), frameon=False, fontsize=8)
         fig.tight_layout(rect=(0, 0.04 if len(kinds) > 1 else 0, 1, 1))
-        buf = io.BytesIO()
-        try:
-            fig.savefig(buf, format="png", dpi=110, facecolor="white", metadata={"Software": None})
-        finally:
-            plt.close(fig)
-    return buf.getvalue()
+        return png_bytes(fig)
 
 
 def _fmt(v) -> str:

@@ -5,7 +5,6 @@ each target). Each file is written atomically; a partial map is written as parti
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..train.checkpoint import atomic_write_text
+from ..figures import png_bytes
 
 
 def write_outputs(out: Path, results: pd.DataFrame, meta: dict) -> tuple[dict, pd.DataFrame]:
@@ -85,12 +85,7 @@ def heatmap_png(mean: pd.DataFrame, sd: pd.DataFrame, meta: dict) -> bytes:
                           f"{seeds} seed{'s' if seeds > 1 else ''}"), fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
-        buf = io.BytesIO()
-        try:
-            fig.savefig(buf, format="png", dpi=110, facecolor="white", metadata={"Software": None})
-        finally:
-            plt.close(fig)
-    return buf.getvalue()
+        return png_bytes(fig)
 
 
 def _fmt(v, sd=None, digits: int = 3) -> str:
