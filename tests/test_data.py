@@ -356,7 +356,7 @@ def test_unknown_source_lists_builtins():
     _raises(lambda: load_data("tweets", text="body"), "option text", "built-in")
     assert set(BUILTINS) == {"tweets", "digits", "promoters", "splice", "tweets-airline", "tweets-self-driving",
                              "tweets-deflategate", "tweets-apple", "amp-tm", "amp-uniprot", "rrna16s",
-                             "rrna16s-taxonomy"}
+                             "rrna16s-taxonomy", "mnist", "fashion-mnist", "optdigits", "mnist-8x8"}
 
 
 def test_file_wins_over_builtin_name(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ class DataConfig:
     val_fraction: float = 0.2
     n_per_class: int | None = None
     seed: int = 0
+    image_size: int | None = None    # images resized to N x N when read (a folder of mixed sizes needs it)
 
 
 @dataclass

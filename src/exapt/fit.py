@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .backbones import check_input_kind, input_size
 from .config import DataConfig, FitConfig, SourceConfig
 from .data import Table, load_data, sample_per_class, stratified_split
 from .errors import ExaptError
@@ -112,7 +113,7 @@ def _splits(cfg: FitConfig, table: Table, kind: str, loader=load_data) -> tuple[
     d = cfg.data
     stratify = kind == "classification"
     if d.test:
-        test = loader(d.test, text=d.text, label=d.label, features=d.features)
+        test = loader(d.test, text=d.text, label=d.label, features=d.features, image_size=d.image_size)
         pool = table
     else:
         # named "train" so that every class keeps at least one example on the training side
@@ -174,18 +175,16 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     resolve_defaults(cfg, init)
     if init is not None and not strategy.uses_pretrained:
         raise ExaptError(f"--init with --strategy {cfg.strategy}: that strategy starts from random weights")
-    table = loader(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features)
+    table = loader(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features,
+                   image_size=cfg.data.image_size)
     task = Task.from_labels(cfg.task, table.labels, table.source)
     tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
-    n_inputs = table.inputs.shape[1] if table.kind == "features" else None
     start = {**init.state, **init.head} if init is not None else None
-    model = build_model(cfg, task, n_inputs, strategy, init.task if init else None, start)
+    model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
     bb = model.backbone
-    if bb.input_kind != table.kind:
-        hint = "numeric --features need --model mlp" if table.kind == "features" else "text needs a text model"
-        raise ExaptError(f"--model {cfg.model!r} takes {bb.input_kind} inputs but the data has {table.kind} ({hint})")
+    check_input_kind(bb, table.kind, cfg.model)
     n_blocks = len(bb.blocks())
     if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:
         raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
@@ -339,7 +338,7 @@ def _silent(*_args, **_kwargs) -> None:
 
 
 def _features(bb, parts: dict, progress: bool) -> dict[str, torch.Tensor]:
-    if bb.input_kind == "text":
+    if bb.input_kind in ("text", "image"):  # image items are keyed by their pixels
         cache = FeatureCache(bb)
         return {name: cache.features(t.inputs, prepared, progress=progress) for name, (t, prepared) in parts.items()}
     return {name: encode(bb, prepared, progress=False) for name, (t, prepared) in parts.items()}

@@ -130,7 +130,8 @@ def _prepare(run):
         for n, t in head.items():
             params[n].copy_(t)
     start.eval()
-    table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features)
+    table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features,
+                      image_size=cfg.data.image_size)
     _, val, test = _splits(cfg, table, run.task.kind, load_data)
     splits = {}
     for name, t in (("val", val), ("test", test)):

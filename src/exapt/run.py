@@ -155,11 +155,12 @@ class Run:
         from .data import load_data
 
         d = self.config.data
-        return load_data(str(data), text=d.text, label=d.label, features=d.features, require_label=require_label)
+        return load_data(str(data), text=d.text, label=d.label, features=d.features, require_label=require_label,
+                         image_size=d.image_size)
 
     def logits(self, table, batch_size: int = 64) -> torch.Tensor:
         bb = self.model.backbone
-        if table.kind != bb.input_kind:
+        if table.kind != bb.input_kind and table.kind not in getattr(bb, "also_accepts", ()):
             raise ExaptError(f"{table.source}: this run takes {bb.input_kind} inputs, the data has {table.kind}")
         items = bb.prepare_inputs(table.inputs)
         split = Split(items, torch.zeros(len(items)), [bb.item_length(x) for x in items])

@@ -110,7 +110,7 @@ def load_source_data(cfg: FitConfig, init: InitRun | None, loader) -> SourceData
     for field in ("text", "label", "features"):
         if getattr(s, field) is not None:
             setattr(d, field, getattr(s, field))
-    table = loader(d.source, text=d.text, label=d.label, features=d.features)
+    table = loader(d.source, text=d.text, label=d.label, features=d.features, image_size=d.image_size)
     train, _, test = _splits(icfg, table, init.task.kind, loader)
     if len(test) > s.max_test:
         test = test.subset(np.sort(np.random.default_rng(d.seed).choice(len(test), s.max_test, replace=False)))

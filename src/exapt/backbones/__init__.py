@@ -12,6 +12,8 @@ import importlib.util
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ExaptError
 from .base import Backbone, pool
 from .mlp import MLPBackbone
@@ -65,21 +67,46 @@ def list_models() -> list[dict]:
     for alias, (package, parts, desc) in ALIASES.items():
         folder = _package_model_dir(package, *parts)
         rows.append({"name": alias, "installed": bool(folder and folder.is_dir()), "description": desc})
-    rows.append({"name": "mlp[:H1,H2,...]", "installed": True, "description": "MLP for numeric --features columns (random init)"})
+    rows.append({"name": "mlp[:H1,H2,...]", "installed": True,
+                 "description": "MLP for numeric --features columns or images, flattened (random init)"})
     rows.append({"name": "PATH", "installed": True, "description": "any local Hugging Face encoder folder"})
     rows.append({"name": "scratch:NAME", "installed": True, "description": "NAME's architecture with random weights (the baseline)"})
     return rows
 
 
-def load_backbone(spec: str, *, n_inputs: int | None = None, pooling: str | None = None,
+def input_size(table) -> int | tuple[int, ...] | None:
+    """What a backbone needs to know of its inputs before it is built: the number of
+    feature columns, the (channels, height, width) of images, nothing for text."""
+    if table.kind == "features":
+        return int(table.inputs.shape[1])
+    if table.kind == "image":
+        return tuple(int(d) for d in table.inputs.shape[1:])
+    return None
+
+
+def check_input_kind(backbone: Backbone, kind: str, model: str) -> None:
+    """The data's kind must be one the backbone takes (the mlp also takes images, flattened)."""
+    if kind == backbone.input_kind or kind in getattr(backbone, "also_accepts", ()):
+        return
+    hint = {"features": "numeric --features need --model mlp",
+            "image": "images need an image model: cnn, efficientnet-lite0, or mlp (pixels flattened)",
+            "text": "text needs a text model: minilm-l6 or a Hugging Face folder (see `exapt models`)"}[kind]
+    raise ExaptError(f"--model {model!r} takes {backbone.input_kind} inputs but the data has {kind} ({hint})")
+
+
+def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, pooling: str | None = None,
                   normalize: bool | None = None, max_length: int = 128, seed: int = 0,
                   scratch: bool = False) -> Backbone:
-    """Build the backbone a model spec names; `scratch=True` asks for its random twin."""
+    """Build the backbone a model spec names; `scratch=True` asks for its random twin.
+
+    `n_inputs` is `input_size(table)`: feature columns, or (C, H, W) of images."""
     if spec.startswith(SCRATCH_PREFIX):
         spec, scratch = spec[len(SCRATCH_PREFIX):], True
     if spec == "mlp" or spec.startswith("mlp:"):
         if n_inputs is None:
-            raise ExaptError("the mlp backbone takes numeric --features columns, not text")
+            raise ExaptError("the mlp backbone takes numeric --features columns or images, not text")
+        if not isinstance(n_inputs, int):  # images: the pixels, flattened
+            n_inputs = int(np.prod(n_inputs))
         hidden = (256, 256)
         if ":" in spec:
             try:
@@ -116,4 +143,5 @@ _LOADED: "OrderedDict[tuple, Backbone]" = OrderedDict()
 _KEEP_LOADED = 2
 
 
-__all__ = ["Backbone", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES"]
+__all__ = ["Backbone", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES", "input_size",
+           "check_input_kind"]

@@ -1,4 +1,4 @@
-"""A small MLP for numeric feature columns (the `mlp` backbone).
+"""A small MLP for numeric feature columns, or images flattened (the `mlp` backbone).
 
 Inputs are standardised with statistics taken from the training rows (kept as buffers,
 so a saved run predicts on raw columns). There is no pretrained MLP: its blocks start
@@ -16,6 +16,7 @@ from .base import Backbone
 
 class MLPBackbone(Backbone):
     input_kind = "features"
+    also_accepts = ("image",)  # [N, C, H, W] images arrive flattened to C*H*W inputs
 
     def __init__(self, n_inputs: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.1, seed: int = 0):
         super().__init__()
@@ -33,14 +34,15 @@ class MLPBackbone(Backbone):
         self.seed = seed
 
     def fit_input_stats(self, x: np.ndarray) -> None:
-        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
         self.mean.copy_(x.mean(0))
         self.std.copy_(x.std(0).clamp(min=1e-6))
 
     def prepare_inputs(self, inputs) -> list:
         x = np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1)
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
-            raise ExaptError(f"the mlp backbone expects {self.n_inputs} feature columns, got {x.shape[-1]}")
+            raise ExaptError(f"the mlp backbone expects {self.n_inputs} inputs (feature columns, or pixels of "
+                             f"an image), got {x.shape[-1]}")
         return list(x)
 
     def collate(self, items):

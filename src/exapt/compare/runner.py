@@ -176,7 +176,7 @@ def _check_inputs(cells: list[Cell], loader) -> str:
         if key in seen:
             continue
         seen.add(key)
-        table = loader(d.source, text=d.text, label=d.label, features=d.features)
+        table = loader(d.source, text=d.text, label=d.label, features=d.features, image_size=d.image_size)
         task = Task.from_labels(cell.cfg.task, table.labels, table.source)
         if kind not in (None, task.kind):
             raise ExaptError(f"{d.source}: a {task.kind} task, but other files of the panel are {kind}")

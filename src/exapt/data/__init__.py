@@ -6,6 +6,7 @@ surfaces as a one-line `ExaptError` that names the file, row, column or option.
 
     from exapt.data import load_data, stratified_split, sample_per_class
     table = load_data("reviews.csv", text="body", label="stars")
+    images = load_data("photos/", image_size=64)        # one sub-folder per class (or DATA.npz)
     parts = stratified_split(table.labels, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     train = table.subset(parts["train"])
 """
@@ -17,8 +18,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from exapt.data.builtin import BUILTINS, is_builtin, load_builtin
 from exapt.data.columns import Table, select_columns
+from exapt.data.images import is_image_source, read_images, resize_images
 from exapt.data.readers import FORMATS, read_table
 from exapt.data.splits import sample_per_class, stratified_split
 from exapt.errors import ExaptError
@@ -40,14 +44,29 @@ __all__ = [
 def load_data(source: str | os.PathLike, *, text: str | Sequence[str] | None = None,
               label: str | None = "label",
               features: str | Sequence[str] | None = None,
-              require_label: bool = True) -> Table:
-    """Load a data file (.csv .tsv .jsonl .ndjson .json .parquet) or a built-in set.
+              require_label: bool = True, image_size: int | None = None) -> Table:
+    """Load a data file (.csv .tsv .jsonl .ndjson .json .parquet), images (a .npz file
+    with arrays x and y, or a folder with one sub-folder of image files per class) or a
+    built-in set.
 
     A file that exists wins over a built-in of the same name. For a built-in data set
     the inputs and labels are fixed, so `text` and `features` must be left unset.
+    `image_size` resizes images to image_size x image_size (a folder of images of
+    differing sizes needs it).
     """
     path = Path(source)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise ExaptError(f"option image_size must be a whole number of pixels >= 1 (got {image_size!r})")
+    if path.exists() and is_image_source(path):
+        for option, value in (("text", text), ("features", features)):
+            if value is not None:
+                raise ExaptError(f"option {option} does not apply to images ({source})")
+        x, labels = read_images(path, label, image_size, require_label)
+        return Table(x, labels, "image", str(source), np.arange(1, len(x) + 1))
     if path.exists():
+        if image_size is not None:
+            raise ExaptError(f"option image_size applies to images, not to {source}")
         df = read_table(path)
         return select_columns(df, source=str(source), text=text, label=label,
                               features=features, require_label=require_label)
@@ -58,7 +77,12 @@ def load_data(source: str | os.PathLike, *, text: str | Sequence[str] | None = N
                     f"option {option} does not apply to the built-in data set "
                     f"{source.strip()!r} (its columns are fixed)"
                 )
-        return load_builtin(source)
+        table = load_builtin(source)
+        if image_size is not None:
+            if table.kind != "image":
+                raise ExaptError(f"option image_size applies to images; {source.strip()!r} holds {table.kind}")
+            table.inputs = resize_images(table.inputs, image_size)
+        return table
     names = ", ".join(BUILTINS)
     hint = ""
     close = difflib.get_close_matches(str(source).strip().lower(), list(BUILTINS), n=1)

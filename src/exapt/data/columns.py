@@ -32,10 +32,11 @@ _MAX_LISTED = 20
 class Table:
     """Model-ready data plus provenance for error messages.
 
-    inputs: list[str] (kind "text") or float32 array [N, F] (kind "features").
+    inputs: list[str] (kind "text"), float32 array [N, F] (kind "features"), or float32
+        array [N, C, H, W] with pixels in [0, 1] (kind "image"; see exapt.data.images).
     labels: one raw label per row (a stripped str, or a list of str for a JSON/Parquet
         list cell), or None when the data has no label column.
-    kind: "text" or "features".
+    kind: "text", "features" or "image".
     source: the file path or built-in data set name.
     rows: 1-based data row numbers into the original source, one per row, so that a
         message about row i of a subset can still point at the right line.
@@ -50,8 +51,8 @@ class Table:
     feature_names: list[str] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("text", "features"):
-            raise ValueError(f"Table.kind must be 'text' or 'features', not {self.kind!r}")
+        if self.kind not in ("text", "features", "image"):
+            raise ValueError(f"Table.kind must be 'text', 'features' or 'image', not {self.kind!r}")
         self.rows = np.asarray(self.rows, dtype=np.int64)
         n = len(self.inputs)
         if len(self.rows) != n or (self.labels is not None and len(self.labels) != n):
@@ -66,7 +67,7 @@ class Table:
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
         idx = idx.astype(np.int64, copy=False)
-        if self.kind == "features":
+        if self.kind in ("features", "image"):
             inputs = self.inputs[idx]
         else:
             inputs = [self.inputs[i] for i in idx]
