@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from . import interpolate as interpolate_cli
+from .adapt import cli as adapt_cli
 from .errors import ExaptError
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     f.add_argument("--quiet", action="store_true")
     penalty_cli.add_source_options(f)
+    adapt_cli.add_options(f)
 
     e = sub.add_parser("evaluate", help="metrics of a run on labelled data")
     e.add_argument("run")
@@ -145,6 +147,7 @@ def _cmd_fit(a) -> None:
         train=TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, patience=a.patience, seed=a.seed),
     )
     penalty_cli.apply_to_config(cfg, a)
+    adapt_cli.apply_to_config(cfg, a)
     for assignment in a.set:
         apply_override(cfg, assignment)
     fit_config(cfg, out=a.out, overwrite=a.overwrite, progress=not a.quiet, log=log)

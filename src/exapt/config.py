@@ -48,6 +48,21 @@ class SourceConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """Domain adaptation (`--adapt-to`, docs/adaptation.md): the target domain's data.
+
+    Its rows are split once: `test_fraction` of them (stratified, when they have labels)
+    become the target test set and never reach training; the rest are the unlabelled
+    target examples the penalties align to (their labels, if any, are dropped), of which
+    `labels` per class may be kept labelled for model selection."""
+    data: str | None = None          # file or built-in name of the target domain
+    test_fraction: float = 0.5       # of the target rows, held out (labelled) for the target test
+    labels: int = 0                  # target labels per class used to choose the epoch (0: none)
+    select: str = "auto"             # source-val | weighted-val | target-labels (auto: target-labels if labels)
+    max_rows: int = 5000             # cap on unlabelled target rows (a random sample)
+
+
+@dataclass
 class FitConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "minilm-l6"
@@ -59,6 +74,7 @@ class FitConfig:
     init: str | None = None          # start from this run's weights; its head becomes the source head
     penalties: list[str] = field(default_factory=list)  # "l2sp:0.01", "ewc:1000", ...
     source: SourceConfig = field(default_factory=SourceConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=False)
@@ -69,8 +85,9 @@ class FitConfig:
         data = DataConfig(**d.pop("data", {}))
         train = TrainConfig(**d.pop("train", {}))
         source = SourceConfig(**(d.pop("source", None) or {}))
+        adapt = AdaptConfig(**(d.pop("adapt", None) or {}))
         d["penalties"] = list(d.get("penalties") or [])
-        return cls(data=data, train=train, source=source, **d)
+        return cls(data=data, train=train, source=source, adapt=adapt, **d)
 
     @classmethod
     def load(cls, path: Path) -> "FitConfig":

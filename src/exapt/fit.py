@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .adapt.in_fit import check_selection, selection_record, target_splits, weighted_validation
+from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
-from .config import DataConfig, FitConfig, SourceConfig
+from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
 from .data import Table, load_data, sample_per_class, stratified_split
 from .errors import ExaptError
 from .penalties import Context, PenaltySet, parse_penalties
@@ -43,7 +45,8 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
         lr: float | None = None, batch_size: int = 16, patience: int = 5, overwrite: bool = False,
         init: str | None = None, penalties=(), source_data: str | None = None, source_text=None,
         source_label: str | None = None, source_features=None, source_corpus: str | None = None,
-        source_max_test: int = 1000, progress: bool = True, log=print, **train_options) -> Run:
+        source_max_test: int = 1000, adapt_to: str | None = None, target_labels: int = 0, select: str = "auto",
+        target_test_fraction: float = 0.5, progress: bool = True, log=print, **train_options) -> Run:
     """Fit one strategy on one data set and return the `Run` (also saved under `out`).
 
     `model` defaults to minilm-l6, or to the model of the `init` run this fit starts from;
@@ -52,6 +55,7 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
     >>> run = exapt.fit("tweets", strategy="lp-ft", n_per_class=16)   # doctest: +SKIP
     >>> run.evaluate("test.csv"); run.predict("new.csv")               # doctest: +SKIP
     >>> exapt.fit("tweets-self-driving", "full", init="runs/airline", penalties=["ewc"])  # doctest: +SKIP
+    >>> exapt.fit("mnist-8x8", "full", "mlp", adapt_to="optdigits", penalties=["dann"])  # doctest: +SKIP
     """
     if isinstance(features, str):
         features = [f.strip() for f in features.split(",") if f.strip()]
@@ -65,6 +69,8 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
         source=SourceConfig(data=source_data, text=source_text, label=source_label,
                             features=source_features.split(",") if isinstance(source_features, str) else source_features,
                             corpus=source_corpus, max_test=source_max_test),
+        adapt=AdaptConfig(data=str(adapt_to) if adapt_to else None, test_fraction=target_test_fraction,
+                          labels=target_labels, select=select),
     )
     return fit_config(cfg, out=out, overwrite=overwrite, progress=progress, log=log)
 
@@ -151,6 +157,7 @@ class _Prepared:
     penalties: PenaltySet = None
     context: Context = None  # what penalties see; also the source side (init run, source data)
     init: object = None      # InitRun or None
+    target: object = None    # TargetDomain of --adapt-to (adapt/target.py) or None
 
 
 def resolve_defaults(cfg: FitConfig, init=None) -> None:
@@ -194,10 +201,13 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     elif hasattr(bb, "fit_input_stats"):  # a run started from another keeps its input statistics
         bb.fit_input_stats(tables["train"].inputs)
     penalties = penalties if penalties is not None else parse_penalties(cfg.penalties)
+    target = load_target(cfg, table, task.classes, loader)
+    if target is not None:
+        check_selection(target, task, tables["val"])
     context = Context(model, strategy, task, cfg, source=load_source_data(cfg, init, loader),
-                      mlm=load_mlm_source(cfg, model), has_init=init is not None)
+                      mlm=load_mlm_source(cfg, model), has_init=init is not None, target=target)
     penalties.check(context)
-    return _Prepared(task, tables, targets, model, penalties, context, init)
+    return _Prepared(task, tables, targets, model, penalties, context, init, target)
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
@@ -235,6 +245,10 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
         f"({metrics['trainable_fraction']:.2%}) in {metrics['train_seconds']:.1f} s")
     log(f"test: {', '.join(f'{k} {v:.4f}' for k, v in metrics['test'].items())}  ->  {path}")
+    if "target_test" in metrics:
+        log(f"target test ({cfg.adapt.data}, {metrics['n_target_test']} rows): "
+            f"{', '.join(f'{k} {v:.4f}' for k, v in metrics['target_test'].items())}; "
+            f"epoch chosen on the {metrics['model_selection']['described']}")
     for line in forgetting_lines(metrics):
         log(line)
     prep.model.eval()
@@ -258,25 +272,41 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
     result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0}
     test_features = None
     if not strategy.trains_encoder or strategy.fits_probe_first:
-        feats = _features(bb, {n: (prep.tables[n], items[n]) for n in ("train", "test")}, progress)
+        feats = _features(bb, {n: (prep.tables[n], items[n]) for n in ("train", "test")}, progress,
+                          cached=prep.init is None)
         result["probe"] = fit_linear_head(model.head, feats["train"], prep.targets["train"], prep.task, C=strategy.C)
         test_features = feats["test"]
     forgetting = Forgetting(prep.context)
     result["source_before"] = forgetting.scores(model)
+    target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
+    if prep.target is not None:  # which validation chooses the epoch: said in metrics.json
+        choice = prep.target.selection
+        if choice == "target-labels":
+            splits["val"] = target["val"]
+            result["selection"] = selection_record(prep.target, len(target["val"].items))
+        elif choice == "weighted-val" and strategy.trains_encoder:
+            splits["val"], info = weighted_validation(model, splits["train"], splits["val"], target["unlabelled"],
+                                                      cfg.data.seed)
+            result["selection"] = selection_record(prep.target, len(splits["val"].items), info)
+        else:
+            result["selection"] = selection_record(prep.target, len(splits["val"].items))
     if strategy.trains_encoder:
         if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
             atomic_save_tensors({n: p for n, p in model.named_parameters() if n.startswith("head.")},
                                 path / START_FILE)
         ctx = prep.context
         ctx.train, ctx.run_dir, ctx.progress, ctx.log = splits["train"], path, progress, log
+        ctx.unlabelled = target.get("unlabelled")
         prep.penalties.setup(ctx)
         k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
         train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
+        if k and ctx.unlabelled is not None:  # target batches meet the model the way source batches do
+            ctx.unlabelled = _prefix_split(bb, ctx.unlabelled, k)
         model.prefix_k = k
         start = ({n: t.detach().clone() for n, t in model.state_dict().items()}
                  if strategy.needs_start_weights else None)
         try:
-            val = train_splits["val"] if len(prep.tables["val"]) else None
+            val = train_splits["val"] if len(train_splits["val"].items) else None
             result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, path,
                                 resume=resume, progress=progress, log=log, penalties=prep.penalties))
         finally:
@@ -289,6 +319,8 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
         with torch.no_grad():
             test_logits = model.head(test_features)
         result["source_after"] = result["source_before"]  # the encoder did not change
+    if "test" in target:
+        result["target_test"] = prep.task.metrics(predict_logits(model, target["test"]), target["test"].targets)
     result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
     return test_logits, result
 
@@ -306,6 +338,13 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     }
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
     metrics.update(forgetting_metrics(prep.context, prep.init, prep.penalties, result))
+    if prep.target is not None:
+        metrics["adapt_to"] = prep.context.cfg.adapt.data
+        metrics["n_target_unlabelled"] = len(prep.target.unlabelled)
+        metrics["model_selection"] = result["selection"]
+        if "target_test" in result:
+            metrics["target_test"] = result["target_test"]
+            metrics["n_target_test"] = len(prep.target.test)
     history = result["history"]
     if history and "val_loss" in history[-1]:
         best = history[result["best_epoch"] - 1]
@@ -337,8 +376,10 @@ def _silent(*_args, **_kwargs) -> None:
     pass
 
 
-def _features(bb, parts: dict, progress: bool) -> dict[str, torch.Tensor]:
-    if bb.input_kind in ("text", "image"):  # image items are keyed by their pixels
+def _features(bb, parts: dict, progress: bool, cached: bool = True) -> dict[str, torch.Tensor]:
+    """Frozen features; cached on disk by the base model's identity, so not for a model
+    started from a run (--init): its weights are not the base model's."""
+    if cached and bb.input_kind in ("text", "image"):  # image items are keyed by their pixels
         cache = FeatureCache(bb)
         return {name: cache.features(t.inputs, prepared, progress=progress) for name, (t, prepared) in parts.items()}
     return {name: encode(bb, prepared, progress=False) for name, (t, prepared) in parts.items()}
@@ -354,4 +395,4 @@ def _prefix_split(bb, split: Split, k: int) -> Split:
         batch = bb.collate(split.items[start:start + 64])
         states += bb.forward_prefix(batch, k)
     bb.train(was)
-    return Split(states, split.targets, split.lengths)
+    return Split(states, split.targets, split.lengths, split.weights)

@@ -170,7 +170,8 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     kind, seen, source_checked = None, set(), False
     for cell in cells:
         _check_options(cell.cfg)
-        parse_penalties(cell.cfg.penalties).check_static(bool(cell.cfg.init), bool(cell.cfg.source.corpus))
+        parse_penalties(cell.cfg.penalties).check_static(bool(cell.cfg.init), bool(cell.cfg.source.corpus),
+                                                         bool(cell.cfg.adapt.data))
         d = cell.cfg.data
         key = (d.source, d.n_per_class, d.seed)
         if key in seen:

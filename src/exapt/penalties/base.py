@@ -8,7 +8,9 @@ one `@PENALTIES.register(name)`:
   folder exists, with one line that says what to add;
 - `setup(ctx)`: the expensive part (a Fisher matrix, recorded source outputs), once,
   after the folder exists and before the first step, on the model as training starts;
-- `__call__(model, step)`: the weighted penalty for one batch (a scalar tensor).
+- `__call__(model, step)`: the weighted penalty for one batch (a scalar tensor);
+- `modules()`: modules of its own that train beside the model (dann's domain
+  classifier): the loop optimises and checkpoints them; the saved model leaves them out.
 
 Penalties keep no state that training changes, so a resumed run rebuilds them exactly:
 the start weights are rebuilt with the model, the Fisher is read back from the run.
@@ -49,9 +51,11 @@ class Context:
     source: object = None               # SourceData (labelled source examples) or None
     mlm: object = None                  # MLMSource (a self-supervised source) or None
     has_init: bool = False              # started from a run (--init)
+    target: object = None               # TargetDomain of --adapt-to (adapt/target.py) or None
     train: object = None                # Split of the target training examples (raw items)
     start: dict | None = None           # start values of every parameter, by name
     run_dir: Path | None = None
+    unlabelled: object = None           # Split of the unlabelled target examples (with --adapt-to)
     progress: bool = True
     log: object = print
 
@@ -61,7 +65,8 @@ class Penalty:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     # What it cannot do without, checked before anything is built (compare checks a
-    # whole panel with it): "init" (a source head), "source" (a run or a corpus).
+    # whole panel with it): "init" (a source head), "source" (a run or a corpus),
+    # "target" (unlabelled target-domain data, --adapt-to).
     needs: ClassVar[str] = ""
 
     def check(self, ctx: Context) -> None:
@@ -72,6 +77,10 @@ class Penalty:
 
     def __call__(self, model, step: Step) -> torch.Tensor:
         raise NotImplementedError
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Trainable modules of its own, built in setup(); most penalties have none."""
+        return {}
 
     def spec(self) -> str:
         values = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
@@ -129,9 +138,15 @@ class PenaltySet:
         for p in self.items:
             p.setup(ctx)
 
-    def check_static(self, has_init: bool, has_corpus: bool) -> None:
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every penalty's own trainable modules, named `<penalty>.<module>`."""
+        return {f"{p.name}.{k}": m for p in self.items for k, m in p.modules().items()}
+
+    def check_static(self, has_init: bool, has_corpus: bool, has_target: bool = False) -> None:
         """What can be refused from the options alone (compare: before its folder exists)."""
         for p in self.items:
+            if p.needs == "target" and not has_target:
+                p.refuse("needs unlabelled target-domain data: add --adapt-to TARGET")
             if p.needs == "init" and not has_init:
                 p.refuse("needs a source head: start from a run with --init RUN")
             if p.needs == "source" and not (has_init or has_corpus):

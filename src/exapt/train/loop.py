@@ -60,6 +60,9 @@ class Split:
     items: list
     targets: torch.Tensor
     lengths: list[int]
+    # Importance weights of validation rows (IWCV, Sugiyama et al. 2007): with them the
+    # epoch is chosen on the weighted loss, an estimate of the *target* domain's loss.
+    weights: torch.Tensor | None = None
 
 
 def _batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
@@ -159,7 +162,12 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     if checkpointing and hasattr(model.backbone, "enable_activation_checkpointing"):
         model.backbone.enable_activation_checkpointing()
     model.to(device)
-    optimizer = _adamw(strategy.param_groups(model, lr, head_lr, cfg.weight_decay))
+    groups = strategy.param_groups(model, lr, head_lr, cfg.weight_decay)
+    aux = penalties.modules() if penalties else {}  # e.g. dann's domain classifier
+    if aux:
+        groups.append({"params": [p for m in aux.values() for p in m.parameters()], "lr": head_lr,
+                       "lr_scale": head_lr / lr, "weight_decay": 0.0})
+    optimizer = _adamw(groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(epochs * steps_per_epoch, cfg.warmup))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
 
@@ -168,7 +176,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     start_epoch, bad_epochs = 0, 0
     ckpt_path = Path(run_dir) / CHECKPOINT
     if resume and ckpt_path.exists():
-        start_epoch, history, best, bad_epochs = _restore(ckpt_path, model, optimizer, scheduler)
+        start_epoch, history, best, bad_epochs = _restore(ckpt_path, model, optimizer, scheduler, aux)
         if rank == 0:
             log(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
@@ -196,6 +204,8 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             accelerator.backward(loss)
             if cfg.clip:
                 accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
+                for m in aux.values():
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -214,6 +224,10 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             record.update({f"val_{k}": v for k, v in metrics.items()}, val_loss=val_loss)
             sign = 1 if task.higher_is_better else -1
             score = (sign * metrics[task.primary_metric], -val_loss)
+            if val_split.weights is not None:
+                iw = importance_weighted(logits, val_split.targets, val_split.weights)
+                record.update({f"val_iw_{k}": v for k, v in iw.items()})
+                score = (iw["accuracy"], -iw["loss"])
             if best["score"] is None or score > tuple(best["score"]):
                 best = {"score": list(score), "epoch": epoch + 1, "state": _state_of(model, ever_trainable)}
                 bad_epochs = 0
@@ -224,7 +238,8 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
             log(" ".join(f"{k}={v}" for k, v in shown.items()))
         if rank == 0:
-            _checkpoint(ckpt_path, model, ever_trainable, optimizer, scheduler, epoch + 1, history, best, bad_epochs)
+            _checkpoint(ckpt_path, model, ever_trainable, optimizer, scheduler, epoch + 1, history, best, bad_epochs,
+                        aux)
         accelerator.wait_for_everyone()
         if cfg.patience and bad_epochs >= cfg.patience:
             if rank == 0:
@@ -242,8 +257,17 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             "epochs": epochs, "ever_trainable": sorted(ever_trainable)}
 
 
-def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs) -> None:
+def importance_weighted(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> dict[str, float]:
+    """Accuracy and cross-entropy with each row weighted by w = p_target(x) / p_source(x)."""
+    w = weights.float() / weights.float().sum()
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return {"accuracy": float((w * (logits.argmax(-1) == targets).float()).sum()), "loss": float((w * loss).sum())}
+
+
+def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs, aux=None) -> None:
     tensors = {f"model.{n}": p for n, p in model.named_parameters() if n in trainable}
+    for name, module in (aux or {}).items():
+        tensors.update({f"aux.{name}.{k}": v for k, v in module.state_dict().items()})
     if best["state"] is not None:
         tensors.update({f"best.{n}": v for n, v in best["state"].items()})
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
@@ -255,13 +279,16 @@ def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, be
     atomic_save_tensors(tensors, path, json.loads(json.dumps(meta, default=float)))
 
 
-def _restore(path, model, optimizer, scheduler):
+def _restore(path, model, optimizer, scheduler, aux=None):
     tensors, meta = load_tensors(path)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for key, value in tensors.items():
             if key.startswith("model."):
                 params[key[len("model."):]].copy_(value)
+    for name, module in (aux or {}).items():
+        prefix = f"aux.{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
     scheduler.load_state_dict(meta["scheduler"])
     set_rng_state(tensors, meta["rng"])

@@ -1,0 +1,72 @@
+"""What `fit` does with a target domain: its splits, the validation that chooses the
+epoch, and the target metrics. Kept here so fit.py reads the same with or without it.
+
+Model selection without target labels is the weak spot of domain adaptation (the best
+epoch on the *source* validation set is not the best on the target), so the run says
+which validation chose its weights, in metrics.json under `model_selection`:
+- `source-val`: the source validation split (the default);
+- `weighted-val`: the source validation split with importance weights, i.e. an
+  estimate of the target loss (IWCV, Sugiyama et al. 2007);
+- `target-labels`: `--target-labels N` labelled target examples per class.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ExaptError
+from ..train.loop import Split
+
+DESCRIPTIONS = {
+    "source-val": "source validation split (no target labels used)",
+    "weighted-val": "source validation split, importance-weighted towards the target (IWCV)",
+    "target-labels": "a few labelled target examples",
+}
+
+
+def check_selection(target, task, val_table) -> None:
+    if target.selection in ("source-val", "weighted-val") and len(val_table) == 0:
+        raise ExaptError(f"--select {target.selection} needs a source validation split; set --val-fraction > 0 "
+                         "or give --target-labels N")
+    if target.selection == "weighted-val" and task.kind != "classification":
+        raise ExaptError("--select weighted-val supports single-label classification only")
+
+
+def _split(bb, table, task, labelled: bool) -> Split:
+    items = bb.prepare_inputs(table.inputs)
+    targets = task.encode(table.labels, table.rows, table.source) if labelled else torch.zeros(len(items), dtype=torch.long)
+    return Split(items, targets, [bb.item_length(x) for x in items])
+
+
+def target_splits(bb, task, target) -> dict[str, Split]:
+    """Prepared splits: `unlabelled` always; `test` and `val` when the target has them."""
+    out = {"unlabelled": _split(bb, target.unlabelled, task, labelled=False)}
+    if target.test is not None:
+        out["test"] = _split(bb, target.test, task, labelled=True)
+    if target.val is not None:
+        out["val"] = _split(bb, target.val, task, labelled=True)
+    return out
+
+
+def start_features(model, split: Split) -> np.ndarray:
+    """The start encoder's features (eval mode) of a raw split."""
+    from ..train.features import encode
+
+    return encode(model.backbone, split.items, progress=False).numpy()
+
+
+def weighted_validation(model, train: Split, val: Split, unlabelled: Split, seed: int) -> tuple[Split, dict]:
+    """The source validation split carrying density-ratio weights from a domain classifier
+    fitted on the start encoder's features of source training rows vs target rows."""
+    from .density import density_ratios
+
+    ratios, val_w = density_ratios(start_features(model, train), start_features(model, unlabelled), seed=seed,
+                                   extra=start_features(model, val))
+    info = {"domain_auc": round(ratios.domain_auc, 4), "val_effective_sample_size":
+            round(float(val_w.sum() ** 2 / (val_w ** 2).sum()), 1), "val_rows": len(val_w)}
+    return Split(val.items, val.targets, val.lengths, torch.as_tensor(val_w, dtype=torch.float32)), info
+
+
+def selection_record(target, val_rows: int, extra: dict | None = None) -> dict:
+    return {"validation": target.selection, "described": DESCRIPTIONS[target.selection], "rows": val_rows,
+            **(extra or {})}
