@@ -19,6 +19,7 @@ from .errors import ExaptError
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
 from .select import cli as select_cli
+from .shift import cli as shift_cli
 from .transfer_map import cli as transfer_map_cli
 
 EXIT_USAGE = 2
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     penalty_cli.add_source_options(c, penalty=False)
 
     select_cli.add_parser(sub)
+    shift_cli.add_parser(sub)
     transfer_map_cli.add_parser(sub)
     pretrain_cli.add_parser(sub)
     interpolate_cli.add_parser(sub)
@@ -220,7 +222,7 @@ def _cmd_demo(a) -> None:
 
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
-            "compare": _cmd_compare, "rank": select_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
+            "compare": _cmd_compare, "rank": select_cli.run, "shift": shift_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
             "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 

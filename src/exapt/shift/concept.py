@@ -1,0 +1,130 @@
+"""Concept shift: with a few target labels, does the source model still label the target right?
+
+When TARGET has labels, N of them per class train a *target probe* (logistic regression on
+the same frozen features) and the remaining target rows judge both models, class by class:
+
+- the source model's recall on held-out source rows (how good it is at home),
+- its recall on the target (the drop from home is everything the shift costs it),
+- its recall after label-shift correction (posteriors re-weighted by the estimated priors:
+  what correcting p(y) alone recovers),
+- the target probe's recall (what these features support on the target with N labels).
+
+A class where the probe beats the source model by a wide margin is one whose decision rule
+moved: p(y | x) differs, which no re-weighting of the source fixes. The draw of N labels
+per class is repeated and the recalls averaged, so one lucky draw does not decide.
+
+    from exapt.shift.concept import concept_shift
+    res = concept_shift(xt, yt, source_outputs, classes, n_per_class=20, target_priors=q)
+    res.table   # per class: n, source recall at home, on target, corrected, probe, drop
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .label_shift import adjust_posteriors
+
+DEFAULT_N_PER_CLASS = 20
+DEFAULT_REPEATS = 5
+DEFAULT_C = 1.0
+
+
+@dataclass
+class ConceptResult:
+    n_per_class: int
+    repeats: int
+    table: pd.DataFrame            # one row per class (index: class name)
+    accuracy: dict                 # source / source_bbse / source_em / probe on the evaluated target rows
+    balanced_accuracy: dict
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        """The class where the source model loses most against the probe, and by how much (points)."""
+        drops = self.table["drop_vs_probe"].dropna()
+        if drops.empty:
+            return "", 0.0
+        c = drops.idxmax()
+        return str(c), float(drops[c])
+
+    def to_dict(self) -> dict:
+        rows = {str(c): {k: (None if pd.isna(v) else (int(v) if k == "n_eval" else round(float(v), 4)))
+                         for k, v in r.items()} for c, r in self.table.iterrows()}
+        return {"n_per_class": self.n_per_class, "repeats": self.repeats, "per_class": rows,
+                "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy,
+                "worst_class": self.worst[0], "worst_drop_points": self.worst[1]}
+
+
+def _recalls(pred: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(k, np.nan)
+    for c in range(k):
+        mask = y == c
+        if mask.any():
+            out[c] = float((pred[mask] == c).mean())
+    return out
+
+
+def _draw(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """N rows per class for the probe; a class with too few rows gives half of them, so
+    some remain to be evaluated on."""
+    picked = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        take = min(n, max(1, len(rows) // 2)) if len(rows) > 1 else 0
+        picked.append(rng.choice(rows, take, replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, int)
+
+
+def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: list[str], *,
+                  n_per_class: int = DEFAULT_N_PER_CLASS, repeats: int = DEFAULT_REPEATS, seed: int = 0,
+                  bbse_priors: np.ndarray | None = None, em_priors: np.ndarray | None = None,
+                  C: float = DEFAULT_C) -> ConceptResult | None:
+    """Per-class recalls of the source model (`source`: a `SourceOutputs`) and of target probes.
+
+    Returns None when fewer than two target classes have rows to train on."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    k = len(classes)
+    y = np.asarray(target_y, int)
+    if len(np.unique(y)) < 2 or n_per_class < 1:
+        return None
+    # unlabelled target features are free, so the scaler sees all of them (no labels involved)
+    x = StandardScaler().fit_transform(np.asarray(target_x, float))
+    predictions = {"source": source.target_probabilities.argmax(1)}
+    if bbse_priors is not None:
+        predictions["source_bbse"] = adjust_posteriors(source.target_probabilities, source.training_priors,
+                                                       bbse_priors).argmax(1)
+    if em_priors is not None:
+        predictions["source_em"] = adjust_posteriors(source.target_probabilities, source.training_priors,
+                                                     em_priors).argmax(1)
+    rng = np.random.default_rng(seed)
+    recalls = {name: [] for name in (*predictions, "probe")}
+    acc = {name: [] for name in recalls}
+    n_eval = np.zeros(k)
+    for _ in range(repeats):
+        train = _draw(y, n_per_class, rng)
+        test = np.setdiff1d(np.arange(len(y)), train)
+        probe = LogisticRegression(C=C, max_iter=2000).fit(x[train], y[train])
+        current = {**{n: p[test] for n, p in predictions.items()}, "probe": probe.predict(x[test])}
+        for name, pred in current.items():
+            recalls[name].append(_recalls(pred, y[test], k))
+            acc[name].append(float((pred == y[test]).mean()))
+        n_eval += np.bincount(y[test], minlength=k) / repeats
+    home = _recalls(source.heldout_probabilities.argmax(1), source.heldout_labels, k)
+    mean = {name: np.nanmean(np.array(r), 0) if np.isfinite(np.array(r)).any() else np.full(k, np.nan)
+            for name, r in recalls.items()}
+    table = pd.DataFrame({"n_eval": np.round(n_eval).astype(int), "source_recall_on_source": home,
+                          "source_recall_on_target": mean["source"]}, index=pd.Index(classes, name="class"))
+    for name in ("source_bbse", "source_em"):
+        if name in mean:
+            table[f"{name}_recall_on_target"] = mean[name]
+    table["probe_recall_on_target"] = mean["probe"]
+    table["drop_from_source"] = 100 * (table["source_recall_on_source"] - table["source_recall_on_target"])
+    table["drop_vs_probe"] = 100 * (table["probe_recall_on_target"] - table["source_recall_on_target"])
+    table.loc[table["n_eval"] == 0, ["source_recall_on_target", "probe_recall_on_target", "drop_from_source",
+                                     "drop_vs_probe"]] = np.nan
+    accuracy = {name: round(float(np.mean(v)), 4) for name, v in acc.items()}
+    balanced = {name: round(float(np.nanmean(m)), 4) for name, m in mean.items()}
+    return ConceptResult(n_per_class, repeats, table, accuracy, balanced)

@@ -1,0 +1,122 @@
+"""The source classifier that label and concept shift are judged with.
+
+By default a logistic-regression probe on the source features, *cross-fitted*: the source
+rows are cut into K folds, a probe is trained on K-1 of them and predicts the held-out
+fold (so every source row gets an honest, out-of-fold prediction: that is the confusion
+matrix BBSE needs) and every target row. On the target, the K probes are averaged for
+probabilities (EM, accuracy) and counted as votes for hard predictions: BBSE's mu is then
+the mean of the K probes' prediction rates, which matches the pooled out-of-fold
+confusion matrix probe by probe (C_k w = mu_k for each k, so the averages agree too).
+
+Or an existing run (`--run RUN`, an `exapt fit` folder): its own predictions. Its held-out
+source rows are the run's test split when SOURCE is the data it was fitted on, else all of
+SOURCE (which must then be data the run did not train on).
+
+    from exapt.shift.source_model import cross_fitted_probe
+    out = cross_fitted_probe(xs, ys, xt, n_classes=3, seed=0)
+    out.heldout_probabilities, out.target_probabilities, out.target_votes
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ExaptError
+
+DEFAULT_FOLDS = 5
+DEFAULT_C = 1.0
+
+
+@dataclass
+class SourceOutputs:
+    heldout_probabilities: np.ndarray   # [n_heldout, K] on source rows the model did not train on
+    heldout_labels: np.ndarray          # [n_heldout] class indices
+    target_probabilities: np.ndarray    # [n_target, K]
+    target_votes: np.ndarray            # [n_target, K] share of the models predicting each class (rows sum 1)
+    training_priors: np.ndarray         # class shares the model(s) were trained with
+    description: str
+
+
+def _probe(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+
+
+def _full_proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """predict_proba with a column for every class (a class absent from training gets 0)."""
+    out = np.zeros((len(x), n_classes))
+    out[:, model.classes_] = model.predict_proba(x)
+    return out
+
+
+def cross_fitted_probe(source_x: np.ndarray, source_y: np.ndarray, target_x: np.ndarray, n_classes: int, *,
+                       folds: int = DEFAULT_FOLDS, C: float = DEFAULT_C, seed: int = 0) -> SourceOutputs:
+    from sklearn.model_selection import StratifiedKFold
+
+    source_y = np.asarray(source_y, int)
+    smallest = np.bincount(source_y, minlength=n_classes)
+    smallest = smallest[smallest > 0].min()
+    folds = int(min(folds, smallest))
+    if folds < 2:
+        raise ExaptError("the source has a class with a single row; the source probe needs at least 2 per class "
+                         "(raise --max-per-domain)")
+    heldout = np.zeros((len(source_x), n_classes))
+    probs = np.zeros((len(target_x), n_classes))
+    votes = np.zeros((len(target_x), n_classes))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(source_x, source_y):
+        model = _probe(C, seed).fit(source_x[train], source_y[train])
+        heldout[test] = _full_proba(model, source_x[test], n_classes)
+        p = _full_proba(model, target_x, n_classes)
+        probs += p / folds
+        votes[np.arange(len(p)), p.argmax(1)] += 1.0 / folds
+    priors = np.bincount(source_y, minlength=n_classes) / len(source_y)
+    return SourceOutputs(heldout, source_y, probs, votes, priors,
+                         f"logistic-regression probe on source features, {folds}-fold cross-fitted (C={C})")
+
+
+def _one_hot(prob: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(prob)
+    out[np.arange(len(prob)), prob.argmax(1)] = 1.0
+    return out
+
+
+def run_outputs(run_path, domains, classes: list[str], *, source_spec: str, log=print) -> SourceOutputs:
+    """Predictions of an `exapt fit` run on held-out source rows and on the target."""
+    from ..data import load_data
+    from ..fit import _splits
+    from ..run import Run
+
+    run = Run.load(run_path)
+    if run.task.kind != "classification":
+        raise ExaptError(f"--run {run_path}: a {run.task.kind} run; label and concept shift need a classification run")
+    missing = [c for c in classes if c not in run.task.classes]
+    if missing:
+        raise ExaptError(f"--run {run_path}: the run does not predict class {', '.join(missing[:5])} of the source "
+                         f"(its classes: {', '.join(run.task.classes[:10])})")
+    columns = [run.task.classes.index(c) for c in classes]
+    d = run.config.data
+    if not domains.control and str(d.source) == str(source_spec):
+        table = load_data(d.source, text=d.text, label=d.label, features=d.features)
+        _, _, heldout = _splits(run.config, table, "classification")
+        where = f"the run's test split of {d.source} ({len(heldout)} rows)"
+    else:
+        heldout = domains.source
+        where = f"all {len(heldout)} source rows (assumed unseen by the run: it was fitted on {d.source})"
+        log(f"  note: the run was fitted on {d.source}; its confusion matrix is measured on {where}")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in heldout.labels} - set(index))
+    if unknown:
+        raise ExaptError(f"--run {run_path}: held-out rows carry labels {', '.join(unknown[:5])} that the source lacks")
+    hy = np.array([index[str(v)] for v in heldout.labels])
+
+    def probabilities(table) -> np.ndarray:
+        p = run.task.probabilities(run.logits(table))[:, columns]
+        return p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
+
+    hp, tp = probabilities(heldout), probabilities(domains.target)
+    priors = np.bincount(hy, minlength=len(classes)) / len(hy)
+    return SourceOutputs(hp, hy, tp, _one_hot(tp), priors, f"run {run_path} ({run.config.strategy}); held out: {where}")
