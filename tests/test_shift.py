@@ -347,3 +347,22 @@ def test_minilm_flags_airline_to_self_driving(tmp_path):
     neutral = rep.priors.classes.index("neutral")
     assert rep.priors.true_target[neutral] > 0.8
     assert rep.priors.bbse[neutral] > rep.priors.source[neutral] and rep.priors.em[neutral] > rep.priors.source[neutral]
+
+
+def test_verdict_thresholds():
+    from exapt.shift import report
+    from exapt.shift.covariate import DomainClassifierResult, MMDResult
+
+    def dc(auc, lo, hi):
+        return DomainClassifierResult(auc, (lo, hi), 0.95, 5, 100, 100, np.zeros(0), np.zeros(0))
+
+    def mmd(p):
+        return MMDResult(0.01, p, 1.0, 999, 100, 100, np.zeros(999))
+
+    flags, text = report.verdict(dc(0.97, 0.96, 0.98), mmd(0.001), None, None)
+    assert flags["covariate"] and text.startswith("Strong covariate shift (AUC 0.97 [0.96, 0.98], MMD p <= 0.001)")
+    flags, text = report.verdict(dc(0.53, 0.515, 0.545), mmd(0.01), None, None)   # detectable, too small to matter
+    assert not flags["covariate"] and text.startswith("A negligible covariate difference")
+    flags, text = report.verdict(dc(0.7, 0.65, 0.75), mmd(0.2), None, None)
+    assert not flags["covariate"] and "found by the domain classifier only" in text
+    assert report.verdict(dc(0.5, 0.48, 0.52), mmd(0.6), None, None)[1].startswith("No covariate shift detected")

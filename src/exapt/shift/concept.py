@@ -3,22 +3,27 @@
 When TARGET has labels, N of them per class train a *target probe* (logistic regression on
 the same frozen features) and the remaining target rows judge both models, class by class:
 
-- the source model's recall on held-out source rows (how good it is at home),
-- its recall on the target (the drop from home is everything the shift costs it),
+- the source model's recall on held-out source rows (how good it is at home) and on the
+  target. Recall per class, P(predicted c | y = c), depends on p(x | y) only, so under pure
+  label shift it does not move: a drop from home means p(x | y) changed;
 - its recall after label-shift correction (posteriors re-weighted by the estimated priors:
-  what correcting p(y) alone recovers),
-- the target probe's recall (what these features support on the target with N labels).
+  what correcting p(y) alone recovers);
+- the source model made prior-neutral (posteriors re-weighted to uniform priors) against
+  the target probe, trained class-balanced: both then assume the same flat prior, so the gap
+  between them is not an artefact of the source's class shares. A class where the probe
+  beats the source model by a wide margin is one whose decision rule moved: p(y | x) differs,
+  which no re-weighting of the source fixes.
 
-A class where the probe beats the source model by a wide margin is one whose decision rule
-moved: p(y | x) differs, which no re-weighting of the source fixes. The draw of N labels
-per class is repeated and the recalls averaged, so one lucky draw does not decide.
+The draw of N labels per class is repeated and the recalls averaged, so one lucky draw
+does not decide.
 
     from exapt.shift.concept import concept_shift
-    res = concept_shift(xt, yt, source_outputs, classes, n_per_class=20, target_priors=q)
-    res.table   # per class: n, source recall at home, on target, corrected, probe, drop
+    res = concept_shift(xt, yt, source_outputs, classes, n_per_class=20, em_priors=q)
+    res.table   # per class: n, recall at home, on target, balanced, probe, drop, gap
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +33,7 @@ from .label_shift import adjust_posteriors
 
 DEFAULT_N_PER_CLASS = 20
 DEFAULT_REPEATS = 5
-DEFAULT_C = 1.0
+DEFAULT_C = 0.1               # the probe sees N per class in hundreds of dimensions: regularise
 
 
 @dataclass
@@ -41,8 +46,8 @@ class ConceptResult:
 
     @property
     def worst(self) -> tuple[str, float]:
-        """The class where the source model loses most against the probe, and by how much (points)."""
-        drops = self.table["drop_vs_probe"].dropna()
+        """The class where the (prior-neutral) source model loses most against the probe, in points."""
+        drops = self.table["gap_to_probe"].dropna()
         if drops.empty:
             return "", 0.0
         c = drops.idxmax()
@@ -54,6 +59,13 @@ class ConceptResult:
         return {"n_per_class": self.n_per_class, "repeats": self.repeats, "per_class": rows,
                 "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy,
                 "worst_class": self.worst[0], "worst_drop_points": self.worst[1]}
+
+
+def _nanmean(a: np.ndarray, axis=None):
+    """nanmean without the warning for an all-NaN slice (a class with no target rows)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis)
 
 
 def _recalls(pred: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -92,13 +104,13 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
         return None
     # unlabelled target features are free, so the scaler sees all of them (no labels involved)
     x = StandardScaler().fit_transform(np.asarray(target_x, float))
-    predictions = {"source": source.target_probabilities.argmax(1)}
+    prob, trained = source.target_probabilities, source.training_priors
+    predictions = {"source": prob.argmax(1),
+                   "source_balanced": adjust_posteriors(prob, trained, np.full(k, 1.0 / k)).argmax(1)}
     if bbse_priors is not None:
-        predictions["source_bbse"] = adjust_posteriors(source.target_probabilities, source.training_priors,
-                                                       bbse_priors).argmax(1)
+        predictions["source_bbse"] = adjust_posteriors(prob, trained, bbse_priors).argmax(1)
     if em_priors is not None:
-        predictions["source_em"] = adjust_posteriors(source.target_probabilities, source.training_priors,
-                                                     em_priors).argmax(1)
+        predictions["source_em"] = adjust_posteriors(prob, trained, em_priors).argmax(1)
     rng = np.random.default_rng(seed)
     recalls = {name: [] for name in (*predictions, "probe")}
     acc = {name: [] for name in recalls}
@@ -106,25 +118,24 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
     for _ in range(repeats):
         train = _draw(y, n_per_class, rng)
         test = np.setdiff1d(np.arange(len(y)), train)
-        probe = LogisticRegression(C=C, max_iter=2000).fit(x[train], y[train])
+        probe = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(x[train], y[train])
         current = {**{n: p[test] for n, p in predictions.items()}, "probe": probe.predict(x[test])}
         for name, pred in current.items():
             recalls[name].append(_recalls(pred, y[test], k))
             acc[name].append(float((pred == y[test]).mean()))
         n_eval += np.bincount(y[test], minlength=k) / repeats
     home = _recalls(source.heldout_probabilities.argmax(1), source.heldout_labels, k)
-    mean = {name: np.nanmean(np.array(r), 0) if np.isfinite(np.array(r)).any() else np.full(k, np.nan)
-            for name, r in recalls.items()}
+    mean = {name: _nanmean(np.array(r), 0) for name, r in recalls.items()}
     table = pd.DataFrame({"n_eval": np.round(n_eval).astype(int), "source_recall_on_source": home,
                           "source_recall_on_target": mean["source"]}, index=pd.Index(classes, name="class"))
-    for name in ("source_bbse", "source_em"):
+    for name in ("source_bbse", "source_em", "source_balanced"):
         if name in mean:
             table[f"{name}_recall_on_target"] = mean[name]
     table["probe_recall_on_target"] = mean["probe"]
     table["drop_from_source"] = 100 * (table["source_recall_on_source"] - table["source_recall_on_target"])
-    table["drop_vs_probe"] = 100 * (table["probe_recall_on_target"] - table["source_recall_on_target"])
-    table.loc[table["n_eval"] == 0, ["source_recall_on_target", "probe_recall_on_target", "drop_from_source",
-                                     "drop_vs_probe"]] = np.nan
+    table["gap_to_probe"] = 100 * (table["probe_recall_on_target"] - table["source_balanced_recall_on_target"])
+    table.loc[table["n_eval"] == 0, [c for c in table.columns if c.endswith("_on_target")]
+              + ["drop_from_source", "gap_to_probe"]] = np.nan
     accuracy = {name: round(float(np.mean(v)), 4) for name, v in acc.items()}
-    balanced = {name: round(float(np.nanmean(m)), 4) for name, m in mean.items()}
+    balanced = {name: round(float(_nanmean(m)), 4) for name, m in mean.items()}
     return ConceptResult(n_per_class, repeats, table, accuracy, balanced)

@@ -94,6 +94,7 @@ class PriorEstimate:
     em: np.ndarray
     em_ci: np.ndarray
     condition: float
+    prediction_shift_p: float = 1.0         # chi-square test: predicted-class shares, held-out source vs target
     true_target: np.ndarray | None = None   # when the target has labels: what to compare with
 
     def to_dict(self) -> dict:
@@ -105,7 +106,7 @@ class PriorEstimate:
                                                     for c, (a, b) in zip(self.classes, self.bbse_ci)},
                "em": named(self.em), "em_ci": {c: [round(float(a), 6), round(float(b), 6)]
                                               for c, (a, b) in zip(self.classes, self.em_ci)},
-               "confusion_condition_number": self.condition,
+               "confusion_condition_number": self.condition, "prediction_shift_p": self.prediction_shift_p,
                "total_variation_bbse": total_variation(self.bbse, self.source),
                "total_variation_em": total_variation(self.em, self.source)}
         if self.true_target is not None:
@@ -156,4 +157,19 @@ def estimate_priors(heldout_probabilities: np.ndarray, heldout_labels: np.ndarra
     else:
         ci_b = np.stack([b.priors, b.priors], 1)
         ci_e = np.stack([e, e], 1)
-    return PriorEstimate(list(classes), p, b.priors, ci_b, e, ci_e, b.condition, true_target)
+    shift_p = prediction_shift_test(np.bincount(hp.argmax(1), minlength=k), tv.sum(0))
+    return PriorEstimate(list(classes), p, b.priors, ci_b, e, ci_e, b.condition, shift_p, true_target)
+
+
+def prediction_shift_test(source_counts: np.ndarray, target_counts: np.ndarray) -> float:
+    """p-value of a chi-square test of homogeneity between the classifier's predicted-class
+    counts on held-out source rows and on the target (black-box shift detection, Lipton et
+    al. 2018; Rabanser et al. 2019). With an invertible confusion matrix, the target priors
+    differ from the source's exactly when these distributions differ."""
+    from scipy.stats import chi2_contingency
+
+    table = np.vstack([source_counts, target_counts]).astype(float)
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    return float(chi2_contingency(table, correction=False)[1])

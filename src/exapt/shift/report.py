@@ -27,6 +27,10 @@ from .label_shift import total_variation
 META = "shift.json"
 # Effect-size words for the domain classifier's AUC (0.5: indistinguishable, 1: disjoint).
 AUC_WORDS = ((0.9, "strong"), (0.75, "moderate"), (0.6, "mild"), (0.0, "slight"))
+# Below this AUC a significant difference is called negligible, not flagged: with thousands
+# of rows the tests detect differences too small to matter (the issue's own band for two
+# random halves of one domain is 0.5 +- 0.05).
+AUC_NEGLIGIBLE = 0.55
 LABEL_TV_MIN = 0.05             # below this share of moved class mass, label shift is not worth a flag
 LABEL_WORDS = ((0.25, "strong"), (0.10, "moderate"), (0.0, "mild"))
 CONCEPT_POINTS = 10.0           # a probe beating the source model by this much recall on a class
@@ -51,8 +55,11 @@ def _word(value: float, table) -> str:
 def _covariate(dc, mmd, alpha: float) -> tuple[bool, str]:
     numbers = f"AUC {dc.auc:.2f} [{dc.ci[0]:.2f}, {dc.ci[1]:.2f}], MMD {_p(mmd.p_value, mmd.permutations)}"
     by_mmd, by_auc = mmd.p_value < alpha, dc.ci[0] > 0.5
-    if by_mmd and by_auc:
+    if by_mmd and by_auc and dc.auc >= AUC_NEGLIGIBLE:
         return True, f"{_word(dc.auc, AUC_WORDS)} covariate shift ({numbers})"
+    if by_mmd and by_auc:
+        return False, (f"a negligible covariate difference ({numbers}): detectable, but the domain classifier "
+                       f"stays below AUC {AUC_NEGLIGIBLE}")
     if by_mmd or by_auc:
         which = "the MMD test" if by_mmd else "the domain classifier"
         return False, f"weak signs of covariate shift, found by {which} only ({numbers})"
@@ -70,19 +77,20 @@ def _priors_text(classes, values, source, truth=None, limit: int = 4) -> str:
     return ", ".join(parts) + (", ..." if len(classes) > limit else "")
 
 
-def _label(priors, residual) -> tuple[dict, str]:
+def _label(priors, residual, alpha: float) -> tuple[dict, str]:
     """Flag and words for label shift. `residual`: the domain classifier with source rows
     weighted by q(y)/p(y). Under pure label shift that weighting makes the domains
     indistinguishable (AUC ~0.5); if they stay apart, p(x | y) moved too, which is the
     very assumption BBSE and EM rest on, so their priors are then indicative only."""
     tv = total_variation(priors.bbse, priors.source)
-    outside = (priors.source < priors.bbse_ci[:, 0]) | (priors.source > priors.bbse_ci[:, 1])
-    flagged = tv >= LABEL_TV_MIN and bool(outside.any())
+    # significant (the predicted-class shares moved) and large enough to matter
+    flagged = priors.prediction_shift_p < alpha and tv >= LABEL_TV_MIN
     reliable = residual is None or residual.auc < RESIDUAL_AUC
     flags = {"label": flagged, "label_estimates_reliable": reliable}
     estimate = _priors_text(priors.classes, priors.bbse, priors.source, priors.true_target)
     if not flagged:
-        return flags, f"no label shift detected (estimated target priors within {tv:.2f} total variation of the source's)"
+        return flags, (f"no label shift detected (estimated target priors within {tv:.2f} total variation of the "
+                       f"source's; predicted-class shares test p = {priors.prediction_shift_p:.2g})")
     if reliable:
         text = f"{_word(tv, LABEL_WORDS)} label shift: target priors estimated as {estimate}"
         if residual is not None:
@@ -98,17 +106,19 @@ def _label(priors, residual) -> tuple[dict, str]:
 
 
 def _concept(concept) -> tuple[bool, str]:
-    cls, drop = concept.worst
+    cls, gap = concept.worst
     acc = concept.accuracy
     corrected = acc.get("source_em")
     accs = (f"target accuracy: source model {acc['source']:.2f}"
             + (f", {corrected:.2f} after label-shift correction" if corrected is not None else "")
             + f", probe {acc['probe']:.2f}")
-    if drop >= CONCEPT_POINTS:
-        return True, (f"the source model loses {drop:.0f} points of recall on class {cls} against a probe trained on "
-                      f"{concept.n_per_class} target labels per class ({accs})")
+    if gap >= CONCEPT_POINTS:
+        row = concept.table.loc[cls]
+        return True, (f"the source model loses {gap:.0f} points of recall on class {cls} against a probe trained on "
+                      f"{concept.n_per_class} target labels per class ({row['source_balanced_recall_on_target']:.2f} "
+                      f"vs {row['probe_recall_on_target']:.2f}, both prior-neutral; {accs})")
     return False, (f"no sign of concept shift: a probe on {concept.n_per_class} target labels per class beats the "
-                   f"source model by less than {CONCEPT_POINTS:.0f} points on every class ({accs})")
+                   f"source model by less than {CONCEPT_POINTS:.0f} points of recall on every class ({accs})")
 
 
 def verdict(dc, mmd, priors, concept, alpha: float = 0.05, residual=None) -> tuple[dict, str]:
@@ -118,7 +128,7 @@ def verdict(dc, mmd, priors, concept, alpha: float = 0.05, residual=None) -> tup
     parts.append(text)
     flags["label"] = flags["concept"] = None
     if priors is not None:
-        label_flags, text = _label(priors, residual)
+        label_flags, text = _label(priors, residual, alpha)
         flags.update(label_flags)
         parts.append(text)
     if concept is not None:
@@ -132,24 +142,24 @@ def advice(rep) -> list[str]:
     """What may close the gap, from what was measured (never more than the numbers support)."""
     out = []
     f = rep.flags
-    if f.get("label") and f.get("label_estimates_reliable") and rep.priors is not None:
-        line = ("Label shift: re-weight the source model's class probabilities by the estimated priors "
-                "(`exapt.shift.label_shift.adjust_posteriors`) or weight source examples by q(y)/p(y) when training")
-        if rep.concept is not None and "source_em" in rep.concept.accuracy:
-            a = rep.concept.accuracy
-            line += f"; here that moves target accuracy from {a['source']:.2f} to {a['source_em']:.2f}"
-        out.append(line + ".")
+    acc = rep.concept.accuracy if rep.concept is not None else {}
+    lift = (f"; on this target that moves the source model's accuracy from {acc['source']:.2f} to "
+            f"{acc['source_em']:.2f}" if "source_em" in acc else "")
+    if f.get("label") and f.get("label_estimates_reliable"):
+        out.append("Label shift: re-weight the source model's class probabilities by the estimated priors "
+                   "(`exapt.shift.label_shift.adjust_posteriors`) or weight source examples by q(y)/p(y) when "
+                   f"training{lift}.")
+    if f.get("label") and not f.get("label_estimates_reliable"):
+        out.append("Label shift is uncertain while p(x | y) also moves: a few target labels give the target's class "
+                   f"shares directly. Re-weighting by the estimated priors is a gamble here{lift}.")
     if f.get("concept"):
-        out.append("Concept shift: the target labels some inputs differently; no re-weighting of the source fixes "
-                   "that. Label target examples and fine-tune on them (`exapt compare` on the target shows how many "
-                   "are needed).")
+        out.append("The source model's decision rule does not fit the target on some classes (see the per-class "
+                   "table); no re-weighting of the source fixes that. Label target examples and fine-tune on them "
+                   "(`exapt compare` on the target shows how many are needed).")
     if f.get("covariate") and not f.get("concept"):
         out.append("Covariate shift: the inputs differ. Where the source model still holds up (see the per-class "
                    "table) nothing needs closing; otherwise domain adaptation (importance weights, feature "
                    "alignment) or a few target labels are the levers.")
-    if f.get("label") and not f.get("label_estimates_reliable"):
-        out.append("Label shift is uncertain while p(x | y) also moves: a few target labels give the target's "
-                   "class shares directly (the concept-shift table shows how the source model fares per class).")
     if not any(f.get(k) for k in ("covariate", "label", "concept")):
         out.append("Nothing to close: the measured differences are within what two samples of one domain show.")
     return out
@@ -297,6 +307,7 @@ def _drop_png(rep) -> bytes:
     t = rep.concept.table
     series = {"source model, held-out source": t["source_recall_on_source"],
               "source model, target": t["source_recall_on_target"],
+              "source model balanced, target": t["source_balanced_recall_on_target"],
               f"target probe ({rep.concept.n_per_class}/class), target": t["probe_recall_on_target"]}
     fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * len(t) + 2), 3.8))
     _bars(ax, list(t.index), {k: np.nan_to_num(v.to_numpy(float)) for k, v in series.items()})
@@ -337,7 +348,8 @@ def markdown(rep) -> str:
             row = (f"| {c} | {p.source[i]:.3f} | {p.bbse[i]:.3f} [{p.bbse_ci[i, 0]:.3f}, {p.bbse_ci[i, 1]:.3f}] | "
                    f"{p.em[i]:.3f} [{p.em_ci[i, 0]:.3f}, {p.em_ci[i, 1]:.3f}] |")
             lines.append(row + (f" {p.true_target[i]:.3f} |" if p.true_target is not None else ""))
-        lines += ["", f"Condition number of the confusion matrix: {p.condition:.3g}."]
+        lines += ["", f"Predicted-class shares, held-out source vs target (chi-square test): p = "
+                  f"{p.prediction_shift_p:.3g}. Condition number of the confusion matrix: {p.condition:.3g}."]
         r = rep.residual
         if r is not None:
             lines += ["", f"Domain classifier with each source row weighted by q(y)/p(y) (BBSE): AUC {r.auc:.3f} "
@@ -348,15 +360,18 @@ def markdown(rep) -> str:
     if rep.concept is not None:
         c = rep.concept
         lines += ["## Concept shift", "", f"Recall per class on target rows not used for training, averaged over "
-                  f"{c.repeats} draws of {c.n_per_class} labelled target rows per class for the probe. "
-                  "`drop` columns are in points of recall.", "",
-                  "| class | n | source model at home | on target | corrected (EM) | target probe | drop from home "
-                  "| drop vs probe |", "|---|---|---|---|---|---|---|---|"]
+                  f"{c.repeats} draws of {c.n_per_class} labelled target rows per class for the probe. Recall does not "
+                  "depend on the class priors, so *drop from home* is what a change of p(x | y) costs the source "
+                  "model. *Balanced* is the source model re-weighted to flat priors, the same prior the class-balanced "
+                  "probe assumes; *gap to probe* compares the two (points of recall; large: the labelling rule "
+                  "moved).", "",
+                  "| class | n | at home | on target | corrected (EM) | balanced | target probe | drop from home "
+                  "| gap to probe |", "|---|---|---|---|---|---|---|---|---|"]
         for cls, r in c.table.iterrows():
             lines.append(f"| {cls} | {int(r['n_eval'])} | {_f(r['source_recall_on_source'])} | "
                          f"{_f(r['source_recall_on_target'])} | {_f(r.get('source_em_recall_on_target'))} | "
-                         f"{_f(r['probe_recall_on_target'])} | {_f(r['drop_from_source'], 1)} | "
-                         f"{_f(r['drop_vs_probe'], 1)} |")
+                         f"{_f(r['source_balanced_recall_on_target'])} | {_f(r['probe_recall_on_target'])} | "
+                         f"{_f(r['drop_from_source'], 1)} | {_f(r['gap_to_probe'], 1)} |")
         acc = ", ".join(f"{k} {v:.3f}" for k, v in c.accuracy.items())
         lines += ["", f"Target accuracy: {acc}.", "", "![per-class drop](class_drop.png)", ""]
     lines += ["## What may close the gap", "", *[f"- {a}" for a in advice(rep)], ""]

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ExaptError
 
 DEFAULT_FOLDS = 5
-DEFAULT_C = 1.0
+C_GRID = (0.001, 0.01, 0.1, 1.0)   # inverse L2 strength on standardised features
 
 
 @dataclass
@@ -53,17 +53,9 @@ def _full_proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def cross_fitted_probe(source_x: np.ndarray, source_y: np.ndarray, target_x: np.ndarray, n_classes: int, *,
-                       folds: int = DEFAULT_FOLDS, C: float = DEFAULT_C, seed: int = 0) -> SourceOutputs:
+def _cross_fit(source_x, source_y, target_x, n_classes: int, folds: int, C: float, seed: int):
     from sklearn.model_selection import StratifiedKFold
 
-    source_y = np.asarray(source_y, int)
-    smallest = np.bincount(source_y, minlength=n_classes)
-    smallest = smallest[smallest > 0].min()
-    folds = int(min(folds, smallest))
-    if folds < 2:
-        raise ExaptError("the source has a class with a single row; the source probe needs at least 2 per class "
-                         "(raise --max-per-domain)")
     heldout = np.zeros((len(source_x), n_classes))
     probs = np.zeros((len(target_x), n_classes))
     votes = np.zeros((len(target_x), n_classes))
@@ -73,9 +65,32 @@ def cross_fitted_probe(source_x: np.ndarray, source_y: np.ndarray, target_x: np.
         p = _full_proba(model, target_x, n_classes)
         probs += p / folds
         votes[np.arange(len(p)), p.argmax(1)] += 1.0 / folds
-    priors = np.bincount(source_y, minlength=n_classes) / len(source_y)
+    return heldout, probs, votes
+
+
+def cross_fitted_probe(source_x: np.ndarray, source_y: np.ndarray, target_x: np.ndarray, n_classes: int, *,
+                       folds: int = DEFAULT_FOLDS, C: float | None = None, seed: int = 0) -> SourceOutputs:
+    """K cross-fitted probes. ``C=None`` picks the L2 strength from `C_GRID` by the out-of-fold
+    log-loss: EM needs calibrated probabilities, and an under-regularised probe on a few
+    hundred dimensions is overconfident (on airline tweets, C=1 gives a held-out log-loss
+    of 1.5 and EM priors 0.2 off; C=0.01 gives 0.52 and EM within 0.02)."""
+    source_y = np.asarray(source_y, int)
+    counts = np.bincount(source_y, minlength=n_classes)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        raise ExaptError("the source has a class with a single row; the source probe needs at least 2 per class "
+                         "(raise --max-per-domain)")
+    best = None
+    for c in (C_GRID if C is None else (C,)):
+        heldout, probs, votes = _cross_fit(source_x, source_y, target_x, n_classes, folds, c, seed)
+        loss = -np.mean(np.log(np.clip(heldout[np.arange(len(source_y)), source_y], 1e-12, None)))
+        if best is None or loss < best[0]:
+            best = (loss, c, heldout, probs, votes)
+    loss, c, heldout, probs, votes = best
+    priors = counts / len(source_y)
+    how = f"C={c:g}" + (f", chosen from {', '.join(f'{g:g}' for g in C_GRID)} by held-out log-loss" if C is None else "")
     return SourceOutputs(heldout, source_y, probs, votes, priors,
-                         f"logistic-regression probe on source features, {folds}-fold cross-fitted (C={C})")
+                         f"logistic-regression probe on source features, {folds}-fold cross-fitted ({how})")
 
 
 def _one_hot(prob: np.ndarray) -> np.ndarray:
