@@ -136,6 +136,11 @@ def test_efficientnet_matches_the_package_and_keeps_imagenet_statistics():
     scratch = load_backbone("scratch:efficientnet-lite0:64").train()
     assert scratch.model._bn0.training and scratch.identity()["sha256"] is None
     assert not torch.equal(scratch.model._conv_stem.weight, small.model._conv_stem.weight)
+    # initialised as the authors do (N(0, 2/fan_out)): its features neither vanish nor blow up
+    feats = _features(scratch, _images(4, c=3, h=64, w=64))
+    assert torch.isfinite(feats).all() and 0.05 < feats.std(0).mean() < 100
+    stem = scratch.model._conv_stem.weight
+    assert abs(stem.std().item() - (2 / (9 * stem.shape[0])) ** 0.5) < 0.02
     with pytest.raises(ExaptError, match="SIZE"):
         load_backbone("efficientnet-lite0:8")
     with pytest.raises(ExaptError, match="RGB"):

@@ -41,10 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     f = sub.add_parser("fit", help="fit one strategy -> runs/<name>/")
-    f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file or built-in name (tweets, tweets-airline, tweets-self-driving, "
-                   "tweets-deflategate, tweets-apple, digits, promoters, splice, amp-tm, amp-uniprot, rrna16s, rrna16s-taxonomy)")
+    f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file, images (DATA.npz with arrays x and y, or a folder "
+                   "with one sub-folder of images per class; --set data.image_size=N resizes) or built-in name (tweets, "
+                   "tweets-airline, tweets-self-driving, tweets-deflategate, tweets-apple, digits, promoters, splice, "
+                   "amp-tm, amp-uniprot, rrna16s, rrna16s-taxonomy; images: mnist, fashion-mnist, optdigits, mnist-8x8)")
     f.add_argument("--strategy", default="linear-probe", help="see `exapt strategies` (default: linear-probe)")
-    f.add_argument("--model", help="alias, HF model folder, scratch:NAME or mlp (see `exapt models`; default: minilm-l6, or the --init run's)")
+    f.add_argument("--model", help="alias, HF model folder, scratch:NAME, mlp, or for images cnn / efficientnet-lite0[:SIZE] "
+                   "(see `exapt models`; default: minilm-l6, or the --init run's)")
     _data_options(f)
     f.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
     f.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")

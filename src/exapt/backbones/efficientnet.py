@@ -63,6 +63,20 @@ def parse_spec(spec: str) -> int:
     return value
 
 
+def _init_like_the_authors(model: nn.Module) -> None:
+    """EfficientNet's own random init (the TensorFlow reference, as timm follows it):
+    conv kernels N(0, 2 / fan_out), fan_out = k*k*out_channels / groups; biases 0.
+    PyTorch's default conv init shrinks activations layer by layer: with BatchNorm at its
+    initial statistics (eval mode: the identity), the twin's features came out ~1e-9 and
+    a linear probe on them predicted one class."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class EfficientNetBackbone(Backbone):
     input_kind = "image"
     feature_dim = 1280
@@ -80,7 +94,9 @@ class EfficientNetBackbone(Backbone):
         # The image size fixes the convolutions' "same" padding (TensorFlow style).
         self.model = EfficientNet.from_name(NAME, image_size=image_size)
         del self.model._fc, self.model._dropout, self.model._avg_pooling  # ImageNet classifier: unused
-        if not scratch:
+        if scratch:
+            _init_like_the_authors(self.model)
+        else:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
@@ -150,7 +166,8 @@ class EfficientNetBackbone(Backbone):
         return {"model": ("scratch:" if self.scratch else "") + self.spec(), "family": "efficientnet",
                 "path": str(self.weights) if self.weights else None,
                 "sha256": None if self.scratch else file_sha256(self.weights),
-                "scratch": self.scratch, "seed": self.seed if self.scratch else None, "image_size": self.image_size}
+                "scratch": self.scratch, "seed": self.seed if self.scratch else None, "image_size": self.image_size,
+                "init": "fan-out normal" if self.scratch else None}
 
     def describe(self):
         n = sum(p.numel() for p in self.parameters()) / 1e6
