@@ -1,7 +1,11 @@
 """Issue targets for `exapt rank`, measured on the fixed tweet splits.
 
-1. Does LogME predict fine-tuned accuracy? Candidates: all-MiniLM-L6-v2 truncated to
-   its first 1..6 layers (minilm-l6@1 .. minilm-l6@6) and its scratch twin. Each is
+1. Does LogME predict fine-tuned accuracy? Candidates (issue 7: "MiniLM layers 1..6, the
+   scratch twin and any encoder exapt has pre-trained"): all-MiniLM-L6-v2 truncated to
+   its first 1..6 layers (minilm-l6@1 .. minilm-l6@6), its scratch twin, and the two
+   encoders `exapt pretrain` makes from the tweets with every tweet of the fixed splits
+   left out (benchmarks/results/models/tweets-dapt, MiniLM continued; tweets-tiny, a tiny
+   BERT from scratch; built by pretrain_tweets_encoders.py, ~30 min, when missing). Each is
    scored on frozen features of the 192 training tweets of train_n64_s{seed}.csv, then
    fine-tuned (lp-ft, and linear-probe) on the same tweets and tested on test.csv
    (1,500 tweets), max length 64, seeds 0, 1, 2. Target: weighted Kendall tau between
@@ -13,9 +17,9 @@
    features another fine-tuning encoded). Target: ranking <= 5% of fine-tuning.
 3. LogME alone on 10,000 x 384 random features, 3 classes.
 
-    python benchmarks/rank_bench.py                       # the full benchmark (~30-60 min on 2 cores)
+    python benchmarks/rank_bench.py                       # the full benchmark (~60-90 min on 2 cores)
     python benchmarks/rank_bench.py --quick               # smoke test: 2 candidates, 1 seed, tiny test set
-Run it alone: two heavy jobs on 2 cores distort every timing.
+Run it alone: two heavy jobs on 2 cores distort every timing. Writes results/rank.json and rank.md.
 """
 from __future__ import annotations
 
@@ -28,11 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, TWEETS, machine, write_json
+from common import RESULTS, ROOT, TWEETS, machine, write_json
+from pretrain_tweets_encoders import ENCODERS, MODELS, corpus_texts, ensure_encoders, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-CANDIDATES = [f"minilm-l6@{k}" for k in range(1, 7)] + ["scratch:minilm-l6"]
+REPO = ROOT.parent  # candidates are named by folders relative to it (main() runs there)
+PRETRAINED = [str((MODELS / name).relative_to(REPO)) for name in ENCODERS]
+CANDIDATES = [f"minilm-l6@{k}" for k in range(1, 7)] + ["scratch:minilm-l6"] + PRETRAINED
 QUICK_CANDIDATES = ["minilm-l6@1", "minilm-l6"]
 SCORES = "logme,h-score,knn,linear-probe-cv"
 TARGET_TAU, TARGET_RATIO = 0.6, 0.05
@@ -122,6 +129,42 @@ def summarise(seeds: list[dict], strategies: list[str], candidates: list[str]) -
     return out
 
 
+def _short(candidate: str) -> str:
+    return Path(candidate).name if candidate in PRETRAINED else candidate
+
+
+def markdown(result: dict) -> str:
+    """The tables of docs/rank.md: accuracy and LogME per candidate, tau per score and seed, cost."""
+    cands, strategies, seeds = result["candidates"], result["strategies"], result["seeds"]
+    main_strategy = result["verdict"]["strategy"]
+    lines = ["| candidate | " + " | ".join(f"`{s}` accuracy" for s in strategies) + " | LogME (mean of seeds) |",
+             "|---|" + "---:|" * (len(strategies) + 1)]
+    for c in cands:
+        logme = statistics.mean(s["scores"]["logme"][c] for s in result["by_seed"])
+        accs = " | ".join(f"{result['summary'][s]['mean_accuracy'][c]:.3f}" for s in strategies)
+        lines.append(f"| `{_short(c)}` | {accs} | {logme:.4f} |")
+    lines += ["", f"Weighted Kendall tau between each score and `{main_strategy}` test accuracy:", "",
+              "| score | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | of seed means |",
+              "|---|" + "---:|" * (len(seeds) + 2)]
+    for score, t in result["summary"][main_strategy]["tau"].items():
+        per = " | ".join("n/a" if v is None else f"{v:.2f}" for v in t["per_seed"])
+        lines.append(f"| `{score}` | {per} | {t['mean_over_seeds']} | {t['of_seed_means']} |")
+    v = result["verdict"]
+    lines += ["", f"Target: LogME weighted tau (mean over seeds) >= {TARGET_TAU}: {v['logme_weighted_tau_mean']} "
+              f"({'met' if v['tau_target_met'] else 'not met'}); ranking / fine-tuning time <= {TARGET_RATIO:.0%}: "
+              f"{v['ratio']:.2%} ({'met' if v['ratio_target_met'] else 'not met'})."]
+    for strategy in strategies:
+        s = result["summary"][strategy]
+        lines.append(f"- ranking {s['rank_seconds']:.1f} s against `{strategy}` fine-tuning {s['finetune_seconds']:.0f} s "
+                     f"over the seeds ({s['ratio']:.2%})")
+    for c, e in result.get("pretrained", {}).get("encoders", {}).items():
+        b, a = e["heldout_before"], e["heldout_after"]
+        lines.append(f"- `{_short(c)}`: {e['steps']} pre-training steps, {e['tokens_seen']:,} tokens; held-out "
+                     f"masked-LM loss {b['loss']:.3f} -> {a['loss']:.3f}, accuracy {b['accuracy']:.3f} -> "
+                     f"{a['accuracy']:.3f}")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 candidates, seed 0, 60 test tweets, 1 epoch")
@@ -133,6 +176,8 @@ def main() -> None:
     args = parser.parse_args()
     import pandas as pd
 
+    args.output = args.output.resolve() if args.output else None
+    os.chdir(REPO)
     work = Path(tempfile.mkdtemp(prefix="exapt-rank-bench-"))
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -146,7 +191,11 @@ def main() -> None:
             out_root = work / "runs"
             output = args.output or Path(tempfile.gettempdir()) / "exapt-rank-bench-quick.json"
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        result = {"machine": machine(), "candidates": candidates, "scores": SCORES.split(","), "seeds": seeds,
+        pretrained = {}
+        if any(c in PRETRAINED for c in candidates):
+            ensure_encoders()  # builds a missing one; refuses one pre-trained on another corpus (a leak)
+            pretrained = {"corpus": corpus_texts()[1], "encoders": {c: summary(Path(c).name) for c in PRETRAINED}}
+        result = {"machine": machine(), "candidates": candidates, "pretrained": pretrained, "scores": SCORES.split(","), "seeds": seeds,
                   "strategies": strategies, "max_length": args.max_length, "epochs": epochs, "test": str(test),
                   "quick": args.quick, "targets": {"logme_weighted_tau_lp_ft": TARGET_TAU, "ratio": TARGET_RATIO}}
         started = time.perf_counter()
@@ -163,6 +212,8 @@ def main() -> None:
                              "ratio": s["ratio"], "ratio_target_met": s["ratio"] is not None and s["ratio"] <= TARGET_RATIO}
         result["seconds"] = round(time.perf_counter() - started, 1)
         write_json(output, result)
+        if not args.quick:
+            output.with_suffix(".md").write_text(markdown(result))
         print(f"{main_strategy}: LogME weighted tau {tau} (target >= {TARGET_TAU}); ranking/fine-tuning "
               f"{s['ratio']} (target <= {TARGET_RATIO}) -> {output}", flush=True)
     finally:
