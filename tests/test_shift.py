@@ -331,8 +331,9 @@ def test_text_domains_with_a_tiny_encoder_and_a_run(tiny_bert, tweets_small, twe
     rep = diagnose(str(tweets_small), str(tweets_test_small), str(tiny_bert), permutations=100, write=False,
                    progress=False, log=quiet)
     assert rep.priors is not None and rep.concept is not None and "probe" in rep.source_model
-    by_run = diagnose(str(tweets_small), str(tweets_test_small), str(tiny_bert), run=str(probe_run),
+    by_run = diagnose(str(tweets_small), str(tweets_test_small), run=str(probe_run),   # features: the run's model
                       permutations=100, write=False, progress=False, log=quiet)
+    assert by_run.model == str(tiny_bert)
     assert "run" in by_run.source_model and "test split" in by_run.source_model
     assert by_run.domain.auc == rep.domain.auc           # the features do not depend on the judge
     assert np.isclose(by_run.priors.bbse.sum(), 1)

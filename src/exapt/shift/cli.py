@@ -22,8 +22,9 @@ def add_parser(sub):
     s.add_argument("target", nargs="?",
                    help="target data, labels optional (e.g. tweets-self-driving, optdigits); the same name as "
                         "SOURCE, or leaving it out with --control, compares two random halves of SOURCE")
-    s.add_argument("--model", help="features: a text encoder alias or folder (default: minilm-l6 for text), or raw "
-                                   "(default for numeric data and images: the standardised inputs)")
+    s.add_argument("--model", help="features: a text encoder alias or folder (default: minilm-l6 for text, or the "
+                                   "--run's model), an image backbone (efficientnet-lite0[:SIZE]), or raw (default "
+                                   "for numeric data and images: the inputs themselves, standardised)")
     s.add_argument("--control", action="store_true",
                    help="split SOURCE in two at random: the diagnosis of no shift, to compare with")
     s.add_argument("--text", help="text column(s), comma-separated (default: 'text')")

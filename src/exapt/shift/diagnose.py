@@ -79,6 +79,21 @@ def _source_outputs(d: Domains, xs, xt, run, source: str, seed: int, log) -> Sou
     return cross_fitted_probe(xs, d.source_y, xt, len(d.classes), seed=seed)
 
 
+def _run_model(run) -> str | None:
+    """The base model a run was fitted on: the features its predictions come from (None:
+    not a pretrained one, e.g. an mlp, so the data's default applies)."""
+    from ..config import FitConfig
+
+    try:
+        spec = FitConfig.load(Path(run) / "config.yaml").model
+    except Exception:  # an unreadable run is reported by run_outputs with its own message
+        return None
+    base = str(spec or "").split(":", 1)[-1] if str(spec or "").startswith("scratch:") else str(spec or "")
+    if not base or base == "mlp" or base.startswith(("mlp:", "cnn")):
+        return None
+    return spec
+
+
 def _projection(xs: np.ndarray, xt: np.ndarray, seed: int, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Both domains on the first two principal components of the pooled, standardised features."""
     from sklearn.decomposition import PCA
@@ -122,6 +137,8 @@ def diagnose(source: str, target: str | None = None, model: str | None = None, *
         report.check_out(path, overwrite)
     d = load_domains(source, target, control=control, text=text, label=label, features=features,
                      max_per_domain=max_per_domain, seed=seed)
+    if model is None and run is not None:
+        model = _run_model(run)
     model_name = resolve_model(model, d.source.kind)
     if run is not None and d.classes is None:
         raise ExaptError(f"--run {run}: the source has no class labels to judge the run with")
