@@ -101,3 +101,19 @@ def probe_run(tmp_path_factory, tiny_bert, tweets_small) -> Path:
         mp.setenv("EXAPT_CACHE", str(tmp_path_factory.getbasetemp() / "exapt-cache"))
         exapt.fit(str(tweets_small), "linear-probe", str(tiny_bert), out=out, progress=False, log=quiet)
     return out
+
+
+def interrupt_at(mp, spec: str, at_epoch: int) -> None:
+    """Make strategy `spec` raise KeyboardInterrupt (Ctrl-C) when epoch `at_epoch` starts
+    (0-based): the resume tests' simulated kill. `mp`: a MonkeyPatch; undo() ends it."""
+    from exapt.strategies import parse_strategy
+
+    cls = type(parse_strategy(spec))
+    original = cls.apply
+
+    def apply(self, model, epoch):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+        return original(self, model, epoch)
+
+    mp.setattr(cls, "apply", apply)

@@ -16,8 +16,8 @@ from exapt.adapt.density import density_ratios
 from exapt.cli import main
 from exapt.penalties.alignment import coral_loss, mk_mmd2
 from exapt.penalties.dann import dann_lambda, reverse_gradient
-from exapt.strategies import parse_strategy
 
+from conftest import interrupt_at
 from test_bad_input import expect_error
 
 FEATURES = "f0,f1,f2,f3,f4"
@@ -157,15 +157,7 @@ def test_label_shift_weights_follow_the_target_priors(domains, tmp_path):
 
 def test_dann_resumes_to_the_uninterrupted_result(domains, tmp_path, monkeypatch):
     whole = _fit(domains, tmp_path / "whole", "dann", epochs=2)
-    cls = type(parse_strategy("full"))
-    original = cls.apply
-
-    def apply(self, model, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, model, epoch)
-
-    monkeypatch.setattr(cls, "apply", apply)
+    interrupt_at(monkeypatch, "full", 1)
     with pytest.raises(KeyboardInterrupt):
         _fit(domains, tmp_path / "cut", "dann", epochs=2)
     monkeypatch.undo()

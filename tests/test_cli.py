@@ -17,6 +17,8 @@ from exapt.cli import main
 from exapt.registry import STRATEGIES
 from exapt.strategies import parse_strategy
 
+from conftest import interrupt_at
+
 CLASSES = ["negative", "neutral", "positive"]
 
 
@@ -173,15 +175,7 @@ def test_resume_of_a_complete_run_is_a_no_op(probe_run, capsys):
 
 def test_ctrl_c_exits_130_then_resume_completes(tiny_bert, tweets_small, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    cls = type(parse_strategy("full"))
-    original = cls.apply
-
-    def apply(self, model, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, model, epoch)
-
-    monkeypatch.setattr(cls, "apply", apply)
+    interrupt_at(monkeypatch, "full", 1)
     code, _, err = cli(capsys, "fit", tweets_small, "--model", tiny_bert, "--strategy", "full", "--epochs", "2",
                        "--out", out, "--quiet")
     assert code == 130

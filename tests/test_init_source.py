@@ -20,10 +20,9 @@ import yaml
 import exapt
 from exapt.cli import main
 from exapt.errors import ExaptError
-from exapt.strategies import parse_strategy
 from exapt.train.checkpoint import load_tensors
 
-from conftest import TWEETS
+from conftest import TWEETS, interrupt_at
 
 TARGET = TWEETS / "train_n16_s1.csv"
 
@@ -117,15 +116,7 @@ def test_resume_with_penalties_ends_where_an_uninterrupted_fit_does(tmp_path, so
             "--lr", "1e-3", "--penalty", "source-head:0.5", "--penalty", "lwf", "--penalty", "ewc:weight=100,samples=4",
             "--quiet"]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-    cls = type(parse_strategy("full"))
-    original = cls.apply
-
-    def apply(self, model, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, model, epoch)
-
-    monkeypatch.setattr(cls, "apply", apply)
+    interrupt_at(monkeypatch, "full", 2)
     assert main([*args, "--out", str(tmp_path / "cut")]) == 130
     monkeypatch.undo()
     assert main(["fit", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0

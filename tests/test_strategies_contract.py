@@ -38,6 +38,8 @@ from exapt.tasks import Task
 from exapt.train import loop as loop_mod
 from exapt.train.checkpoint import load_tensors
 
+from conftest import interrupt_at
+
 E, L0, L1 = "embeddings", "layer.0", "layer.1"
 ALL = frozenset({E, L0, L1})
 HEAD_ONLY = frozenset()
@@ -459,18 +461,6 @@ def test_fit_save_load_round_trip(spec, tiny_bert, tweets, tweets_small, tweets_
 
 
 # ------------------------------------------------------------ resume == no interruption
-def _interrupt_at(mp, spec: str, at_epoch: int) -> None:
-    cls = type(parse_strategy(spec))
-    original = cls.apply
-
-    def apply(self, model, epoch):
-        if epoch == at_epoch:
-            raise KeyboardInterrupt
-        return original(self, model, epoch)
-
-    mp.setattr(cls, "apply", apply)
-
-
 def _history(path: Path) -> list[dict]:
     rows = [json.loads(x) for x in (path / "history.jsonl").read_text().splitlines() if x.strip()]
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
@@ -485,7 +475,7 @@ def test_resume_after_kill_equals_uninterrupted(spec, tiny_bert_dropout, tweets_
 
     part = tmp_path / "part"
     with monkeypatch.context() as mp:
-        _interrupt_at(mp, spec, 2)
+        interrupt_at(mp, spec, 2)
         with pytest.raises(KeyboardInterrupt):
             exapt.fit(str(tweets_small), spec, str(tiny_bert_dropout), out=part, **kw)
     # killed during epoch 3: two epochs checkpointed, nothing that looks complete
@@ -522,7 +512,7 @@ def test_resume_test_would_catch_a_lost_rng_state(tiny_bert_dropout, tweets_smal
     exapt.fit(str(tweets_small), "full", str(tiny_bert_dropout), out=tmp_path / "whole", **kw)
     part = tmp_path / "part"
     with monkeypatch.context() as mp:
-        _interrupt_at(mp, "full", 2)
+        interrupt_at(mp, "full", 2)
         with pytest.raises(KeyboardInterrupt):
             exapt.fit(str(tweets_small), "full", str(tiny_bert_dropout), out=part, **kw)
     monkeypatch.setattr(loop_mod, "set_rng_state", lambda *a: None)
