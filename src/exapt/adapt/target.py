@@ -67,9 +67,10 @@ def load_target(cfg, source: Table, classes: list[str], loader=load_data) -> Tar
         return None
     d = cfg.data
     if is_builtin(adapt.data) and not Path(adapt.data).exists():  # a built-in's columns are fixed
-        table = loader(adapt.data, require_label=False)
+        table = loader(adapt.data, require_label=False, image_size=d.image_size)
     else:  # a file: the source's column options name its columns too
-        table = loader(adapt.data, text=d.text, label=d.label, features=d.features, require_label=False)
+        table = loader(adapt.data, text=d.text, label=d.label, features=d.features, require_label=False,
+                       image_size=d.image_size)
     if table.kind != source.kind:
         raise ExaptError(f"--adapt-to {adapt.data!r} holds {table.kind} inputs but {source.source!r} holds "
                          f"{source.kind}: both domains must reach the same model")
