@@ -247,3 +247,15 @@ def test_pair_align_trains_a_text_model_and_refuses_bad_pairs(tiny_bert, tweets_
     pd.DataFrame({"source": ["a", "b"], "target": ["c", ""]}).to_csv(tmp_path / "empty.csv", index=False)
     expect_error(capsys, base + ["--penalty", f"pair-align:pairs={tmp_path / 'empty.csv'}"], "line 3", "empty")
     assert not (tmp_path / "bad").exists()
+
+
+def test_mlp_keeps_the_scale_of_a_column_constant_in_training():
+    from exapt.backbones import load_backbone
+
+    bb = load_backbone("mlp", n_inputs=3)
+    x = np.array([[0.0, 1.0, 5.0], [0.0, 3.0, 5.0]], dtype=np.float32)
+    bb.fit_input_stats(x)
+    assert bb.std.tolist() == [1.0, pytest.approx(np.std([1.0, 3.0], ddof=1)), 1.0]
+    # a border pixel that was always 0 in the source and is 1/16 in the target stays small
+    h = (torch.tensor([[0.0625, 2.0, 5.0]]) - bb.mean) / bb.std
+    assert h.abs().max() < 1

@@ -36,7 +36,11 @@ class MLPBackbone(Backbone):
     def fit_input_stats(self, x: np.ndarray) -> None:
         x = torch.as_tensor(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
         self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp(min=1e-6))
+        # A column constant in training (an image border) keeps its scale, as scikit-learn's
+        # StandardScaler does: dividing by a floored ~0 std would turn any other value it
+        # takes later (another domain's border pixel) into a number in the tens of thousands.
+        std = x.std(0)
+        self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
 
     def prepare_inputs(self, inputs) -> list:
         x = np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1)
