@@ -5,7 +5,6 @@ Wired into `exapt.cli` like `rank`: ``add_parser(sub)`` in `build_parser` and
 """
 from __future__ import annotations
 
-import shlex
 
 from ..errors import ExaptError
 
@@ -77,22 +76,15 @@ def _command(args) -> str:
     """The command as typed, less options left at their defaults, for the report."""
     import argparse
 
+    from ..commandline import typed_command
+
     defaults = vars(add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["x"]))
-    parts = ["exapt", "shift", shlex.quote(args.source)] + ([shlex.quote(args.target)] if args.target else [])
-    for key, value in vars(args).items():
-        if key in ("command", "source", "target", "quiet", "json") or value is None or value is False \
-                or value == defaults.get(key):
-            continue
-        parts.append(f"--{key.replace('_', '-')}")
-        if value is not True:
-            parts.append(shlex.quote(str(value)))
-    return " ".join(parts)
+    words = ["exapt", "shift", args.source] + ([args.target] if args.target else [])
+    return typed_command(words, args, defaults, skip=("source", "target", "json"))
 
 
 def run(args) -> None:
     """Run `exapt shift` from parsed arguments."""
-    import json
-
     from .diagnose import diagnose
 
     if args.max_per_domain is not None and args.max_per_domain < 10:

@@ -6,7 +6,6 @@ Wired into `exapt.cli` like `rank`: ``add_parser(sub)`` in `build_parser` and
 from __future__ import annotations
 
 import argparse
-import shlex
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -45,16 +44,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def _command(args) -> str:
     """The command as typed, less options left at their defaults, for the report."""
+    from ..commandline import typed_command
+
     defaults = vars(add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--domains", "x"]))
-    parts = ["exapt", "transfer-map"]
-    for key, value in vars(args).items():
-        if key in ("command", "quiet") or value is None or value is False or (
-                key != "domains" and value == defaults.get(key)):
-            continue
-        parts.append(f"--{key.replace('_', '-')}")
-        if value is not True:
-            parts.append(shlex.quote(str(value)))
-    return " ".join(parts)
+    return typed_command(["exapt", "transfer-map"], args, defaults, always=("domains",))
 
 
 def run(args) -> None:
