@@ -1,5 +1,6 @@
 """Assemble docs/benchmarks.md from the latest results/*.md (run after the benchmarks)."""
 import json
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -18,6 +19,15 @@ SECTIONS = [
     ("compare.md", "`exapt compare` (issue 4)", "python benchmarks/compare_bench.py",
      "Wall time of one compare panel against the same cells run one by one with `exapt fit` (measured alone), and "
      "the strategy compare recommends on the fixed tweet splits against the best peer of ../shared/peers/RESULTS.md."),
+    ("rank.md", "`exapt rank` (issue 7)", "python benchmarks/rank_bench.py",
+     "Transferability scores of MiniLM's layers 1-6, its scratch twin and two encoders exapt pre-trained on the "
+     "tweets, against the accuracy each reaches when fine-tuned; the cost of ranking against fine-tuning all."),
+    ("shift.md", "`exapt shift` (issue 6)", "python benchmarks/shift_bench.py",
+     "Covariate, label and concept shift on MNIST -> optdigits, random-split controls and the airline -> "
+     "self-driving tweets; see docs/shift.md."),
+    ("adapt.md", "Adaptation across a domain shift (issue 6)", "python benchmarks/adapt_bench.py",
+     "`fit --adapt-to` with each penalty against source-only training, no target label used; see "
+     "docs/adaptation.md."),
     ("pretrain.md", "`exapt pretrain` throughput (issue 8)", "python benchmarks/pretrain_bench.py",
      "Masked-LM pre-training against the Hugging Face Trainer with DataCollatorForLanguageModeling: same BERT "
      "architecture, same E. coli windows, same batch, one process, measured alone."),
@@ -48,7 +58,9 @@ def main() -> None:
         f = RESULTS / fname
         if not f.exists():
             continue
-        parts += [f"## {title}", "", text, "", f"```bash\n{cmd}\n```", "", f.read_text().strip(), ""]
+        # a result file's own headings sit below its section's
+        body = re.sub(r"^(#+) ", lambda m: "#" * (len(m[1]) + 2) + " ", f.read_text().strip(), flags=re.M)
+        parts += [f"## {title}", "", text, "", f"```bash\n{cmd}\n```", "", body, ""]
     (HERE.parent / "docs" / "benchmarks.md").write_text("\n".join(parts) + "\n")
 
 
