@@ -259,3 +259,24 @@ def test_mlp_keeps_the_scale_of_a_column_constant_in_training():
     # a border pixel that was always 0 in the source and is 1/16 in the target stays small
     h = (torch.tensor([[0.0625, 2.0, 5.0]]) - bb.mean) / bb.std
     assert h.abs().max() < 1
+
+
+def test_start_features_are_encoded_once_and_a_closed_form_head_claims_no_selection(domains, tmp_path, monkeypatch):
+    import exapt.train.features as features
+
+    calls = []
+    original = features.encode
+
+    def counting(backbone, prepared, *a, **k):
+        calls.append(len(prepared))
+        return original(backbone, prepared, *a, **k)
+
+    monkeypatch.setattr(features, "encode", counting)
+    _fit(domains, tmp_path / "a", "importance-weights", select="weighted-val", epochs=1)
+    assert len(calls) == 3           # source train, target unlabelled, source val: once each
+    monkeypatch.undo()
+
+    probe = exapt.fit(str(domains / "source.csv"), "linear-probe", "mlp", features=FEATURES,
+                      adapt_to=str(domains / "target.csv"), out=tmp_path / "b", progress=False, log=lambda *a: None)
+    assert probe.metrics["model_selection"]["validation"] == "none"
+    assert "target_test" in probe.metrics

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapt.in_fit import check_selection, selection_record, target_splits, weighted_validation
+from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
 from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
@@ -248,7 +248,7 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     if "target_test" in metrics:
         log(f"target test ({cfg.adapt.data}, {metrics['n_target_test']} rows): "
             f"{', '.join(f'{k} {v:.4f}' for k, v in metrics['target_test'].items())}; "
-            f"epoch chosen on the {metrics['model_selection']['described']}")
+            f"model selection: {metrics['model_selection']['described']}")
     for line in forgetting_lines(metrics):
         log(line)
     prep.model.eval()
@@ -267,8 +267,8 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
                   ) -> tuple[torch.Tensor, dict]:
     """Probe and/or gradient training; returns test logits and what training reports."""
     model, bb = prep.model, prep.model.backbone
-    items = {name: bb.prepare_inputs(t.inputs) for name, t in prep.tables.items()}
-    splits = {name: Split(items[name], prep.targets[name], [bb.item_length(x) for x in items[name]]) for name in items}
+    splits = {name: Split.prepare(bb, t.inputs, prep.targets[name]) for name, t in prep.tables.items()}
+    items = {name: split.items for name, split in splits.items()}
     result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0}
     test_features = None
     if not strategy.trains_encoder or strategy.fits_probe_first:
@@ -279,17 +279,16 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
     forgetting = Forgetting(prep.context)
     result["source_before"] = forgetting.scores(model)
     target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
+    prep.context.start_features = StartFeatures(model)
     if prep.target is not None:  # which validation chooses the epoch: said in metrics.json
-        choice = prep.target.selection
+        choice = prep.target.selection if strategy.trains_encoder else "none"
+        info = None
         if choice == "target-labels":
             splits["val"] = target["val"]
-            result["selection"] = selection_record(prep.target, len(target["val"].items))
-        elif choice == "weighted-val" and strategy.trains_encoder:
-            splits["val"], info = weighted_validation(model, splits["train"], splits["val"], target["unlabelled"],
-                                                      cfg.data.seed)
-            result["selection"] = selection_record(prep.target, len(splits["val"].items), info)
-        else:
-            result["selection"] = selection_record(prep.target, len(splits["val"].items))
+        elif choice == "weighted-val":
+            splits["val"], info = weighted_validation(prep.context.start_features, splits["train"], splits["val"],
+                                                      target["unlabelled"], cfg.data.seed)
+        result["selection"] = selection_record(choice, len(splits["val"].items) if choice != "none" else 0, info)
     if strategy.trains_encoder:
         if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
             atomic_save_tensors({n: p for n, p in model.named_parameters() if n.startswith("head.")},

@@ -52,13 +52,11 @@ def density_ratios(source: np.ndarray, target: np.ndarray, *, clip: float = 10.0
     weights = clipped / scale
     extra_weights = None
     if extra is not None and len(extra):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from ..shift.source_model import logistic_probe
 
         x = np.concatenate([source, target])
         d = np.concatenate([np.zeros(len(source)), np.ones(len(target))])
-        full = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(x, d)
+        full = logistic_probe(C, seed).fit(x, d)
         extra_weights = np.minimum(ratio(full.predict_proba(np.asarray(extra, np.float64))[:, 1]), clip) / scale
     ess = float(weights.sum() ** 2 / (weights ** 2).sum())
     return DensityRatios(weights, raw, auc, int((raw > clip).sum()), ess), extra_weights

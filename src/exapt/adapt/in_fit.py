@@ -21,6 +21,7 @@ DESCRIPTIONS = {
     "source-val": "source validation split (no target labels used)",
     "weighted-val": "source validation split, importance-weighted towards the target (IWCV)",
     "target-labels": "a few labelled target examples",
+    "none": "nothing: the head is fitted in closed form, with no epochs to choose from",
 }
 
 
@@ -32,41 +33,45 @@ def check_selection(target, task, val_table) -> None:
         raise ExaptError("--select weighted-val supports single-label classification only")
 
 
-def _split(bb, table, task, labelled: bool) -> Split:
-    items = bb.prepare_inputs(table.inputs)
-    targets = task.encode(table.labels, table.rows, table.source) if labelled else torch.zeros(len(items), dtype=torch.long)
-    return Split(items, targets, [bb.item_length(x) for x in items])
-
-
 def target_splits(bb, task, target) -> dict[str, Split]:
     """Prepared splits: `unlabelled` always; `test` and `val` when the target has them."""
-    out = {"unlabelled": _split(bb, target.unlabelled, task, labelled=False)}
-    if target.test is not None:
-        out["test"] = _split(bb, target.test, task, labelled=True)
-    if target.val is not None:
-        out["val"] = _split(bb, target.val, task, labelled=True)
+    out = {"unlabelled": Split.prepare(bb, target.unlabelled.inputs,
+                                       torch.zeros(len(target.unlabelled), dtype=torch.long))}
+    for name in ("test", "val"):
+        table = getattr(target, name)
+        if table is not None:
+            out[name] = Split.prepare(bb, table.inputs, task.encode(table.labels, table.rows, table.source))
     return out
 
 
-def start_features(model, split: Split) -> np.ndarray:
-    """The start encoder's features (eval mode) of a raw split."""
-    from ..train.features import encode
+class StartFeatures:
+    """The start encoder's features (eval mode) of raw splits, each computed once: weighted
+    validation, importance-weights and label-shift all read the same ones before the
+    first step, when the encoder has not moved yet."""
 
-    return encode(model.backbone, split.items, progress=False).numpy()
+    def __init__(self, model):
+        self.model = model
+        self._done: dict[int, tuple[Split, np.ndarray]] = {}
+
+    def __call__(self, split: Split) -> np.ndarray:
+        from ..train.features import encode
+
+        if id(split) not in self._done:  # the split is kept with its features, so its id stays its own
+            self._done[id(split)] = (split, encode(self.model.backbone, split.items, progress=False).numpy())
+        return self._done[id(split)][1]
 
 
-def weighted_validation(model, train: Split, val: Split, unlabelled: Split, seed: int) -> tuple[Split, dict]:
+def weighted_validation(features: StartFeatures, train: Split, val: Split, unlabelled: Split,
+                        seed: int) -> tuple[Split, dict]:
     """The source validation split carrying density-ratio weights from a domain classifier
     fitted on the start encoder's features of source training rows vs target rows."""
     from .density import density_ratios
 
-    ratios, val_w = density_ratios(start_features(model, train), start_features(model, unlabelled), seed=seed,
-                                   extra=start_features(model, val))
+    ratios, val_w = density_ratios(features(train), features(unlabelled), seed=seed, extra=features(val))
     info = {"domain_auc": round(ratios.domain_auc, 4), "val_effective_sample_size":
             round(float(val_w.sum() ** 2 / (val_w ** 2).sum()), 1), "val_rows": len(val_w)}
     return Split(val.items, val.targets, val.lengths, torch.as_tensor(val_w, dtype=torch.float32)), info
 
 
-def selection_record(target, val_rows: int, extra: dict | None = None) -> dict:
-    return {"validation": target.selection, "described": DESCRIPTIONS[target.selection], "rows": val_rows,
-            **(extra or {})}
+def selection_record(choice: str, val_rows: int, extra: dict | None = None) -> dict:
+    return {"validation": choice, "described": DESCRIPTIONS[choice], "rows": val_rows, **(extra or {})}

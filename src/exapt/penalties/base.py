@@ -56,6 +56,7 @@ class Context:
     start: dict | None = None           # start values of every parameter, by name
     run_dir: Path | None = None
     unlabelled: object = None           # Split of the unlabelled target examples (with --adapt-to)
+    start_features: object = None       # StartFeatures: the start encoder's features of a raw split, once
     progress: bool = True
     log: object = print
 

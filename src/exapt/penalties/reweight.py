@@ -37,10 +37,8 @@ class WeightsTheLoss(AlignsToTarget):
         raise NotImplementedError
 
     def setup(self, ctx: Context) -> None:
-        from ..adapt.in_fit import start_features
-
         super().setup(ctx)
-        source, target = start_features(ctx.model, ctx.train), start_features(ctx.model, ctx.unlabelled)
+        source, target = ctx.start_features(ctx.train), ctx.start_features(ctx.unlabelled)
         self._targets = ctx.train.targets
         self._weights = torch.as_tensor(self.weights(ctx, source, target), dtype=torch.float32)
 

@@ -80,10 +80,9 @@ def domain_classifier(source, target, *, folds: int = DEFAULT_FOLDS, C: float = 
     `source_weights` (one per source row) re-weights the source in training and in the
     AUC, e.g. by q(y)/p(y) to ask whether a change of class priors alone explains the
     difference; the CI is then a percentile bootstrap over rows (DeLong's is unweighted)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    from .source_model import logistic_probe
 
     source, target = _check_pair(source, target)
     x = np.vstack([source, target])
@@ -95,7 +94,7 @@ def domain_classifier(source, target, *, folds: int = DEFAULT_FOLDS, C: float = 
         w[:len(source)] = sw * len(sw) / max(sw.sum(), 1e-300)   # the source keeps its total weight
     prob = np.empty(len(x))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+        model = logistic_probe(C, seed)
         model.fit(x[train], y[train], logisticregression__sample_weight=w[train])
         prob[test] = model.predict_proba(x[test])[:, 1]
     if source_weights is None:

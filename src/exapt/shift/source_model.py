@@ -38,7 +38,10 @@ class SourceOutputs:
     description: str
 
 
-def _probe(C: float, seed: int):
+def logistic_probe(C: float, seed: int = 0):
+    """L2 logistic regression on standardised features, the scaler fitted with it (so a
+    held-out row's statistics never reach the model that scores it): exapt's one recipe
+    for the source probe, the domain classifier and the density-ratio classifier."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -60,7 +63,7 @@ def _cross_fit(source_x, source_y, target_x, n_classes: int, folds: int, C: floa
     probs = np.zeros((len(target_x), n_classes))
     votes = np.zeros((len(target_x), n_classes))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(source_x, source_y):
-        model = _probe(C, seed).fit(source_x[train], source_y[train])
+        model = logistic_probe(C, seed).fit(source_x[train], source_y[train])
         heldout[test] = _full_proba(model, source_x[test], n_classes)
         p = _full_proba(model, target_x, n_classes)
         probs += p / folds

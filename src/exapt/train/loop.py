@@ -64,6 +64,12 @@ class Split:
     # epoch is chosen on the weighted loss, an estimate of the *target* domain's loss.
     weights: torch.Tensor | None = None
 
+    @classmethod
+    def prepare(cls, backbone, inputs, targets: torch.Tensor) -> "Split":
+        """Raw inputs through the backbone's `prepare_inputs` (tokenised once), with targets."""
+        items = backbone.prepare_inputs(inputs)
+        return cls(items, targets, [backbone.item_length(x) for x in items])
+
 
 def _batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
     items = [split.items[i] for i in idx]
