@@ -45,8 +45,10 @@ def mk_mmd2(source: torch.Tensor, target: torch.Tensor, n_kernels: int = 5) -> t
     return k[:m, :m].mean() + k[m:, m:].mean() - 2 * k[:m, m:].mean()
 
 
-class AlignsToTarget(Penalty):
-    """Shared by the penalties that compare each source batch with a target batch."""
+class UsesTargetDomain(Penalty):
+    """Shared by the penalties that need --adapt-to's unlabelled target rows: dann, coral
+    and mmd compare each source batch with a target batch (`target_features`); the
+    re-weighting ones read the target once, in setup."""
     needs = "target"
 
     def check(self, ctx: Context) -> None:
@@ -63,7 +65,7 @@ class AlignsToTarget(Penalty):
 
 @PENALTIES.register("coral")
 @dataclass
-class Coral(AlignsToTarget):
+class Coral(UsesTargetDomain):
     weight: float = 1.0
     name = "coral"
     summary = "match source and target feature covariances (Deep CORAL, Sun & Saenko 2016); needs --adapt-to"
@@ -78,7 +80,7 @@ class Coral(AlignsToTarget):
 
 @PENALTIES.register("mmd")
 @dataclass
-class MMD(AlignsToTarget):
+class MMD(UsesTargetDomain):
     weight: float = 1.0
     kernels: int = 5
     name = "mmd"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .alignment import AlignsToTarget
+from .alignment import UsesTargetDomain
 from .base import PENALTIES, Context, Step
 
 
@@ -46,7 +46,7 @@ def dann_lambda(progress: float, gamma: float = 10.0) -> float:
 
 @PENALTIES.register("dann")
 @dataclass
-class DANN(AlignsToTarget):
+class DANN(UsesTargetDomain):
     weight: float = 1.0
     hidden: int = 256
     gamma: float = 10.0

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .alignment import AlignsToTarget
+from .alignment import UsesTargetDomain
 from .base import PENALTIES, Context, Step
 
 
-class WeightsTheLoss(AlignsToTarget):
+class WeightsTheLoss(UsesTargetDomain):
     def check(self, ctx: Context) -> None:
         super().check(ctx)
         if ctx.task.kind != "classification":
