@@ -366,3 +366,13 @@ def test_evaluate_damaged_run(capsys, probe_run, tweets_test_small, tmp_path, da
         (run / "labels.json").write_text(json.dumps({"task": "classification", "classes": ["a", "b"]}))
         part = str(run)
     expect_error(capsys, ["evaluate", run, tweets_test_small], part)
+
+
+@pytest.mark.parametrize("raw, expected", [("1e-4", 1e-4), ("2E-5", 2e-5), ("3", 3.0), ("0.5", 0.5), ("null", None)])
+def test_set_reads_a_learning_rate_written_the_usual_way(raw, expected):
+    """YAML 1.1 reads `1e-4` (no dot) as a string; --set must still take it as a float."""
+    from exapt.config import FitConfig, apply_override
+
+    cfg = FitConfig()
+    apply_override(cfg, f"train.lr={raw}")
+    assert cfg.train.lr == expected and (expected is None or isinstance(cfg.train.lr, float))

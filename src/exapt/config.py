@@ -118,6 +118,11 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
         value = raw
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if float in allowed and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string; it is the way people write a learning rate
+            value = float(value)
+        except ValueError:
+            pass
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
         raise ExaptError(f"--set {assignment!r}: {name} must be {names}")
