@@ -45,6 +45,7 @@ test: setup browser
 	$(BIN)/python -m pytest
 
 bench: setup
+	$(BIN)/python -m pip install -q -e ".[peers]"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -4,7 +4,8 @@
 
 exapt: linear-probe, full, lp-ft (all training examples used, no validation split, 64
 tokens - as the peers). Peers: scikit-learn LogisticRegression(C=1) on the model's own
-sentence embeddings, and Hugging Face Trainer full fine-tuning (benchmarks/peers.py).
+sentence embeddings, Hugging Face Trainer full fine-tuning, and SetFit (`--methods
+peer:setfit`; `pip install -e ".[peers]"`, which `make bench` does) (benchmarks/peers.py).
 Rows append to results/accuracy_tweets.csv as they finish (a killed run resumes);
 results/accuracy_tweets.md is the summary table with per-seed wins.
 """
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, TWEETS, minilm_dir, read_csv  # noqa: E402
 
 FIELDS = ["tool", "method", "n", "seed", "accuracy", "macro_f1", "seconds"]
-PAIRS = {"linear-probe": "sklearn-probe", "full": "trainer-full", "lp-ft": "trainer-full"}
+PAIRS = [("linear-probe", "sklearn-probe"), ("full", "trainer-full"), ("lp-ft", "trainer-full"), ("lp-ft", "setfit")]
 
 
 def done_rows(path: Path) -> list[dict]:
@@ -47,6 +48,8 @@ def run_cell(tool, method, n, seed, test) -> dict:
 
     if method == "sklearn-probe":
         pred, _ = peers.sklearn_probe(minilm_dir(), train.text, train.label, test.text)
+    elif method == "setfit":
+        pred, _ = peers.setfit_classify(minilm_dir(), train.text, train.label, test.text)
     else:
         pred = peers.trainer_finetune(minilm_dir(), train.text, train.label, test.text,
                                       ["negative", "neutral", "positive"], seed=seed)["predictions"]
@@ -71,7 +74,7 @@ def summarise(rows: list[dict]) -> str:
         lines.append(f"| {tool} {method} | " + " | ".join(cells) + " |")
     lines += ["", "Per-seed comparison with the same approach done with the standard tools "
               "(same training file, same test set):", ""]
-    for ours, peer in PAIRS.items():
+    for ours, peer in PAIRS:
         for n in sorted(df.n.unique()):
             a = df[(df.method == ours) & (df.n == n)].set_index("seed").accuracy
             b = df[(df.method == peer) & (df.n == n)].set_index("seed").accuracy

@@ -29,6 +29,23 @@ EXAPT = str(Path(sys.executable).with_name("exapt"))
 WALL_PANEL = {"strategies": "linear-probe,freeze:4,lp-ft,scratch", "sizes": "8,16", "seeds": 2}
 COMMON = ["--max-length", "64", "--max-test", "500"]
 PEERS = {8: ("SetFit", 0.536), 16: ("SetFit / scikit-learn probe", 0.574), 64: ("scikit-learn probe (C=1)", 0.628)}
+PEER_NAMES = {"setfit": "SetFit", "sklearn-probe": "scikit-learn probe (C=1)", "trainer-full": "Hugging Face Trainer"}
+
+
+def peer_bars() -> dict:
+    """The bar per size: the best of the published figures (PEERS) and the peers as run
+    here by accuracy_tweets.py (SetFit reaches more on this machine than published)."""
+    import pandas as pd
+
+    bars = {n: (f"{name} (published)", bar) for n, (name, bar) in PEERS.items()}
+    path = RESULTS / "accuracy_tweets.csv"
+    if path.exists():
+        frame = pd.read_csv(path)
+        frame = frame[frame["tool"] == "peer"]
+        for (method, n), g in frame.groupby(["method", "n"]):
+            if n in bars and g["seed"].nunique() == 3 and g["accuracy"].mean() > bars[n][1]:
+                bars[n] = (f"{PEER_NAMES.get(method, method)} (run here)", round(float(g["accuracy"].mean()), 4))
+    return bars
 
 
 def _timed(cmd: list[str], env: dict) -> float:
@@ -91,7 +108,7 @@ def accuracy(out: Path, strategies: str) -> dict:
     best = recommend(frame, "accuracy", True)["strategy"]
     means = frame.groupby(["strategy", "n"])["test_accuracy"].mean()
     rows = []
-    for n, (peer, bar) in PEERS.items():
+    for n, (peer, bar) in peer_bars().items():
         ours = float(means[(best, n)])
         # the peers' figures are published to 3 decimals: a margin under half a unit of the
         # last digit is a tie at their precision, not a win

@@ -72,3 +72,22 @@ def trainer_finetune(model_dir, train_texts, train_labels, test_texts, classes, 
             logits = trainer.predict(test_ds).predictions
             result["predictions"] = [classes[i] for i in logits.argmax(-1)]
     return result
+
+
+def setfit_classify(model_dir, train_texts, train_labels, test_texts, max_length=64) -> tuple[list, float]:
+    """SetFit as ../shared/peers/RESULTS.md ran it: SetFitModel.from_pretrained on the same
+    MiniLM folder, batch 16, 1 epoch, num_iterations 20, the library's defaults otherwise
+    (contrastive pairs, CosineSimilarityLoss, a LogisticRegression head); 64 tokens."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(str(model_dir), device="cpu")
+    model.model_body.max_seq_length = max_length
+    start = time.perf_counter()
+    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, report_to="none",
+                             show_progress_bar=False)
+    trainer = Trainer(model=model, args=args,
+                      train_dataset=Dataset.from_dict({"text": list(train_texts), "label": list(train_labels)}))
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return list(model.predict(list(test_texts), as_numpy=True)), seconds
