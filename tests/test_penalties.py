@@ -109,6 +109,48 @@ def test_l2sp_with_lora_anchors_the_pretrained_weights_and_decays_the_new_ones(t
     assert pset.items[0](model, a_step(ctx, model)).item() == pytest.approx((expected + drift).item(), rel=1e-5)
 
 
+def test_l2sp_decoupled_moves_each_anchored_weight_towards_its_start_by_lr_alpha(tmp_path, tiny_bert, tweets_small):
+    prep, ctx, pset = prepared(tmp_path, tweets_small, tiny_bert, penalties=["l2sp-decoupled:alpha=40"])
+    pset.setup(ctx)
+    model = prep.model
+    start = nudge(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": 0.01}, {"params": head, "lr": 0.5}])
+    assert pset(model, a_step(ctx, model))[0].item() == 0  # nothing through the loss
+    pset.before_step(optimizer)
+    for n, p in model.named_parameters():
+        if n.startswith("backbone."):  # w - lr * alpha * (w - w0): 40% of the drift taken back
+            torch.testing.assert_close(p.detach(), before[n] - 0.01 * 40 * (before[n] - start[n]))
+        else:  # the head (and the kept source head) are new: left to the optimiser
+            torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)
+
+
+def test_l2sp_decoupled_from_a_zero_start_is_adamw_weight_decay():
+    """With w0 = 0 the decoupled pull is exactly AdamW's decoupled weight decay
+    (Loshchilov & Hutter 2019, Algorithm 2 line 12): the same steps give the same weights."""
+    from exapt.penalties.l2sp import L2SPDecoupled
+
+    torch.manual_seed(0)
+    ours, ref = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    ref.load_state_dict(ours.state_dict())
+    penalty = L2SPDecoupled(alpha=3.0)
+    penalty._start = {id(p): torch.zeros_like(p) for p in ours.parameters()}
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=0.05, weight_decay=0.0)
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=0.05, weight_decay=3.0)
+    x, y = torch.randn(16, 5), torch.randn(16, 3)
+    for _ in range(5):
+        for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            if model is ours:
+                penalty.before_step(opt)
+            opt.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+
+
 # -- EWC ------------------------------------------------------------------------------
 def _fisher_by_jacobian(model, source, rows):
     """F_i = mean_x sum_y p(y|x) (d log p(y|x) / d theta_i)^2 via torch.func, one Jacobian per example."""
@@ -343,6 +385,10 @@ def test_penalties_train_and_are_logged(tmp_path, tiny_bert, tweets_small):
     held = exapt.fit(str(tweets_small), "full", str(tiny_bert), penalties=["l2sp:alpha=1000"], out=tmp_path / "held", **kw)
     assert len(held.history) == 8 and all("penalty_l2sp" in h for h in held.history)
     assert drift(held) < 0.05 * drift(free)
+    # decoupled: at lr 1e-3 x alpha 300 each step takes back 30% of the drift (less in warm-up and decay)
+    decoupled = exapt.fit(str(tweets_small), "full", str(tiny_bert), penalties=["l2sp-decoupled:300"],
+                          out=tmp_path / "decoupled", **kw)
+    assert drift(decoupled) < 0.05 * drift(free)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -352,6 +398,7 @@ def test_penalties_train_and_are_logged(tmp_path, tiny_bert, tweets_small):
     (["--strategy", "full", "--penalty", "l2sp", "--penalty", "l2sp:2"], "given twice"),
     (["--strategy", "full", "--penalty", "nope"], "unknown penalty 'nope'"),
     (["--strategy", "full", "--penalty", "l2sp:alpha=-1"], "alpha and beta must be >= 0"),
+    (["--strategy", "full", "--lr", "1e-3", "--penalty", "l2sp-decoupled:1000"], "would pull past the start weights"),
     (["--strategy", "scratch", "--penalty", "l2sp"], "starts from random weights"),
 ])
 def test_bad_penalties_fail_in_one_line_before_any_folder(tmp_path, capsys, tiny_bert, tweets_small, args, message):

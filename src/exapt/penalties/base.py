@@ -10,7 +10,10 @@ one `@PENALTIES.register(name)`:
   after the folder exists and before the first step, on the model as training starts;
 - `__call__(model, step)`: the weighted penalty for one batch (a scalar tensor);
 - `modules()`: modules of its own that train beside the model (dann's domain
-  classifier): the loop optimises and checkpoints them; the saved model leaves them out.
+  classifier): the loop optimises and checkpoints them; the saved model leaves them out;
+- `before_step(optimizer)`: acts on the weights directly, once per step, after the
+  gradients and before the optimiser's update (a decoupled pull, as AdamW decouples
+  weight decay); most penalties act through the loss only.
 
 Penalties keep no state that training changes, so a resumed run rebuilds them exactly:
 the start weights are rebuilt with the model, the Fisher is read back from the run.
@@ -83,6 +86,9 @@ class Penalty:
         """Trainable modules of its own, built in setup(); most penalties have none."""
         return {}
 
+    def before_step(self, optimizer) -> None:
+        """Change the weights directly before the optimiser's update; most penalties don't."""
+
     def spec(self) -> str:
         values = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
         return self.name + (":" + ",".join(values) if values else "")
@@ -142,6 +148,10 @@ class PenaltySet:
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every penalty's own trainable modules, named `<penalty>.<module>`."""
         return {f"{p.name}.{k}": m for p in self.items for k, m in p.modules().items()}
+
+    def before_step(self, optimizer) -> None:
+        for p in self.items:
+            p.before_step(optimizer)
 
     def check_static(self, has_init: bool, has_corpus: bool, has_target: bool = False) -> None:
         """What can be refused from the options alone (compare: before its folder exists)."""

@@ -45,3 +45,55 @@ class L2SP(Penalty):
         drift = sum(((p - w0) ** 2).sum() for p, w0 in self._anchored if p.requires_grad)
         size = sum((p ** 2).sum() for p in self._new if p.requires_grad)
         return torch.as_tensor(self.alpha / 2 * drift + self.beta / 2 * size)
+
+
+@PENALTIES.register("l2sp-decoupled")
+@dataclass
+class L2SPDecoupled(Penalty):
+    """L2-SP's pull towards the start, decoupled from the gradient as AdamW decouples
+    weight decay (Loshchilov & Hutter 2019): before each update, every anchored weight
+    moves straight towards its start value,
+
+        w <- w - lr * alpha * (w - w0)
+
+    with lr its parameter group's learning rate at that step. Added to the loss instead
+    (`l2sp`), the pull is divided by Adam's running gradient scale like any gradient:
+    weights the target's gradient moves hard are barely held, weights it leaves alone are
+    pinned; decoupled, every weight is shrunk towards w0 in the same proportion, the
+    shape of WiSE-FT's interpolation, during training. With w0 = 0 it is AdamW's own
+    weight decay, which the tests check. New parameters are left to the optimiser's
+    weight decay. alpha is in AdamW's units: alpha * (sum of the learning rates over the
+    run) is the share of the drift taken back, so with full's 5e-5 over ~120 steps the
+    useful alpha is in the hundreds (docs/forgetting.md)."""
+    alpha: float = 300.0
+    name = "l2sp-decoupled"
+    summary = "before each step w <- w - lr*alpha*(w - w0): L2-SP decoupled from Adam's scaling, as AdamW's decay"
+
+    def __post_init__(self):
+        if self.alpha < 0:
+            raise ValueError("alpha must be >= 0")
+
+    def check(self, ctx: Context) -> None:
+        needs_start(self, ctx)
+        lr = ctx.cfg.train.lr or ctx.strategy.default_lr
+        if lr * self.alpha >= 1:
+            self.refuse(f"lr x alpha = {lr:g} x {self.alpha:g} >= 1 would pull past the start weights; "
+                        "lower alpha (useful values are in the hundreds at lr 5e-5)")
+
+    def setup(self, ctx: Context) -> None:
+        params = dict(ctx.model.named_parameters())
+        self._start = {id(params[n]): params[n].detach().clone() for n in anchored_names(ctx.model)}
+
+    def __call__(self, model, step: Step) -> torch.Tensor:
+        return torch.zeros(())  # it acts in before_step, not through the loss
+
+    @torch.no_grad()
+    def before_step(self, optimizer) -> None:
+        for group in optimizer.param_groups:
+            rate = group["lr"] * self.alpha
+            for p in group["params"]:
+                w0 = self._start.get(id(p))
+                if w0 is not None and p.requires_grad:
+                    if w0.device != p.device:
+                        w0 = self._start[id(p)] = w0.to(p.device)
+                    p.sub_(min(rate, 1.0) * (p - w0))

@@ -212,6 +212,8 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
                 accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
                 for m in aux.values():
                     torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.clip)
+            if penalties:
+                penalties.before_step(optimizer)  # decoupled pulls (l2sp-decoupled)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
