@@ -140,6 +140,25 @@ def test_other_settings_are_never_mixed_in(tmp_path, tiny_bert, tweets_small, tw
     assert len(result.results) == 1
 
 
+def test_a_folder_made_before_a_settings_section_existed_is_resumed(tmp_path, tiny_bert, tweets_small,
+                                                                    tweets_test_small, monkeypatch):
+    """Sections added later (adapt, source) at their defaults leave the settings as they were:
+    a compare folder made by an older exapt resumes instead of being refused."""
+    import yaml
+
+    out = tmp_path / "cmp"
+    kw = dict(strategies="linear-probe", n_per_class="4", seeds=1, test=str(tweets_test_small), tracking=False)
+    _compare(tweets_small, tiny_bert, out, **kw)
+    marker = yaml.safe_load((out / "compare.yaml").read_text())
+    assert "adapt" not in marker["settings"] and "source" not in marker["settings"]
+    calls = []
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("exapt.fit"), "fit_config", lambda *a, **k: calls.append(a))
+    _compare(tweets_small, tiny_bert, out, **kw)
+    assert calls == []
+
+
 def test_premade_split_files(tmp_path, tiny_bert, tweets_small, tweets_test_small):
     pool = pd.read_csv(tweets_small)
     for seed in range(2):

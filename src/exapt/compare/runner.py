@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import DataConfig, FitConfig, SourceConfig, apply_override
+from ..config import AdaptConfig, DataConfig, FitConfig, SourceConfig, apply_override
 from ..data import load_data
 from ..errors import ExaptError
 from ..train.checkpoint import atomic_write_text
@@ -217,6 +217,8 @@ def _settings(base: FitConfig) -> dict:
         d.pop("init")
     if d["source"] == asdict(SourceConfig()):
         d.pop("source")
+    if d["adapt"] == asdict(AdaptConfig()):  # likewise for folders made before --adapt-to existed
+        d.pop("adapt")
     d["data"].pop("n_per_class")
     d["data"].pop("seed")
     d["train"].pop("seed")
