@@ -151,6 +151,9 @@ def test_a_folder_made_before_a_settings_section_existed_is_resumed(tmp_path, ti
     _compare(tweets_small, tiny_bert, out, **kw)
     marker = yaml.safe_load((out / "compare.yaml").read_text())
     assert "adapt" not in marker["settings"] and "source" not in marker["settings"]
+    # as an older exapt wrote it: without an option added since (data.image_size)
+    del marker["settings"]["data"]["image_size"]
+    (out / "compare.yaml").write_text(yaml.safe_dump(marker, sort_keys=False))
     calls = []
     import importlib
 

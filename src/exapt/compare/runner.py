@@ -82,7 +82,7 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
     kind = _check_inputs(cells, loader)
     settings = _settings(base)
     created = not out.exists()
-    prepare_settings_folder(out, settings, overwrite)
+    prepare_settings_folder(out, settings, overwrite, defaults=_settings(FitConfig()))
     tracker = None
     if tracking:
         from .tracking import Tracker
@@ -226,10 +226,12 @@ def _settings(base: FitConfig) -> dict:
 
 
 def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marker_name: str = SETTINGS,
-                            kind: str = "compare") -> None:
+                            kind: str = "compare", defaults: dict | None = None) -> None:
     """A resumable sweep's folder (compare, transfer map): created, or reused when its marker
     file holds the same settings; other settings are refused (naming what changed) unless
-    --overwrite, and a non-empty folder of something else is never touched."""
+    --overwrite, and a non-empty folder of something else is never touched. An option the
+    marker lacks (added to exapt after the folder was made) counts as its value in
+    `defaults`, the settings of a default configuration."""
     if out.exists() and not out.is_dir():
         raise ExaptError(f"--out {out} is a file; choose a folder")
     marker = out / marker_name
@@ -237,8 +239,8 @@ def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marke
         raise ExaptError(f"--out {out} is a non-empty folder that is not a {kind}; choose another")
     if marker.exists():
         try:
-            old = yaml.safe_load(marker.read_text())["settings"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            old = _with_defaults(yaml.safe_load(marker.read_text())["settings"], defaults or {})
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
             old = None
         if old != settings:
             if not overwrite:
@@ -247,6 +249,17 @@ def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marke
                                  "choose another --out, or pass --overwrite to start it again")
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _with_defaults(old: dict, defaults: dict) -> dict:
+    """`old` with every key it lacks filled from `defaults` (nested sections too)."""
+    out = dict(old)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], dict) and isinstance(v, dict):
+            out[k] = _with_defaults(out[k], v)
+    return out
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> str:
