@@ -84,10 +84,11 @@ def setfit_classify(model_dir, train_texts, train_labels, test_texts, max_length
     model = SetFitModel.from_pretrained(str(model_dir), device="cpu")
     model.model_body.max_seq_length = max_length
     start = time.perf_counter()
-    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, report_to="none",
-                             show_progress_bar=False)
-    trainer = Trainer(model=model, args=args,
-                      train_dataset=Dataset.from_dict({"text": list(train_texts), "label": list(train_labels)}))
-    trainer.train()
+    with tempfile.TemporaryDirectory() as out:  # its checkpoints would land in ./checkpoints otherwise
+        args = TrainingArguments(output_dir=out, batch_size=16, num_epochs=1, num_iterations=20, report_to="none",
+                                 show_progress_bar=False)
+        trainer = Trainer(model=model, args=args,
+                          train_dataset=Dataset.from_dict({"text": list(train_texts), "label": list(train_labels)}))
+        trainer.train()
     seconds = time.perf_counter() - start
     return list(model.predict(list(test_texts), as_numpy=True)), seconds
