@@ -12,7 +12,7 @@ def add_source_options(p: argparse.ArgumentParser, penalty: bool = True) -> None
                    "head, and the source task is scored before and after (forgetting)")
     if penalty:
         g.add_argument("--penalty", action="append", default=[], metavar="NAME[:WEIGHT]",
-                       help="add a penalty (repeatable): l2sp, ewc, source-head, lwf, hierarchy; across domains "
+                       help="add a penalty (repeatable): l2sp, l2sp-decoupled, ewc, source-head, lwf, hierarchy; across domains "
                        "dann, coral, mmd, importance-weights, label-shift (with --adapt-to), pair-align; "
                        "see `exapt penalties`")
     g.add_argument("--source-data", metavar="DATA", help="labelled source examples (default: the --init run's own "
