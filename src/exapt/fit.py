@@ -31,6 +31,7 @@ from .train.checkpoint import atomic_save_tensors, atomic_write_text
 from .train.features import FeatureCache, encode
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .train.loop import CHECKPOINT, Split, TrainConfig, predict_logits, train
+from .train.contrastive import contrastive_tuning
 from .train.probe import fit_linear_head
 from .threads import configure_threads
 
@@ -193,6 +194,9 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     bb = model.backbone
     check_input_kind(bb, table.kind, cfg.model)
     n_blocks = len(bb.blocks())
+    if getattr(strategy, "pairs", 0) and task.kind != "classification":
+        raise ExaptError(f"--strategy {cfg.strategy}: contrastive pairs (same class / other class) need single-label "
+                         f"classification; this task is {task.kind}")
     if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:
         raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
                          "to train; use linear-probe, or freeze fewer blocks")
@@ -271,13 +275,18 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
     items = {name: split.items for name, split in splits.items()}
     result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0}
     test_features = None
+    forgetting = Forgetting(prep.context)
+    result["source_before"] = forgetting.scores(model)  # before anything changes the encoder
+    pairs = getattr(strategy, "pairs", 0)
+    if pairs:  # lp-ft:pairs=N: the encoder is tuned on pairs first, then probed
+        result["contrastive"] = contrastive_tuning(model, items["train"], prep.targets["train"].numpy(), pairs,
+                                                   cfg.train.lr or strategy.default_lr, cfg.train.seed,
+                                                   progress=progress, log=log)
     if not strategy.trains_encoder or strategy.fits_probe_first:
         feats = _features(bb, {n: (prep.tables[n], items[n]) for n in ("train", "test")}, progress,
-                          cached=prep.init is None)
+                          cached=prep.init is None and not pairs)  # the cache holds the untuned encoder's
         result["probe"] = fit_linear_head(model.head, feats["train"], prep.targets["train"], prep.task, C=strategy.C)
         test_features = feats["test"]
-    forgetting = Forgetting(prep.context)
-    result["source_before"] = forgetting.scores(model)
     target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
     prep.context.start_features = StartFeatures(model)
     if prep.target is not None:  # which validation chooses the epoch: said in metrics.json
@@ -333,7 +342,7 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
         "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 2), "epochs_run": len(result["history"]),
-        "best_epoch": result["best_epoch"], **result.get("probe", {}),
+        "best_epoch": result["best_epoch"], **result.get("probe", {}), **result.get("contrastive", {}),
     }
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
     metrics.update(forgetting_metrics(prep.context, prep.init, prep.penalties, result))

@@ -11,7 +11,11 @@ head: the fine-tuned model's gains, pulled back towards the features that were a
 good. a = 1 (the default) is plain LP-FT.
 
 `decay=d` gives the fine-tuning stage layer-wise learning rates (Howard & Ruder 2018): the
-top block at lr, each block below at d x the one above; d = 1 (the default) is plain LP-FT."""
+top block at lr, each block below at d x the one above; d = 1 (the default) is plain LP-FT.
+
+`pairs=N` puts a contrastive stage first (SetFit's body tuning, train/contrastive.py): the
+encoder learns from N same-class / other-class pairs of the training examples before the
+probe is fitted on its features; 0 (the default) is plain LP-FT."""
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +30,7 @@ class LinearProbeThenFineTune(Strategy):
     C: float = 1.0
     wise: float = 1.0
     decay: float = 1.0
+    pairs: int = 0
     name = "lp-ft"
     summary = "linear probe first, then full fine-tuning from that head"
     fits_probe_first = True
@@ -39,6 +44,8 @@ class LinearProbeThenFineTune(Strategy):
             raise ValueError("wise must be in (0, 1] (1: plain LP-FT)")
         if not 0 < self.decay <= 1:
             raise ValueError("decay must be in (0, 1] (1: one lr for every block)")
+        if self.pairs < 0:
+            raise ValueError("pairs must be >= 0 (0: no contrastive stage)")
 
     def lr_scale(self, block, n_blocks):
         return self.decay ** (n_blocks - 1 - block)
