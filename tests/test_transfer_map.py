@@ -108,6 +108,29 @@ def test_other_settings_refused_then_overwritten(mapped, tmp_path):
     assert (result.results.n_train + result.results.n_val == 12).all()
 
 
+def test_a_map_whose_strategy_gained_an_option_since_resumes(tmp_path, monkeypatch):
+    """A marker written before lp-ft had `pairs` spells the same strategy without it."""
+    import yaml
+
+    from exapt.compare.runner import prepare_settings_folder
+    from exapt.strategies import parse_strategy
+    from exapt.transfer_map.runner import SETTINGS, _current_spec
+
+    out = tmp_path / "tm"
+    out.mkdir()
+    now = {"strategy": parse_strategy("lp-ft").spec(), "max_length": 32}
+    older = {**now, "strategy": "lp-ft:C=1.0,wise=1.0,decay=1.0"}
+    (out / SETTINGS).write_text(yaml.safe_dump({"settings": older}))
+    with pytest.raises(ExaptError, match="other settings"):  # without normalising: refused
+        prepare_settings_folder(out, now, False, marker_name=SETTINGS, kind="transfer map")
+    prepare_settings_folder(out, now, False, marker_name=SETTINGS, kind="transfer map", normalize=_current_spec)
+    assert (out / SETTINGS).exists()
+    other = {**older, "strategy": "lp-ft:C=2.0,wise=1.0,decay=1.0"}  # a real change is still refused
+    (out / SETTINGS).write_text(yaml.safe_dump({"settings": other}))
+    with pytest.raises(ExaptError, match="other settings"):
+        prepare_settings_folder(out, now, False, marker_name=SETTINGS, kind="transfer map", normalize=_current_spec)
+
+
 def _tweets_file(path: Path, name: str, per_label: dict) -> Path:
     from exapt.data import load_data
 

@@ -226,12 +226,13 @@ def _settings(base: FitConfig) -> dict:
 
 
 def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marker_name: str = SETTINGS,
-                            kind: str = "compare", defaults: dict | None = None) -> None:
+                            kind: str = "compare", defaults: dict | None = None, normalize=None) -> None:
     """A resumable sweep's folder (compare, transfer map): created, or reused when its marker
     file holds the same settings; other settings are refused (naming what changed) unless
     --overwrite, and a non-empty folder of something else is never touched. An option the
     marker lacks (added to exapt after the folder was made) counts as its value in
-    `defaults`, the settings of a default configuration."""
+    `defaults`, the settings of a default configuration; `normalize(old)` rewrites the
+    marker's settings the way this version writes them (a strategy's spec gains options)."""
     if out.exists() and not out.is_dir():
         raise ExaptError(f"--out {out} is a file; choose a folder")
     marker = out / marker_name
@@ -240,6 +241,7 @@ def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marke
     if marker.exists():
         try:
             old = _with_defaults(yaml.safe_load(marker.read_text())["settings"], defaults or {})
+            old = normalize(old) if normalize else old
         except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
             old = None
         if old != settings:

@@ -81,7 +81,8 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
                                      "examples": fingerprint(*splits[d.name])} for d in found}}
     from ..compare.runner import prepare_settings_folder
 
-    prepare_settings_folder(out, settings, overwrite, marker_name=SETTINGS, kind="transfer map")  # user errors are behind us
+    prepare_settings_folder(out, settings, overwrite, marker_name=SETTINGS, kind="transfer map",  # user errors are behind us
+                            normalize=_current_spec)
     for d in found:
         for path, content in zip(split_files(out, d), splits[d.name]):
             if not path.exists() or path.read_text() != content:
@@ -273,3 +274,14 @@ def _results(domains: list[Domain], seeds: int, records: dict) -> pd.DataFrame:
                              "in_domain": r["target"] == d.name, "n_train": record["n_train"],
                              "n_val": record["n_val"], **{k: v for k, v in r.items() if k != "target"}})
     return pd.DataFrame(rows)
+
+
+def _current_spec(old: dict) -> dict:
+    """A marker's strategy as this version spells it: a spec written before the strategy
+    gained an option (lp-ft's pairs) names the same strategy, so the folder resumes."""
+    from ..strategies import parse_strategy
+
+    try:
+        return {**old, "strategy": parse_strategy(str(old["strategy"])).spec()}
+    except (ExaptError, KeyError):
+        return old
