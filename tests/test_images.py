@@ -179,6 +179,7 @@ def test_image_folder(tmp_path):
     (root / ".hidden").mkdir()
     t = load_data(root)
     assert t.kind == "image" and t.inputs.shape == (3, 1, 5, 6) and t.labels == ["cat", "cat", "dog"]
+    assert t.names == ["cat/1.png", "cat/2.png", "dog/1.jpg"] and t.subset([2, 0]).names == ["dog/1.jpg", "cat/1.png"]
     np.testing.assert_allclose(t.inputs[1], 20 / 255, rtol=1e-6)
     assert abs(float(t.inputs[2].mean()) - 200 / 255) < 0.02  # JPEG is lossy
     # one colour image makes them all RGB
@@ -228,6 +229,16 @@ def test_mlp_fits_images_and_the_run_predicts(tmp_path):
     np.savez(tmp_path / "new.npz", x=(x.inputs[:, 0] * 255).round().astype(np.uint8))
     pred = loaded.predict(tmp_path / "new.npz")
     assert len(pred) == 40 and set(pred["prediction"]) <= {str(d) for d in range(10)}
+    assert "file" not in pred  # arrays have no file names
+    # a folder of unlabelled images: each prediction names its file
+    (tmp_path / "new").mkdir()
+    for i in (3, 0, 7):
+        pixels = (x.inputs[i, 0] * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "new" / f"digit{i}.png")
+    pred = loaded.predict(tmp_path / "new")
+    assert list(pred["file"]) == ["digit0.png", "digit3.png", "digit7.png"]
+    by_row = loaded.predict(tmp_path / "new.npz").set_index("row")
+    assert list(pred["prediction"]) == [by_row.loc[i + 1, "prediction"] for i in (0, 3, 7)]
 
 
 def test_input_kind_mismatch_is_one_line(tmp_path):

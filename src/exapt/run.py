@@ -179,6 +179,8 @@ class Run:
         table = data if hasattr(data, "inputs") else self._load_table(data, require_label=False)
         logits = self.logits(table, batch_size)
         out = pd.DataFrame({"row": table.rows})
+        if table.names is not None:
+            out["file"] = table.names
         if table.kind == "text":
             out["text"] = table.inputs
         out["prediction"] = self.task.decode(logits)

@@ -41,6 +41,7 @@ class Table:
     rows: 1-based data row numbers into the original source, one per row, so that a
         message about row i of a subset can still point at the right line.
     feature_names: column names of the feature matrix (kind "features"), else None.
+    names: a name per row where rows have one (the files of an image folder), else None.
     """
 
     inputs: Any
@@ -49,14 +50,16 @@ class Table:
     source: str
     rows: np.ndarray
     feature_names: list[str] | None = field(default=None)
+    names: list[str] | None = field(default=None)
 
     def __post_init__(self) -> None:
         if self.kind not in ("text", "features", "image"):
             raise ValueError(f"Table.kind must be 'text', 'features' or 'image', not {self.kind!r}")
         self.rows = np.asarray(self.rows, dtype=np.int64)
         n = len(self.inputs)
-        if len(self.rows) != n or (self.labels is not None and len(self.labels) != n):
-            raise ValueError("Table inputs, labels and rows must have the same length")
+        if (len(self.rows) != n or (self.labels is not None and len(self.labels) != n)
+                or (self.names is not None and len(self.names) != n)):
+            raise ValueError("Table inputs, labels, rows and names must have the same length")
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -73,7 +76,7 @@ class Table:
             inputs = [self.inputs[i] for i in idx]
         labels = None if self.labels is None else [self.labels[i] for i in idx]
         return Table(inputs, labels, self.kind, self.source, self.rows[idx],
-                     self.feature_names)
+                     self.feature_names, None if self.names is None else [self.names[i] for i in idx])
 
 
 def _listing(columns: Sequence[str]) -> str:

@@ -117,13 +117,9 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image_folder(folder: Path, size: int | None = None, require_label: bool = True
-                      ) -> tuple[np.ndarray, list[str] | None]:
-    """One sub-folder per class, named by the class; or, when labels are not required,
-    image files directly in `folder`. Images of differing sizes need `size` (every image
-    is resized to size x size); colour wins over grey when both occur."""
-    from PIL import Image
-
+def image_folder_files(folder: Path, require_label: bool = True) -> tuple[list[Path], list[str] | None]:
+    """The image files of a folder in reading order, with their classes (the sub-folder
+    names), or None when the images lie loose in `folder` and labels are not required."""
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     loose = _image_files(folder)
     if classes:
@@ -142,6 +138,17 @@ def read_image_folder(folder: Path, size: int | None = None, require_label: bool
     else:
         raise ExaptError(f"{folder}: no class folders; put the images of each class in a sub-folder named after "
                          "the class (photos/cat/1.png, photos/dog/2.png, ...)")
+    return files, labels
+
+
+def read_image_folder(folder: Path, size: int | None = None, require_label: bool = True
+                      ) -> tuple[np.ndarray, list[str] | None]:
+    """One sub-folder per class, named by the class; or, when labels are not required,
+    image files directly in `folder`. Images of differing sizes need `size` (every image
+    is resized to size x size); colour wins over grey when both occur."""
+    from PIL import Image
+
+    files, labels = image_folder_files(folder, require_label)
     images, modes = [], set()
     for f in files:
         try:
@@ -243,5 +250,5 @@ def read_images(path: Path, label: str | None, size: int | None, require_label: 
     return (resize_images(x, size) if size else x), labels
 
 
-__all__ = ["IMAGE_EXTENSIONS", "as_images", "is_image_source", "pool_like_optdigits", "read_idx",
-           "read_image_folder", "read_images", "read_npz", "resize_images"]
+__all__ = ["IMAGE_EXTENSIONS", "as_images", "image_folder_files", "is_image_source", "pool_like_optdigits",
+           "read_idx", "read_image_folder", "read_images", "read_npz", "resize_images"]
