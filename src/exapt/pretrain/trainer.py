@@ -17,6 +17,7 @@ masked-LM head runs only on the ~15% of positions that are predicted, not all of
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -115,19 +116,39 @@ def mlm_loss(model, inputs: torch.Tensor, labels: torch.Tensor, attention_mask: 
     where = predicted.reshape(-1).nonzero().squeeze(1)
     extra = -n % PREDICT_BUCKET
     if extra:
-        where = torch.cat([where, torch.zeros(extra, dtype=where.dtype)])
-        target = torch.cat([flat_labels[where[:n]], torch.full((extra,), IGNORE, dtype=labels.dtype)])
+        where = torch.cat([where, torch.zeros(extra, dtype=where.dtype, device=where.device)])
+        target = torch.cat([flat_labels[where[:n]],
+                            torch.full((extra,), IGNORE, dtype=labels.dtype, device=labels.device)])
     else:
         target = flat_labels[where]
-    if hasattr(model, "bert") and hasattr(model, "cls"):
-        hidden = model.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
-        logits = model.cls(hidden.reshape(-1, hidden.shape[-1])[where])
-    else:
-        logits = model(input_ids=inputs, attention_mask=attention_mask).logits
-        logits = logits.reshape(-1, logits.shape[-1])[where]
+    with _autocast(inputs.device):
+        if hasattr(model, "bert") and hasattr(model, "cls"):
+            hidden = model.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
+            logits = model.cls(hidden.reshape(-1, hidden.shape[-1])[where])
+        else:
+            logits = model(input_ids=inputs, attention_mask=attention_mask).logits
+            logits = logits.reshape(-1, logits.shape[-1])[where]
     loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
     correct = int((logits[:n].argmax(-1) == target[:n]).sum())
     return loss, correct, n
+
+
+def training_device() -> torch.device:
+    """A GPU when torch sees one (as `exapt fit` does through Accelerate), else the CPU.
+    CUDA_VISIBLE_DEVICES="" keeps a run on the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on a GPU (the loss is taken in fp32 either way); nothing on the CPU,
+    where bf16 matrix products are slower than fp32 on most processors."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(device: torch.device, *tensors):
+    return tuple(None if t is None else t.to(device, non_blocking=True) for t in tensors)
 
 
 class _Batcher:
@@ -157,6 +178,7 @@ def evaluate(model, windows, pad_id: int, tokenizer_ids: dict, *, batch_size: in
              span: int = 1, limit: int = 1024) -> dict:
     """Masked-LM loss and accuracy on the held-out windows, masked the same way every time."""
     model.eval()
+    device = next(model.parameters()).device
     batcher = _Batcher(windows, pad_id)
     gen = torch.Generator().manual_seed(EVAL_MASK_SEED)
     total_loss, correct, count = 0.0, 0, 0
@@ -167,6 +189,7 @@ def evaluate(model, windows, pad_id: int, tokenizer_ids: dict, *, batch_size: in
         inputs, labels = mask_tokens(ids, _special_mask(ids, tokenizer_ids["special"]), mask_id=tokenizer_ids["mask"],
                                      normal_ids=tokenizer_ids["normal"], probability=probability, span=span,
                                      generator=gen)
+        inputs, labels, mask = _to(device, inputs, labels, mask)
         loss, c, k = mlm_loss(model, inputs, labels, mask)
         if loss is not None:
             total_loss += float(loss) * k
@@ -230,6 +253,12 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     log(f"corpus: {data.records:,} records, {data.characters:,} characters -> {len(data.train):,} training windows "
         f"({data.train.tokens:,} tokens), {len(data.heldout):,} held out; model {n_params / 1e6:.2f}M parameters")
 
+    device = training_device()
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        log(f"training on {torch.cuda.get_device_name(device)} (bf16 autocast)")
+
     if not resume:  # only now: bad input above leaves no folder behind, and --overwrite loses nothing early
         if out.exists():
             shutil.rmtree(out)
@@ -283,7 +312,8 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
         ids, mask = batcher(rows)
         inputs, labels = mask_tokens(ids, _special_mask(ids, special), mask_id=tok_ids["mask"], normal_ids=normal,
                                      probability=cfg.mask_probability, span=span)
-        loss, _, _ = mlm_loss(model, inputs, labels, mask)
+        # masking stays on the CPU (its random stream is what --resume restores)
+        loss, _, _ = mlm_loss(model, *_to(device, inputs, labels, mask))
         if loss is not None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -352,12 +382,12 @@ def _save_state(path, model, optimizer, schedule, rng, step, order, cursor, hist
     for k, v in model.state_dict().items():
         if v.data_ptr() not in seen:  # tied weights (decoder = word embeddings) are saved once
             seen.add(v.data_ptr())
-            tensors[f"model.{k}"] = v
+            tensors[f"model.{k}"] = v.detach().cpu()
     opt = optimizer.state_dict()
     for pid, st in opt["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu()
     tensors["order"] = torch.from_numpy(order.astype(np.int64))
     tensors["torch_rng"] = torch.get_rng_state()
     meta = {"step": step, "cursor": cursor, "history": history, "seconds": seconds, "tokens": tokens,
