@@ -22,6 +22,7 @@ from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
 from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
 from .data import Table, load_data, sample_per_class, stratified_split
+from .data.class_names import class_name_table
 from .errors import ExaptError
 from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, check_out_folder, is_complete, write_outputs
@@ -159,6 +160,7 @@ class _Prepared:
     context: Context = None  # what penalties see; also the source side (init run, source data)
     init: object = None      # InitRun or None
     target: object = None    # TargetDomain of --adapt-to (adapt/target.py) or None
+    names: Table = None      # the class names as extra probe examples (names=R), or None
 
 
 def resolve_defaults(cfg: FitConfig, init=None) -> None:
@@ -188,6 +190,12 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     task = Task.from_labels(cfg.task, table.labels, table.source)
     tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
+    names = None
+    if getattr(strategy, "names", 0):  # linear-probe / lp-ft :names=R: class names as extra probe examples
+        if task.kind != "classification":
+            raise ExaptError(f"--strategy {cfg.strategy}: names= needs single-label classification; this task is "
+                             f"{task.kind}")
+        names = class_name_table(tables["train"], task.classes, strategy.names, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     start = {**init.state, **init.head} if init is not None else None
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
@@ -211,7 +219,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     context = Context(model, strategy, task, cfg, source=load_source_data(cfg, init, loader),
                       mlm=load_mlm_source(cfg, model), has_init=init is not None, target=target)
     penalties.check(context)
-    return _Prepared(task, tables, targets, model, penalties, context, init, target)
+    return _Prepared(task, tables, targets, model, penalties, context, init, target, names)
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
@@ -283,9 +291,15 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
                                                    cfg.train.lr or strategy.default_lr, cfg.train.seed,
                                                    progress=progress, log=log)
     if not strategy.trains_encoder or strategy.fits_probe_first:
-        feats = _features(bb, {n: (prep.tables[n], items[n]) for n in ("train", "test")}, progress,
-                          cached=prep.init is None and not pairs)  # the cache holds the untuned encoder's
-        result["probe"] = fit_linear_head(model.head, feats["train"], prep.targets["train"], prep.task, C=strategy.C)
+        parts = {n: (prep.tables[n], items[n]) for n in ("train", "test")}
+        probe_targets = prep.targets["train"]
+        if prep.names is not None:
+            parts["names"] = (prep.names, bb.prepare_inputs(prep.names.inputs))
+            probe_targets = torch.cat([probe_targets, prep.task.encode(prep.names.labels)])
+        # the cache holds the untuned encoder's features: not for a run tuned on pairs or started from a run
+        feats = _features(bb, parts, progress, cached=prep.init is None and not pairs)
+        probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
+        result["probe"] = fit_linear_head(model.head, probe_features, probe_targets, prep.task, C=strategy.C)
         test_features = feats["test"]
     target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
     prep.context.start_features = StartFeatures(model)
@@ -345,6 +359,8 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
         "best_epoch": result["best_epoch"], **result.get("probe", {}), **result.get("contrastive", {}),
     }
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
+    if prep.names is not None:
+        metrics["n_class_name_examples"] = len(prep.names)
     metrics.update(forgetting_metrics(prep.context, prep.init, prep.penalties, result))
     if prep.target is not None:
         metrics["adapt_to"] = prep.context.cfg.adapt.data

@@ -3,6 +3,9 @@ head fitted to convergence with L-BFGS on an L2-regularised loss.
 
 `C` has scikit-learn's meaning (inverse regularisation: loss*C + ||W||²/2), so
 `linear-probe:1.0` fits the same model as `LogisticRegression(C=1.0)`.
+
+`names=R` adds each class's name, as text, R times to the probe's training examples
+(data/class_names.py): free examples where a sentence encoder puts that class.
 """
 from dataclasses import dataclass
 
@@ -14,6 +17,7 @@ from .base import Strategy
 @dataclass
 class LinearProbe(Strategy):
     C: float = 1.0
+    names: int = 0
     name = "linear-probe"
     summary = "frozen encoder + linear head fitted to convergence on cached features"
     trains_encoder = False
@@ -21,6 +25,8 @@ class LinearProbe(Strategy):
     def __post_init__(self):
         if self.C <= 0:
             raise ValueError("C must be > 0")
+        if self.names < 0:
+            raise ValueError("names must be >= 0 (copies of each class name added to the training split)")
 
     def first_trainable(self, n_blocks, epoch):
         return n_blocks

@@ -15,7 +15,11 @@ top block at lr, each block below at d x the one above; d = 1 (the default) is p
 
 `pairs=N` puts a contrastive stage first (SetFit's body tuning, train/contrastive.py): the
 encoder learns from N same-class / other-class pairs of the training examples before the
-probe is fitted on its features; 0 (the default) is plain LP-FT."""
+probe is fitted on its features; 0 (the default) is plain LP-FT.
+
+`names=R` adds each class's name, as text, R times to the probe's training examples
+(data/class_names.py); the fine-tuning stage sees only the real ones. 0 (the default)
+adds none."""
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +35,7 @@ class LinearProbeThenFineTune(Strategy):
     wise: float = 1.0
     decay: float = 1.0
     pairs: int = 0
+    names: int = 0
     name = "lp-ft"
     summary = "linear probe first, then full fine-tuning from that head"
     fits_probe_first = True
@@ -46,6 +51,8 @@ class LinearProbeThenFineTune(Strategy):
             raise ValueError("decay must be in (0, 1] (1: one lr for every block)")
         if self.pairs < 0:
             raise ValueError("pairs must be >= 0 (0: no contrastive stage)")
+        if self.names < 0:
+            raise ValueError("names must be >= 0 (copies of each class name added to the training split)")
 
     def lr_scale(self, block, n_blocks):
         return self.decay ** (n_blocks - 1 - block)
