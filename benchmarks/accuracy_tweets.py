@@ -99,7 +99,7 @@ def main() -> None:
     for n in a.sizes.split(","):
         for seed in a.seeds.split(","):
             for spec in a.methods.split(","):
-                tool, method = spec.split(":")
+                tool, method = spec.split(":", 1)
                 if (tool, method, n, seed) in done:
                     continue
                 r = {"tool": tool, "method": method, "n": n, "seed": seed, **run_cell(tool, method, int(n), int(seed), test)}

@@ -17,7 +17,9 @@ Each data set runs one `exapt compare` panel: linear-probe, full and scratch at 
 16, 32, 64 per class (promoters: 8, 16, 32; it has 53 per class) x 3 seeds, max length 64
 tokens, learning rate 1e-3 for full and scratch alike (chosen on one seed of the
 single-base model at n = 64; the default 5e-5 barely moves a 0.9 M-parameter encoder),
-up to 40 epochs with patience 10. Target: full (or linear-probe) beats scratch on splice
+up to 40 epochs with patience 10. `--lrs 1e-4,3e-4,1e-3 [--jobs 3]` runs one panel per
+rate instead, and each (strategy, n, seed) keeps the rate with the best validation
+accuracy (test accuracy plays no part; docs/pretrain.md's GPU run). Target: full (or linear-probe) beats scratch on splice
 at n = 64 per class by >= 5 accuracy points (mean over 3 seeds).
 """
 from __future__ import annotations
