@@ -292,6 +292,40 @@ def test_resume_continues_bit_for_bit(dna_fasta, arch_file, tmp_path, monkeypatc
     assert [json.loads(x)["heldout"] for x in ha] == [json.loads(x)["heldout"] for x in hb]
 
 
+def test_the_time_budget_schedule_warms_up_then_decays_to_zero():
+    from exapt.pretrain.trainer import _budget_shape
+
+    assert _budget_shape(0.03, 0.06) == pytest.approx(0.5)       # half-way through the warm-up
+    assert _budget_shape(0.06, 0.06) == pytest.approx(1.0)       # the peak
+    assert _budget_shape(0.53, 0.06) == pytest.approx(0.5)       # half-way down the decay
+    assert _budget_shape(1.0, 0.06) == 0.0 and _budget_shape(1.2, 0.06) == 0.0
+    assert _budget_shape(0.0, 0.0) == 1.0                         # no warm-up
+
+
+def test_a_time_budget_trains_until_it_is_spent_and_ends_at_lr_zero(dna_fasta, arch_file, tmp_path, monkeypatch):
+    """--max-minutes: the schedule runs on seconds of training steps (a fake clock here,
+    0.5 s per step, so the test does not depend on the machine's speed)."""
+    from exapt.pretrain import pretrain, trainer
+
+    ticks = {"t": 0.0, "calls": 0}
+
+    def fake_clock():  # perf_counter is read twice per step: before and after it
+        ticks["calls"] += 1
+        if ticks["calls"] % 2 == 0:
+            ticks["t"] += 0.5
+        return ticks["t"]
+
+    monkeypatch.setattr(trainer.time, "perf_counter", fake_clock)
+    res = pretrain(str(dna_fasta), out=tmp_path / "budget", alphabet="dna", arch=str(arch_file), max_minutes=0.1,
+                   batch_size=8, max_length=34, progress=False, log=lambda *_: None)
+    assert res.steps == 12  # 6 s of budget at 0.5 s a step
+    history = [json.loads(x) for x in (tmp_path / "budget" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 12 and history[-1]["lr"] == 0.0
+    assert len(history) >= 6  # before training, then at (about) every tenth of the budget
+    settings = json.loads((tmp_path / "budget" / "exapt.json").read_text())["pretrain"]
+    assert settings["steps"] == 12 and settings["config"]["max_minutes"] == 0.1
+
+
 def test_continued_pretraining_from_an_exapt_model(dna_model, dna_fasta, tmp_path):
     from exapt.pretrain import pretrain
 
@@ -343,6 +377,8 @@ def test_antiberty_alias_reads_plain_protein_sequences():
     (["--arch", "huge"], "not one of tiny, small, base nor a CONFIG.json"),
     (["--init", "nowhere"], "not an alias"),
     (["--steps", "2", "--epochs", "1"], "not allowed with argument"),
+    (["--steps", "2", "--max-minutes", "1"], "not allowed with argument"),
+    (["--max-minutes", "0"], "--max-minutes must be positive"),
     (["--init", "minilm-l6", "--arch", "small"], "--arch and --kmer do not apply with --init"),
 ])
 def test_bad_options_exit_2_and_leave_nothing(dna_fasta, tmp_path, capsys, extra, message):

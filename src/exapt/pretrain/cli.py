@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimiser steps (default: one pass over the corpus)")
     budget.add_argument("--epochs", type=float, help="passes over the corpus")
+    budget.add_argument("--max-minutes", type=float,
+                        help="a time budget instead: train for this many minutes of steps, the learning-rate "
+                             "schedule spread over the budget (the step count then depends on the machine)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4 from scratch, 5e-5 with --init)")
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps of linear warm-up")
     p.add_argument("--mask-probability", type=float, default=0.15)
@@ -52,6 +55,6 @@ def run(a: argparse.Namespace) -> None:
         raise ExaptError("--arch and --kmer do not apply with --init: the model keeps its architecture and tokenizer")
     pretrain(a.corpus, out=a.out, alphabet=a.alphabet, kmer=a.kmer or 1, arch=a.arch or "tiny", init=a.init, resume=a.resume,
              overwrite=a.overwrite, progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
-             max_length=a.max_length, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs, lr=a.lr,
+             max_length=a.max_length, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs, max_minutes=a.max_minutes, lr=a.lr,
              warmup=a.warmup, mask_probability=a.mask_probability, holdout=a.holdout, eval_every=a.eval_every,
              max_tokens=a.max_tokens, vocab_size=a.vocab_size, seed=a.seed)

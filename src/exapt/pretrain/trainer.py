@@ -53,6 +53,7 @@ class PretrainConfig:
     batch_size: int = 64
     steps: int | None = None       # default: one pass over the training windows
     epochs: float | None = None
+    max_minutes: float | None = None  # a time budget instead: minutes of training steps
     lr: float | None = None        # default 5e-4 from scratch, 5e-5 continued
     warmup: float = 0.06
     weight_decay: float = 0.01
@@ -73,8 +74,10 @@ class PretrainConfig:
             raise ExaptError(f"--steps must be at least 1 (got {self.steps})")
         if self.epochs is not None and self.epochs <= 0:
             raise ExaptError(f"--epochs must be positive (got {self.epochs})")
-        if self.steps is not None and self.epochs is not None:
-            raise ExaptError("give --steps or --epochs, not both")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ExaptError(f"--max-minutes must be positive (got {self.max_minutes})")
+        if sum(x is not None for x in (self.steps, self.epochs, self.max_minutes)) > 1:
+            raise ExaptError("give one of --steps, --epochs and --max-minutes")
         if self.lr is not None and not 0 < self.lr < 1:
             raise ExaptError(f"--lr must be in (0, 1) (got {self.lr})")
         if not 0 <= self.warmup < 1:
@@ -264,8 +267,9 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
             shutil.rmtree(out)
         atomic_write_text(out / STATE_DIR / "config.json", json.dumps(asdict(cfg), indent=2))
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
-    total_steps = cfg.steps or max(1, round((cfg.epochs or 1.0) * steps_per_epoch))
-    eval_every = cfg.eval_every or max(1, total_steps // 10)
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else None  # seconds of training steps
+    total_steps = None if budget else cfg.steps or max(1, round((cfg.epochs or 1.0) * steps_per_epoch))
+    eval_every = cfg.eval_every or (None if budget else max(1, total_steps // 10))
     lr = cfg.lr or (5e-5 if init else 5e-4)
     special = torch.tensor(sorted({tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}))
     normal = torch.tensor([i for i in range(len(tokenizer)) if i not in set(special.tolist())])
@@ -281,9 +285,16 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
         optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         optimizer = torch.optim.AdamW(groups, lr=lr)
-    warm = max(1, int(cfg.warmup * total_steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
+    clock = {"seconds": 0.0}  # training-step seconds so far: a time budget's schedule runs on them
+    if budget:
+        # warm-up and linear decay over the fraction of the budget spent (as Cramming BERT,
+        # Geiping & Goldstein 2023, schedules a fixed-time run); the first step is not at lr 0
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _budget_shape(
+            max(clock["seconds"] / budget, 0.01 * cfg.warmup), cfg.warmup))
+    else:
+        warm = max(1, int(cfg.warmup * total_steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
 
     step, history, train_seconds, train_tokens = 0, [], 0.0, 0
     order = rng.permutation(len(data.train))
@@ -291,7 +302,9 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     if resume and state_path.exists():
         step, order, cursor, history, train_seconds, train_tokens = _load_state(
             state_path, model, optimizer, schedule, rng)
-        log(f"resuming at step {step} of {total_steps}")
+        clock["seconds"] = train_seconds
+        log(f"resuming at step {step} of {total_steps}" if not budget else
+            f"resuming at step {step}, {train_seconds / 60:.1f} of {cfg.max_minutes:g} minutes")
     batcher = _Batcher(data.train, pad_id)
     if step == 0:
         before = evaluate(model, data.heldout, pad_id, tok_ids, batch_size=cfg.batch_size,
@@ -301,9 +314,14 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     before = history[0]["heldout"]
 
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc="pre-training", unit="step", disable=not progress)
+    if budget:  # the bar counts seconds of the budget
+        bar = tqdm(total=round(budget), initial=round(train_seconds), desc="pre-training", unit="s",
+                   disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
+    else:
+        bar = tqdm(total=total_steps, initial=step, desc="pre-training", unit="step", disable=not progress)
     running = []
-    while step < total_steps:
+    mark = int(10 * train_seconds / budget) + 1 if budget else None  # time budget: evaluate at each tenth
+    while (train_seconds < budget) if budget else (step < total_steps):
         if cursor + cfg.batch_size > len(order):
             order, cursor = rng.permutation(len(data.train)), 0
         rows = torch.from_numpy(order[cursor:cursor + cfg.batch_size].astype(np.int64))
@@ -320,28 +338,35 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             running.append(loss.item())
+        step += 1
+        took = time.perf_counter() - t0
+        train_seconds += took
+        clock["seconds"] = train_seconds  # before the schedule steps: a time budget's lr reads it
         with warnings.catch_warnings():  # a batch with nothing masked skips optimizer.step(); fine
             warnings.filterwarnings("ignore", message="Detected call of")
             schedule.step()
-        step += 1
-        train_seconds += time.perf_counter() - t0
         train_tokens += int(ids.numel() if mask is None else mask.sum())
         bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}" if running else "-",
                         tok_s=f"{train_tokens / max(train_seconds, 1e-9):,.0f}")
-        bar.update(1)
-        if step % eval_every == 0 or step == total_steps:
+        bar.update(min(took, max(0.0, bar.total - bar.n)) if budget else 1)
+        done = train_seconds >= budget if budget else step == total_steps
+        due = done or bool(eval_every and step % eval_every == 0)
+        if budget and train_seconds >= mark * budget / 10:
+            due, mark = True, int(10 * train_seconds / budget) + 1
+        if due:
             held = evaluate(model, data.heldout, pad_id, tok_ids, batch_size=cfg.batch_size,
                             probability=cfg.mask_probability, span=span, limit=cfg.eval_windows)
             history.append({"step": step, "tokens": train_tokens, "train_loss": float(np.mean(running)) if running else None,
                             "heldout": held, "lr": schedule.get_last_lr()[0]})
             running = []
-            line = (f"step {step}/{total_steps}: held-out masked-LM loss {held['loss']:.4f}, "
-                    f"accuracy {held['accuracy']:.4f}")
+            where = f"step {step}/{total_steps}" if not budget else (
+                f"step {step} ({min(1.0, train_seconds / budget):.0%} of {cfg.max_minutes:g} min)")
+            line = f"{where}: held-out masked-LM loss {held['loss']:.4f}, accuracy {held['accuracy']:.4f}"
             if progress:
                 bar.write(line)  # above the bar, not through it
             else:
                 log(line)
-            if step < total_steps:
+            if not done:
                 _save_state(state_path, model, optimizer, schedule, rng, step, order, cursor, history,
                             train_seconds, train_tokens, cfg)
     bar.close()
@@ -351,6 +376,14 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     result = PretrainResult(out, before, after, speed, step)
     log(str(result))
     return result
+
+
+def _budget_shape(spent: float, warmup: float) -> float:
+    """The learning-rate factor after `spent` (a fraction) of a time budget: linear warm-up
+    over the first `warmup` of it, then linear decay to 0 at the end."""
+    if warmup > 0 and spent < warmup:
+        return spent / warmup
+    return max(0.0, (1 - spent) / (1 - warmup))
 
 
 # -- folders and state --------------------------------------------------------------------
