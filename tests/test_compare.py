@@ -189,6 +189,14 @@ def test_bad_options_fail_before_anything_is_written(tmp_path, tiny_bert, tweets
     assert not out.exists()
 
 
+def test_a_strategy_with_several_options_stays_one_panel_entry():
+    assert parse_strategies("lp-ft,lp-ft:names=2,wise=0.5,freeze:4,full+ewc:weight=10,full") == [
+        "lp-ft", "lp-ft:names=2,wise=0.5", "freeze:4", "full+ewc:weight=10", "full"]
+    assert parse_strategies("lora:r=4,alpha=8,lp-ft:C=0.5") == ["lora:r=4,alpha=8", "lp-ft:C=0.5"]
+    with pytest.raises(ExaptError, match="wise"):
+        parse_strategies("full,wise=0.5")  # an option with no strategy before it to belong to
+
+
 def test_refuses_a_folder_that_is_not_a_compare(tmp_path, tiny_bert, tweets_small):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")

@@ -81,7 +81,7 @@ def parse_sizes(text: str | list) -> list[int | str]:
 
 
 def parse_strategies(text: str | list) -> list[str]:
-    items = text if isinstance(text, (list, tuple)) else [t.strip() for t in str(text).split(",") if t.strip()]
+    items = text if isinstance(text, (list, tuple)) else split_strategy_list(str(text))
     if not items:
         raise ExaptError("--strategies needs at least one strategy")
     from ..penalties import parse_penalties
@@ -94,6 +94,21 @@ def parse_strategies(text: str | list) -> list[str]:
         if item not in out:
             out.append(item)
     return out
+
+
+def split_strategy_list(text: str) -> list[str]:
+    """`lp-ft,lp-ft:names=2,wise=0.5,full` -> ['lp-ft', 'lp-ft:names=2,wise=0.5', 'full']: the
+    commas separate strategies, but a `key=value` piece (no strategy name is spelled with
+    '=') continues the options of the strategy before it."""
+    items: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if items and ":" in items[-1] and "=" in piece and ":" not in piece.split("=", 1)[0]:
+            items[-1] += "," + piece
+        else:
+            items.append(piece)
+    return items
 
 
 def uses_file_pattern(source: str) -> bool:
