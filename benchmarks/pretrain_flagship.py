@@ -19,7 +19,8 @@ tokens, learning rate 1e-3 for full and scratch alike (chosen on one seed of the
 single-base model at n = 64; the default 5e-5 barely moves a 0.9 M-parameter encoder),
 up to 40 epochs with patience 10. `--lrs 1e-4,3e-4,1e-3 [--jobs 3]` runs one panel per
 rate instead, and each (strategy, n, seed) keeps the rate with the best validation
-accuracy (test accuracy plays no part; docs/pretrain.md's GPU run). Target: full (or linear-probe) beats scratch on splice
+accuracy (test accuracy plays no part; docs/pretrain.md's GPU run).
+Target: full (or linear-probe) beats scratch on splice
 at n = 64 per class by >= 5 accuracy points (mean over 3 seeds).
 """
 from __future__ import annotations
@@ -110,7 +111,7 @@ def main() -> None:
         frames, cmp = [], None
         for lr in lrs:
             out = panel_dir(data, model, lr if len(lrs) > 1 else None)
-            cmp, df = run_panel(data, model, lr, args, out)  # all cells done: this only reads them back
+            cmp, df = run_panel(data, model, lr, args, out)  # after --jobs: cells done, read back
             frames.append(df)
         df = choose_on_validation(frames) if len(lrs) > 1 else frames[0]
         rows = {}

@@ -163,6 +163,10 @@ class _Prepared:
     names: Table = None      # the class names as extra probe examples (names=R), or None
 
 
+# strategy options that only make sense with one class per example: what each needs, said
+_CLASSIFICATION_ONLY = {"pairs": "contrastive pairs (same class / other class) need", "names": "names= needs"}
+
+
 def resolve_defaults(cfg: FitConfig, init=None) -> None:
     """--model and --pooling of a fit that starts from a run default to that run's: its
     head was trained on those features. (compare resolves them once for all its cells.)"""
@@ -190,11 +194,11 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     task = Task.from_labels(cfg.task, table.labels, table.source)
     tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
+    for option, what in _CLASSIFICATION_ONLY.items():
+        if getattr(strategy, option, 0) and task.kind != "classification":
+            raise ExaptError(f"--strategy {cfg.strategy}: {what} single-label classification; this task is {task.kind}")
     names = None
     if getattr(strategy, "names", 0):  # linear-probe / lp-ft :names=R: class names as extra probe examples
-        if task.kind != "classification":
-            raise ExaptError(f"--strategy {cfg.strategy}: names= needs single-label classification; this task is "
-                             f"{task.kind}")
         names = class_name_table(tables["train"], task.classes, strategy.names, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     start = {**init.state, **init.head} if init is not None else None
@@ -202,9 +206,6 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     bb = model.backbone
     check_input_kind(bb, table.kind, cfg.model)
     n_blocks = len(bb.blocks())
-    if getattr(strategy, "pairs", 0) and task.kind != "classification":
-        raise ExaptError(f"--strategy {cfg.strategy}: contrastive pairs (same class / other class) need single-label "
-                         f"classification; this task is {task.kind}")
     if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:
         raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
                          "to train; use linear-probe, or freeze fewer blocks")

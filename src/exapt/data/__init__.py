@@ -22,7 +22,7 @@ import numpy as np
 
 from exapt.data.builtin import BUILTINS, is_builtin, load_builtin
 from exapt.data.columns import Table, select_columns
-from exapt.data.images import image_folder_files, is_image_source, read_images, resize_images
+from exapt.data.images import is_image_source, read_images, resize_images
 from exapt.data.readers import FORMATS, read_table
 from exapt.data.splits import sample_per_class, stratified_split
 from exapt.errors import ExaptError
@@ -62,9 +62,7 @@ def load_data(source: str | os.PathLike, *, text: str | Sequence[str] | None = N
         for option, value in (("text", text), ("features", features)):
             if value is not None:
                 raise ExaptError(f"option {option} does not apply to images ({source})")
-        x, labels = read_images(path, label, image_size, require_label)
-        names = ([str(f.relative_to(path)) for f in image_folder_files(path, require_label)[0]]
-                 if path.is_dir() else None)  # predictions name the file, not a row number
+        x, labels, names = read_images(path, label, image_size, require_label)
         return Table(x, labels, "image", str(source), np.arange(1, len(x) + 1), names=names)
     if path.exists():
         if image_size is not None:

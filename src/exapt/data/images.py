@@ -146,9 +146,14 @@ def read_image_folder(folder: Path, size: int | None = None, require_label: bool
     """One sub-folder per class, named by the class; or, when labels are not required,
     image files directly in `folder`. Images of differing sizes need `size` (every image
     is resized to size x size); colour wins over grey when both occur."""
+    files, labels = image_folder_files(folder, require_label)
+    return _read_image_files(folder, files, size), labels
+
+
+def _read_image_files(folder: Path, files: list[Path], size: int | None) -> np.ndarray:
+    """The images of `files` (listed by image_folder_files) as one float32 array [N, C, H, W]."""
     from PIL import Image
 
-    files, labels = image_folder_files(folder, require_label)
     images, modes = [], set()
     for f in files:
         try:
@@ -174,7 +179,7 @@ def read_image_folder(folder: Path, size: int | None = None, require_label: bool
         arrays.append(np.asarray(im, dtype=np.uint8))
     x = np.stack(arrays)  # [N, H, W] or [N, H, W, 3]
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255), labels
+    return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255)
 
 
 def resize_images(x: np.ndarray, size: int) -> np.ndarray:
@@ -242,12 +247,15 @@ def is_image_source(path: Path) -> bool:
 
 
 def read_images(path: Path, label: str | None, size: int | None, require_label: bool
-                ) -> tuple[np.ndarray, list[str] | None]:
-    """A .npz file or a folder of images -> (images [N, C, H, W], labels or None)."""
+                ) -> tuple[np.ndarray, list[str] | None, list[str] | None]:
+    """A .npz file or a folder of images -> (images [N, C, H, W], labels or None, names):
+    a folder's names are its files' paths inside it (predictions name the file, not a row
+    number); a .npz file's are None."""
     if path.is_dir():
-        return read_image_folder(path, size, require_label)
+        files, labels = image_folder_files(path, require_label)  # listed once, read in this order
+        return _read_image_files(path, files, size), labels, [str(f.relative_to(path)) for f in files]
     x, labels = read_npz(path, label or "y", require_label)
-    return (resize_images(x, size) if size else x), labels
+    return (resize_images(x, size) if size else x), labels, None
 
 
 __all__ = ["IMAGE_EXTENSIONS", "as_images", "image_folder_files", "is_image_source", "pool_like_optdigits",

@@ -26,7 +26,7 @@ class LinearProbe(Strategy):
         if self.C <= 0:
             raise ValueError("C must be > 0")
         if self.names < 0:
-            raise ValueError("names must be >= 0 (copies of each class name added to the training split)")
+            raise ValueError("names must be >= 0 (copies of each class name added to the probe's examples)")
 
     def first_trainable(self, n_blocks, epoch):
         return n_blocks

@@ -52,7 +52,7 @@ class LinearProbeThenFineTune(Strategy):
         if self.pairs < 0:
             raise ValueError("pairs must be >= 0 (0: no contrastive stage)")
         if self.names < 0:
-            raise ValueError("names must be >= 0 (copies of each class name added to the training split)")
+            raise ValueError("names must be >= 0 (copies of each class name added to the probe's examples)")
 
     def lr_scale(self, block, n_blocks):
         return self.decay ** (n_blocks - 1 - block)

@@ -54,7 +54,7 @@ def contrastive_tuning(model, items: list, labels, total: int, lr: float, seed: 
                        warmup: float = 0.1, weight_decay: float = 0.01, progress: bool = True, log=print) -> dict:
     """Tune model.backbone on `total` pairs of `items` (prepared training inputs) with
     AdamW, linear warm-up and decay; one pass over the pairs, `batch_size` pairs a step."""
-    from .loop import _adamw, _lr_lambda  # the optimiser and schedule of the main loop
+    from .loop import fused_adamw, linear_warmup_decay  # the main loop's optimiser and schedule
 
     first, second, target = contrastive_pairs(np.asarray(labels), total, seed)
     bb = model.backbone
@@ -64,10 +64,10 @@ def contrastive_tuning(model, items: list, labels, total: int, lr: float, seed: 
         p.requires_grad_(True)
     decay = [p for p in bb.parameters() if p.ndim > 1]
     no_decay = [p for p in bb.parameters() if p.ndim <= 1]
-    optimizer = _adamw([{"params": decay, "weight_decay": weight_decay, "lr": lr},
+    optimizer = fused_adamw([{"params": decay, "weight_decay": weight_decay, "lr": lr},
                         {"params": no_decay, "weight_decay": 0.0, "lr": lr}])
     steps = math.ceil(total / batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(steps, warmup))
     bb.train()
     losses = []
     bar = tqdm(range(steps), desc="contrastive pairs", leave=False, disable=not progress)

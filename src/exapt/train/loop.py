@@ -117,7 +117,7 @@ def _load_libc():
 _LIBC = _load_libc()
 
 
-def _adamw(groups: list[dict]) -> torch.optim.AdamW:
+def fused_adamw(groups: list[dict]) -> torch.optim.AdamW:
     """The fused kernel: on CPU, PyTorch's default (one tensor at a time) AdamW costs
     ~1 s per step on a 22M-parameter model; fused does the same update in ~0.04 s."""
     try:
@@ -126,7 +126,9 @@ def _adamw(groups: list[dict]) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, foreach=True)
 
 
-def _lr_lambda(total: int, warmup: float):
+def linear_warmup_decay(total: int, warmup: float):
+    """A LambdaLR factor: linear warm-up over the first `warmup` of `total` steps, then
+    linear decay to 0 (the main loop's schedule; the contrastive stage uses it too)."""
     warm = int(total * warmup)
 
     def f(step: int) -> float:
@@ -173,8 +175,8 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     if aux:
         groups.append({"params": [p for m in aux.values() for p in m.parameters()], "lr": head_lr,
                        "lr_scale": head_lr / lr, "weight_decay": 0.0})
-    optimizer = _adamw(groups)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(epochs * steps_per_epoch, cfg.warmup))
+    optimizer = fused_adamw(groups)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(epochs * steps_per_epoch, cfg.warmup))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
 
     history: list[dict] = []
