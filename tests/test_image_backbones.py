@@ -159,3 +159,58 @@ def test_efficientnet_linear_probe_cli(tmp_path, capsys):
     run = exapt.load_run(out)
     assert run.model.backbone.image_size == 64
     assert json.loads((out / "metrics.json").read_text())["trainable_parameters"] == 1280 * 10 + 10
+
+
+@pytest.mark.slow
+def test_scratch_efficientnet_resume_and_best_epoch_keep_batchnorm_statistics(tmp_path, monkeypatch):
+    """BatchNorm running statistics change without a gradient. An interrupted scratch fit
+    must resume with the statistics it had at its last checkpoint (not its start), and the
+    best-epoch weights must come back with that epoch's statistics."""
+    from conftest import interrupt_at
+
+    import exapt.train.loop as loop_mod
+
+    kw = dict(model="scratch:efficientnet-lite0:32", n_per_class=4, max_test=20, epochs=3, batch_size=8,
+              lr=1e-3, **QUIET)
+    whole = exapt.fit("mnist", "full", out=tmp_path / "whole", **kw)
+    part = tmp_path / "part"
+    with monkeypatch.context() as mp:
+        interrupt_at(mp, "full", 2)
+        with pytest.raises(KeyboardInterrupt):
+            exapt.fit("mnist", "full", out=part, **kw)
+    ckpt, _ = load_tensors(part / "checkpoint.safetensors")
+    assert "model.backbone.model._bn0.running_mean" in ckpt
+    exapt.resume(part, **QUIET)
+    w_whole, _ = load_tensors(tmp_path / "whole" / "weights.safetensors")
+    w_part, _ = load_tensors(part / "weights.safetensors")
+    stats = [n for n in w_whole if n.endswith("running_mean") or n.endswith("running_var")]
+    assert stats and set(w_whole) == set(w_part)
+    for n in w_whole:
+        torch.testing.assert_close(w_part[n], w_whole[n], rtol=1e-5, atol=1e-6, msg=n)
+    assert exapt.load_run(part).metrics["test"] == pytest.approx(whole.metrics["test"], abs=1e-6)
+
+    # The best epoch's snapshot carries its statistics: make epoch 1 the best one by
+    # scoring its validation logits perfect and every later epoch's as all-wrong.
+    snapshots, calls = [], []
+    original_state, original_logits = loop_mod._state_of, loop_mod.predict_logits
+
+    def state_of(model, names):
+        snapshots.append(original_state(model, names))
+        return snapshots[-1]
+
+    def val_logits(model, split, **k):
+        calls.append(1)
+        logits = original_logits(model, split, **k)
+        good = torch.nn.functional.one_hot(split.targets, logits.shape[1]).float() * 10
+        return good if len(calls) == 1 else -good
+
+    monkeypatch.setattr(loop_mod, "_state_of", state_of)
+    monkeypatch.setattr(loop_mod, "predict_logits", val_logits)
+    early = exapt.fit("mnist", "full", out=tmp_path / "early", **kw)
+    assert early.metrics["best_epoch"] == 1 and len(snapshots) == 1 and len(calls) == 3
+    saved, _ = load_tensors(tmp_path / "early" / "weights.safetensors")
+    # epoch 2's statistics (the interrupted run's checkpoint) were other ones
+    differ = [n for n in stats if not torch.equal(saved[n], ckpt[f"model.{n}"])]
+    assert len(differ) > len(stats) // 2, (len(differ), len(stats))
+    for n in stats:
+        torch.testing.assert_close(saved[n], snapshots[0][n], msg=n)

@@ -139,8 +139,27 @@ def linear_warmup_decay(total: int, warmup: float):
     return f
 
 
+def _saved_buffers(model) -> dict[str, torch.Tensor]:
+    """The model's persistent buffers (what its state_dict holds beside parameters), e.g.
+    BatchNorm running statistics, which training changes without a gradient: a checkpoint
+    and the best-epoch snapshot must carry them, or a resumed or early-stopped model pairs
+    one epoch's weights with another epoch's statistics."""
+    persistent = model.state_dict(keep_vars=True).keys()
+    return {n: b for n, b in model.named_buffers() if n in persistent}
+
+
 def _state_of(model, names) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    state.update({n: b.detach().clone() for n, b in _saved_buffers(model).items()})
+    return state
+
+
+def _copy_into(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy a snapshot of parameters and buffers (by name) back into the model."""
+    tensors = {**dict(model.named_parameters()), **_saved_buffers(model)}
+    with torch.no_grad():
+        for n, v in state.items():
+            tensors[n].copy_(v)
 
 
 def train(model, strategy, task, train_split: Split, val_split: Split | None, cfg: TrainConfig,
@@ -257,10 +276,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             break
 
     if best["state"] is not None:
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            for n, v in best["state"].items():
-                params[n].copy_(v)
+        _copy_into(model, best["state"])
     model.to("cpu")
     accelerator.free_memory()
     return {"history": history, "best_epoch": best["epoch"] if best["state"] is not None else len(history),
@@ -276,6 +292,7 @@ def importance_weighted(logits: torch.Tensor, targets: torch.Tensor, weights: to
 
 def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs, aux=None) -> None:
     tensors = {f"model.{n}": p for n, p in model.named_parameters() if n in trainable}
+    tensors.update({f"model.{n}": b for n, b in _saved_buffers(model).items()})
     for name, module in (aux or {}).items():
         tensors.update({f"aux.{name}.{k}": v for k, v in module.state_dict().items()})
     if best["state"] is not None:
@@ -291,11 +308,7 @@ def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, be
 
 def _restore(path, model, optimizer, scheduler, aux=None):
     tensors, meta = load_tensors(path)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for key, value in tensors.items():
-            if key.startswith("model."):
-                params[key[len("model."):]].copy_(value)
+    _copy_into(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, module in (aux or {}).items():
         prefix = f"aux.{name}."
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
