@@ -152,6 +152,22 @@ def test_recommend_picks_the_best_and_cites_numbers():
     assert "Caution" not in text
 
 
+def test_recommend_names_the_sizes_where_another_strategy_leads():
+    # lp-ft wins on the mean over sizes (0.637 vs 0.627) but linear-probe leads at n=8.
+    frame = cells({"scratch": SCRATCH, "linear-probe": (0.60, 0.61, 0.67), "lp-ft": (0.58, 0.63, 0.70)},
+                  seeds=(0, 1))
+    rec = recommend(frame, "accuracy", True)
+    assert rec["strategy"] == "lp-ft" and rec["per_size"] == {8: "linear-probe", 16: "lp-ft", 64: "lp-ft"}
+    size_reasons = [r for r in rec["reasons"] if "not the best at every size" in r]
+    assert len(size_reasons) == 1 and "n=8: linear-probe (0.600 vs 0.580)" in size_reasons[0]
+    assert "n=16" not in size_reasons[0]
+    # When the pick leads everywhere, no such sentence; for an error, lowest wins per size.
+    frame = cells({"scratch": SCRATCH, "lp-ft": (0.58, 0.63, 0.70)}, seeds=(0, 1))
+    assert not any("not the best at every size" in r for r in recommend(frame, "accuracy", True)["reasons"])
+    frame = cells({"full": (2.6, 2.2, 1.9), "lora": (2.5, 2.3, 2.0)}, metric="test_rmse", seeds=(0, 1))
+    assert recommend(frame, "rmse", False)["per_size"] == {8: "lora", 16: "full", 64: "full"}
+
+
 def test_recommend_tie_goes_to_the_cheaper_strategy():
     frame = cells({"full": (0.601, 0.701, 0.801), "lora": (0.600, 0.700, 0.800)}, seeds=(0, 1),
                   cost={"full": 60.0, "lora": 12.0}, trainable={"full": 1000, "lora": 5})

@@ -225,8 +225,9 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
     of the best are a tie, which goes to the cheaper strategy (lower mean cell time):
     a difference that small is not worth paying for.
 
-    Returns {"strategy", "runner_up", "sizes", "reasons", "table"}; `table` is the full
-    ranking. Raises ValueError when no cell has a value for the metric.
+    Returns {"strategy", "runner_up", "sizes", "reasons", "table", "per_size"}; `table` is
+    the full ranking, `per_size` maps each common size to the strategy with the best mean
+    there (a reason names the sizes where that is not the pick). Raises ValueError when no cell has a value for the metric.
     """
     col = metric_column(results, metric)
     frame = _finished(results, col)
@@ -306,6 +307,14 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
         else:
             reasons.append(f"No (n, seed) pair finished for both {best} and {runner}, so they cannot be "
                            "compared run by run.")
+    per_size = _per_size_best(means, order, common, higher_is_better)
+    others = {n: s for n, s in per_size.items() if s != best}
+    if others:
+        parts = "; ".join(f"n={fmt_n(n)}: {s} ({fmt_metric(means[(s, n)])} vs {fmt_metric(means[(best, n)])})"
+                          for n, s in others.items())
+        reasons.append(f"{best} is not the best at every size. Highest mean {label} per size, where another "
+                       f"strategy leads: {parts}. If your labelled set is near one of these sizes, weigh that "
+                       "size's result (each is a mean over fewer runs than the overall score).")
     reasons.extend(_gain_reasons(frame, col, best, baseline, label, higher_is_better, sizes_for(best)))
     if runner is not None and np.isfinite(cost[best]) and np.isfinite(cost[runner]):
         sentence = f"A cell of {best} took {fmt_seconds(cost[best])} vs {fmt_seconds(cost[runner])} for {runner}"
@@ -341,7 +350,18 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
         reasons.append(f"Ranked on the sizes every strategy finished (n = {', '.join(fmt_n(n) for n in common)}); "
                        f"missing: {', '.join(missing)}.")
     return {"strategy": best, "runner_up": runner, "sizes": list(sizes_for(best)), "reasons": reasons,
-            "table": table}
+            "table": table, "per_size": per_size}
+
+
+def _per_size_best(means: pd.Series, order: list[str], sizes: list, higher_is_better: bool) -> dict:
+    """{n: the strategy with the best mean metric at n} over the sizes every strategy
+    finished (ties go to the first in panel order)."""
+    out = {}
+    for n in sizes:
+        values = [(s, means[(s, n)]) for s in order if np.isfinite(means[(s, n)])]
+        if values:
+            out[n] = (max if higher_is_better else min)(values, key=lambda v: v[1])[0]
+    return out
 
 
 def _paired_wins(frame, col, a, b, sizes, better) -> tuple[int, int, int]:
