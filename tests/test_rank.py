@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,11 @@ from exapt.backbones import load_backbone
 from exapt.data import load_data
 from exapt.errors import ExaptError
 from exapt.select import leep, nce
-from exapt.select import rank as rank_module
+from exapt.select import layer_cache
 from exapt.select.cli import add_parser, run as cli_run
-from exapt.select.rank import (DEFAULT_SCORES, layer_features, parse_candidates, rank, source_probabilities,
-                               truncated_model_folder)
+from exapt.select.candidates import parse_candidates
+from exapt.select.layer_cache import layer_features, source_probabilities, truncated_model_folder
+from exapt.select.rank import DEFAULT_SCORES, rank
 from exapt.train.features import encode
 
 from conftest import TWEETS, quiet
@@ -119,8 +121,8 @@ def test_second_rank_reads_the_cache(tiny_bert, tweets_small, monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("the encoder ran although every feature was cached")
 
-    monkeypatch.setattr(rank_module, "_load_encoder", boom)
-    monkeypatch.setattr(rank_module, "_encode", boom)
+    monkeypatch.setattr(layer_cache, "_load_encoder", boom)
+    monkeypatch.setattr(layer_cache, "_encode", boom)
     second = rank(str(tweets_small), models, layers="all", progress=False, log=quiet)
     assert cache_shards() == shards
     assert (second["cache_hits"] == first.attrs["meta"]["n_train"]).all()
@@ -198,7 +200,7 @@ def test_validate_writes_tau_per_score(tiny_bert, tweets_small, tweets_test_smal
     records = [json.loads(p.read_text()) for p in sorted((out / "finetune").glob("*.json"))]
     assert {r["n_train"] for r in records} == {48}
     truncated = next(r for r in records if r["candidate"].endswith("@1"))
-    assert json.loads((rank_module.Path(truncated["model"]) / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((Path(truncated["model"]) / "config.json").read_text())["num_hidden_layers"] == 1
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*"))
     assert (out / "rank.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -17,13 +17,13 @@ from ..figures import png_bytes
 
 def write_outputs(out: Path, results: pd.DataFrame, meta: dict) -> tuple[dict, pd.DataFrame]:
     """Write the three files; returns them and the mean accuracy matrix."""
-    from ..select.rank import _atomic_bytes
+    from ..train.checkpoint import atomic_write_bytes
 
     names = meta["domains"]
     mean, sd = summary(results, names)
     files = {"csv": out / "transfer-map.csv", "png": out / "transfer-map.png", "md": out / "transfer-map.md"}
     atomic_write_text(files["csv"], results.to_csv(index=False))
-    _atomic_bytes(files["png"], heatmap_png(mean, sd, meta))
+    atomic_write_bytes(files["png"], heatmap_png(mean, sd, meta))
     atomic_write_text(files["md"], markdown(mean, sd, results, meta))
     return files, mean
 
