@@ -174,6 +174,11 @@ def test_recommend_tie_goes_to_the_cheaper_strategy():
     rec = recommend(frame, "accuracy", True)
     assert rec["strategy"] == "lora"
     assert "cheaper" in rec["reasons"][0] and "12.0 s vs 60.0 s" in rec["reasons"][0]
+    # A time difference under 10% is noise: the tie then goes to the higher score.
+    close_cost = cells({"full": (0.601, 0.701, 0.801), "lora": (0.600, 0.700, 0.800)}, seeds=(0, 1),
+                       cost={"full": 60.0, "lora": 55.0})
+    rec = recommend(close_cost, "accuracy", True)
+    assert rec["strategy"] == "full" and "highest mean accuracy" in rec["reasons"][0]
     # Outside the tolerance, the better score wins whatever it costs.
     frame.loc[frame["strategy"] == "full", "test_accuracy"] += 0.01
     assert recommend(frame, "accuracy", True)["strategy"] == "full"

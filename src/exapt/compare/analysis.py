@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 TIE_TOLERANCE = 0.002
+CHEAPER_BY = 0.10       # a tie goes to a strategy whose cells take at least 10% less time: less is timing noise
 CLEAR_MAJORITY = 2 / 3  # paired wins at or below this share earn a caution
 SUMMARY_COLUMNS = ["strategy", "n", "mean", "std", "count", "min", "max"]
 GAIN_COLUMNS = ["strategy", "n", "gain", "std", "count"]
@@ -222,8 +223,9 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
     Score: the mean over sizes of the per-size mean metric (the area under the learning
     curve on the measured sizes), over the sizes every strategy finished, so a strategy
     with a missing size is neither helped nor hurt by it. Scores within `tie_tolerance`
-    of the best are a tie, which goes to the cheaper strategy (lower mean cell time):
-    a difference that small is not worth paying for.
+    of the best are a tie, which goes to a strategy whose cells take at least
+    `CHEAPER_BY` less time (the cheapest such one): a score difference that small is not
+    worth paying for, and a smaller time difference is timing noise.
 
     Returns {"strategy", "runner_up", "sizes", "reasons", "table", "per_size"}; `table` is
     the full ranking, `per_size` maps each common size to the strategy with the best mean
@@ -261,8 +263,9 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
     while remaining:
         top = max(remaining, key=lambda s: score[s] if higher_is_better else -score[s])
         close = [s for s in remaining if abs(score[s] - score[top]) <= tie_tolerance + 1e-12]
-        pick = min(close, key=lambda s: (cost[s] if np.isfinite(cost[s]) else math.inf,
-                                         -score[s] if higher_is_better else score[s]))
+        cheaper = [s for s in close if np.isfinite(cost[s]) and np.isfinite(cost[top])
+                   and cost[s] <= (1 - CHEAPER_BY) * cost[top]]
+        pick = min(cheaper, key=lambda s: (cost[s], -score[s] if higher_is_better else score[s])) if cheaper else top
         ranking.append(pick)
         remaining.remove(pick)
     best = ranking[0]
