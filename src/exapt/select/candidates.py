@@ -28,6 +28,11 @@ class Source:
     run: Path | None = None
     source_classes: list[str] | None = None   # classes of a classification head, if any
     key: str = ""                  # cache key (set by `_source_key`)
+    image: bool = False            # an image backbone: layer K = the features after its block K
+
+    @property
+    def input_kind(self) -> str:
+        return "image" if self.image else "text"
 
     @property
     def has_head(self) -> bool:
@@ -92,9 +97,10 @@ def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
 
     base = spec[len(SCRATCH_PREFIX):] if spec.startswith(SCRATCH_PREFIX) else spec
     scratch = base != spec
-    if base == "mlp" or base.startswith("mlp:"):
-        raise ExaptError(f"{what} {spec!r}: exapt rank compares text encoders; the mlp backbone has no pretrained "
-                         "weights to rank")
+    for name in ("mlp", "cnn"):
+        if base == name or base.startswith(f"{name}:"):
+            raise ExaptError(f"{what} {spec!r}: the {name} backbone has no pretrained weights to rank; exapt rank "
+                             "compares text encoders and efficientnet-lite0")
     if base in ALIASES:
         return resolve_alias(base), scratch, base
     folder = Path(base).expanduser()
@@ -107,6 +113,24 @@ def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
     return folder, scratch, base
 
 
+def _image_source(spec: str) -> Source | None:
+    """`efficientnet-lite0[:SIZE]` or its scratch twin -> a `Source` whose layers are the
+    network's blocks (stem, 7 stages, head); None for any other spec."""
+    from ..backbones import SCRATCH_PREFIX
+    from ..backbones import efficientnet
+
+    scratch = spec.startswith(SCRATCH_PREFIX)
+    base = spec[len(SCRATCH_PREFIX):] if scratch else spec
+    if base.partition(":")[0] != efficientnet.NAME:
+        return None
+    efficientnet.parse_spec(base)            # a bad SIZE is refused here, before any work
+    weights = efficientnet.weights_path()
+    if weights is None and not scratch:
+        raise ExaptError(f"--models {spec!r}: its weights are not installed ({efficientnet._PACKAGES})")
+    return Source(spec, "scratch" if scratch else "pretrained", (weights or Path(".")).parent, spec,
+                  efficientnet.N_BLOCKS, "mean", False, image=True)
+
+
 def resolve_source(spec: str) -> Source:
     """A model spec or run folder -> `Source` (reads configs only, never weights)."""
     from ..backbones.hf import sentence_transformers_pooling
@@ -115,6 +139,9 @@ def resolve_source(spec: str) -> Source:
     path = Path(spec).expanduser()
     if _is_run(path):
         return _resolve_run(spec, path)
+    image = _image_source(spec)
+    if image is not None:
+        return image
     folder, scratch, _ = _model_folder(spec, "--models")
     mode, norm = sentence_transformers_pooling(folder)
     classes = None if scratch else _classifier_classes(folder)

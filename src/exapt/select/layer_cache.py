@@ -48,6 +48,13 @@ def _folder_fingerprint(folder: Path, weights: bool) -> dict:
 
 
 def _source_key(src: Source, max_length: int, seed: int) -> str:
+    if src.image:
+        from ..backbones.efficientnet import weights_path
+
+        ident = {"version": CACHE_VERSION, "kind": src.kind, "image": src.load_spec,
+                 "weights": None if src.kind == "scratch" else _file_sha256(weights_path()),
+                 "seed": seed if src.kind == "scratch" else None, "torch": torch.__version__.split("+")[0]}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
     ident = {"version": CACHE_VERSION, "kind": src.kind,
              "folder": _folder_fingerprint(src.folder, weights=src.kind != "scratch"),
              "seed": seed if src.kind == "scratch" else None, "pooling": src.pooling, "normalize": src.normalize,
@@ -90,6 +97,9 @@ def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
         bb.max_length = int(max_length)
         bb.eval()
         return _Encoder(bb, bb.model, run.model.head.eval() if src.has_head else None)
+    if src.image:
+        bb = load_backbone(src.load_spec, seed=seed).eval()
+        return _Encoder(bb, bb)
     bb = load_backbone(src.load_spec, max_length=max_length, seed=seed)
     bb.eval()
     if src.kind == "classifier":
@@ -115,10 +125,55 @@ def _make_plain(bb, strategy_spec: str, spec: str) -> None:
 
 
 @torch.no_grad()
-def _encode(enc: _Encoder, texts: list[str], n_layers: int, batch_size: int = 64,
+def _encode_images(bb, images: list, n_layers: int, batch_size: int = 64, progress: bool = False,
+                   desc: str = "encoding") -> dict[str, torch.Tensor]:
+    """Features after every block of an image backbone in one forward pass per batch.
+
+    Layer K (K < n_layers) is what block K+1 receives, read by a hook on that block's
+    first module (so an activation applied between blocks is included), averaged over
+    the image; the last layer is the backbone's own output. Widths differ per layer."""
+    from tqdm.auto import tqdm
+
+    blocks = [m for _, m in bb.blocks()]
+    if len(blocks) != n_layers:
+        raise ExaptError(f"{bb.spec()}: expected {n_layers} blocks, got {len(blocks)}")
+    seen: dict[int, torch.Tensor] = {}
+
+    def grab(k):
+        def hook(_module, args):
+            seen[k] = args[0].float().mean(dim=(2, 3))
+        return hook
+
+    firsts = [b[0] if isinstance(b, torch.nn.ModuleList) else b for b in blocks[1:]]
+    handles = [m.register_forward_pre_hook(grab(k)) for k, m in enumerate(firsts, start=1)]
+    out: dict[str, torch.Tensor] = {}
+    bar = tqdm(total=len(images), desc=desc, unit="ex", disable=not progress, leave=False)
+    try:
+        for start in range(0, len(images), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(images)))
+            seen.clear()
+            seen[n_layers] = bb(bb.collate([images[i] for i in rows])).float()
+            for k in range(1, n_layers + 1):
+                if f"layer.{k}" not in out:
+                    out[f"layer.{k}"] = torch.empty(len(images), seen[k].shape[1])
+                out[f"layer.{k}"][rows] = seen[k]
+            bar.update(len(rows))
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
+    return out
+
+
+@torch.no_grad()
+def _encode(enc: _Encoder, texts: list, n_layers: int, batch_size: int = 64,
             progress: bool = False, desc: str = "encoding") -> dict[str, torch.Tensor]:
     """Pooled features after every layer (and source probabilities) in one forward pass per batch."""
     from tqdm.auto import tqdm
+
+    if getattr(enc.backbone, "input_kind", "text") == "image":
+        return _encode_images(enc.backbone, enc.backbone.prepare_inputs(texts), n_layers, batch_size, progress,
+                              desc)
 
     from ..backbones import pool
     from ..train.batches import eval_batches
@@ -211,7 +266,8 @@ class LayerCache:
             for t, k in zip(texts, keys):
                 first.setdefault(k, t)
             if log:
-                log(f"  encoding {len(todo)} texts with {self.src.spec} ({self.src.n_layers} layers, one pass)")
+                what = "images" if self.src.image else "texts"
+                log(f"  encoding {len(todo)} {what} with {self.src.spec} ({self.src.n_layers} layers, one pass)")
             enc = _load_encoder(self.src, self.max_length, self.seed)
             new = _encode(enc, [first[k] for k in todo], self.src.n_layers, batch_size, progress,
                           desc=f"encoding {self.src.spec}")

@@ -134,7 +134,7 @@ class _Data:
     n_val: int = 0
 
 
-def _load_split(settings: dict, batch_size: int, epochs) -> _Data:
+def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text") -> _Data:
     from ..config import DataConfig, FitConfig
     from ..data import load_data
     from ..fit import _check_options, _splits
@@ -149,13 +149,29 @@ def _load_split(settings: dict, batch_size: int, epochs) -> _Data:
                     train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=s["seed"]))
     _check_options(cfg)
     table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label)
-    if table.kind != "text":
-        raise ExaptError(f"{table.source}: exapt rank compares text encoders; this data has numeric features")
+    if table.kind != input_kind:
+        has = {"features": "numeric features", "image": "images", "text": "texts"}.get(table.kind, table.kind)
+        wants = "image models (efficientnet-lite0)" if input_kind == "image" else "text encoders"
+        raise ExaptError(f"{table.source}: the candidates are {wants}, but this data has {has}")
     task = Task.from_labels(cfg.task, table.labels, table.source)
     train, val, test = _splits(cfg, table, task.kind)
     task = Task.from_labels(task.kind, train.labels, f"{table.source} (training split)")
     y = task.encode(train.labels, train.rows, train.source).numpy()
     return _Data(train, test, task, y, len(val))
+
+
+def _input_kind(candidates: list[Candidate], validate: bool) -> str:
+    """"text" or "image": what every candidate reads (a mix is refused)."""
+    kinds = {c.source.input_kind for c in candidates}
+    if len(kinds) > 1:
+        images = ", ".join(c.name for c in candidates if c.source.image)
+        raise ExaptError(f"--models mixes image models ({images}) with text encoders; rank one kind at a time")
+    cut = [c.name for c in candidates if c.source.image and c.truncated]
+    if validate and cut:
+        raise ExaptError(f"--validate fine-tunes whole image models only; {', '.join(cut[:3])} "
+                         f"{'is' if len(cut) == 1 else 'are'} a block's features (scored, not fine-tuned): "
+                         "drop --validate, or rank the whole models")
+    return kinds.pop()
 
 
 def _check_scores(scores: list[str], kind: str, explicit: bool, candidates: list[Candidate], log) -> list[str]:
@@ -210,12 +226,13 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
     settings = _settings(data, test, text, label, task, n_per_class, seed, val_fraction, test_fraction, max_test,
                          max_length, strategy, epochs, batch_size)
     candidates = parse_candidates(models, layers)
+    input_kind = _input_kind(candidates, validate)
     if validate and len(candidates) < 2:
         raise ExaptError("--validate needs at least 2 candidates to correlate scores with accuracy")
     out = Path(out) if out is not None else None
     clear = out is not None and _check_out(out, settings, overwrite)
     configure_threads()
-    d = _load_split(settings, batch_size, epochs)
+    d = _load_split(settings, batch_size, epochs, input_kind)
     kind = d.task.kind
     score_names = _check_scores(score_names, kind, explicit_scores, candidates, log)
     if clear:   # every user error is behind us: only now replace an earlier output
