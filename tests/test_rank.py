@@ -255,7 +255,7 @@ def test_cli_end_to_end(tiny_bert, tweets_small, tweets_test_small, tmp_path, ca
     ({"models": "{tiny}", "scores": "leep"}, "none of the candidates .* has a source classifier"),
     ({"models": "{tiny}", "validate": True}, "--validate needs at least 2 candidates"),
     ({"models": "{tiny},scratch:{tiny}", "validate": True, "strategy": "nonsense"}, "nonsense"),
-    ({"models": "mlp"}, "compares text encoders and efficientnet-lite0"),
+    ({"models": "mlp"}, "compares text encoders, efficientnet-lite0 and runs"),
     ({"models": "cnn:8,16"}, "the cnn backbone has no pretrained weights"),
     ({"models": "efficientnet-lite0:8"}, "image size of at least 32"),
     ({"models": "efficientnet-lite0:32"}, "the candidates are image models .* but this data has texts"),
@@ -370,3 +370,29 @@ def test_rank_efficientnet_blocks_on_images(tmp_path, monkeypatch):
                  strategy="linear-probe", out=out, **kw)
     assert valid["test_accuracy"].notna().all() and (out / "rank.png").exists()
     assert pd.DataFrame(valid.attrs["tau"])["n_candidates"].eq(2).all()
+
+
+@pytest.mark.slow
+def test_rank_a_cnn_run_on_another_image_set(tmp_path):
+    """A cnn trained on mnist-8x8 is a candidate for optdigits: per block, with LEEP/NCE
+    from its head, and --validate fine-tunes it from the run (exapt fit --init RUN)."""
+    src = exapt.fit("mnist-8x8", strategy="full", model="cnn:8,16", n_per_class=20, epochs=3, lr=3e-3,
+                    out=tmp_path / "src", progress=False, log=quiet)
+    kw = dict(n_per_class=8, max_test=80, progress=False, log=quiet)
+    table = rank("optdigits", str(src.path), layers="all", scores="logme,leep,nce", **kw)
+    assert list(table["layer"]) == [1, 2] and list(table["source_head"]) == [False, True]
+    assert np.isfinite(table.loc[1, "leep"]) and np.isnan(table.loc[0, "leep"])
+    images = load_data("optdigits").inputs[:4]
+    feats = layer_features(str(src.path), images, "all")
+    bb = exapt.load_run(src.path).model.backbone.eval()
+    with torch.no_grad():
+        batch = bb.collate(bb.prepare_inputs(images))
+        np.testing.assert_allclose(feats[2], bb(batch).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(feats[1], bb.layers[0](batch["x"]).mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    out = tmp_path / "rank"
+    valid = rank("optdigits", f"{src.path},efficientnet-lite0:32", validate=True, strategy="linear-probe", out=out,
+                 **kw)
+    assert valid["test_accuracy"].notna().all()
+    record = next(json.loads(p.read_text()) for p in (out / "finetune").glob("*.json")
+                  if json.loads(p.read_text())["init"])
+    assert record["init"] == str(src.path) and record["model"] == "cnn:8,16"

@@ -100,7 +100,7 @@ def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
     for name in ("mlp", "cnn"):
         if base == name or base.startswith(f"{name}:"):
             raise ExaptError(f"{what} {spec!r}: the {name} backbone has no pretrained weights to rank; exapt rank "
-                             "compares text encoders and efficientnet-lite0")
+                             "compares text encoders, efficientnet-lite0 and runs (a cnn run included)")
     if base in ALIASES:
         return resolve_alias(base), scratch, base
     folder = Path(base).expanduser()
@@ -111,6 +111,21 @@ def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
         raise ExaptError(f"{what} {spec!r}: {folder} is neither a Hugging Face model folder (no config.json) "
                          "nor a run folder (no config.yaml)")
     return folder, scratch, base
+
+
+def _image_layers(model_spec: str) -> int | None:
+    """How many blocks an image model spec has (its candidate layers); None for other specs."""
+    from ..backbones import SCRATCH_PREFIX
+    from ..backbones import efficientnet
+    from ..backbones.cnn import DEFAULT_WIDTHS
+
+    base = model_spec[len(SCRATCH_PREFIX):] if model_spec.startswith(SCRATCH_PREFIX) else model_spec
+    name, _, arg = base.partition(":")
+    if name == efficientnet.NAME:
+        return efficientnet.N_BLOCKS
+    if name == "cnn":
+        return len(arg.split(",")) if arg else len(DEFAULT_WIDTHS)
+    return None
 
 
 def _image_source(spec: str) -> Source | None:
@@ -168,11 +183,16 @@ def _resolve_run(spec: str, path: Path) -> Source:
     except ExaptError as e:
         raise ExaptError(f"--models {spec!r}: {e}") from None
     _check_plain_strategy(strategy, spec)
+    classes = [str(c) for c in labels.get("classes", [])] if labels.get("task") == "classification" else None
+    classes = classes if classes and len(classes) >= 2 else None
+    n_image = _image_layers(cfg.model)
+    if n_image is not None:   # a run of an image model (a cnn trained on a source data set, say)
+        return Source(spec, "run", path, cfg.model, n_image, "mean", False, run=path, source_classes=classes,
+                      image=True)
     folder, _, _ = _model_folder(cfg.model, f"--models {spec!r}: its model")
     mode, norm = sentence_transformers_pooling(folder)
-    classes = [str(c) for c in labels.get("classes", [])] if labels.get("task") == "classification" else None
     return Source(spec, "run", folder, cfg.model, _n_layers(folder, spec), cfg.pooling or mode or "mean", norm,
-                  run=path, source_classes=classes if classes and len(classes) >= 2 else None)
+                  run=path, source_classes=classes)
 
 
 def _check_plain_strategy(strategy, spec: str) -> None:

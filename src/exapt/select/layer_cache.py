@@ -49,10 +49,13 @@ def _folder_fingerprint(folder: Path, weights: bool) -> dict:
 
 def _source_key(src: Source, max_length: int, seed: int) -> str:
     if src.image:
-        from ..backbones.efficientnet import weights_path
+        from ..backbones.efficientnet import NAME, weights_path
+        from ..run import WEIGHTS
 
+        imagenet = src.kind == "pretrained" or (src.kind == "run" and src.load_spec.startswith(NAME))
         ident = {"version": CACHE_VERSION, "kind": src.kind, "image": src.load_spec,
-                 "weights": None if src.kind == "scratch" else _file_sha256(weights_path()),
+                 "weights": _file_sha256(weights_path()) if imagenet else None,
+                 "run": _file_sha256(src.run / WEIGHTS) if src.run is not None else None,
                  "seed": seed if src.kind == "scratch" else None, "torch": torch.__version__.split("+")[0]}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
     ident = {"version": CACHE_VERSION, "kind": src.kind,
@@ -93,10 +96,13 @@ def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
 
         run = Run.load(src.run)
         bb = run.model.backbone
+        head = run.model.head.eval() if src.has_head else None
+        if src.image:
+            return _Encoder(bb.eval(), bb, head)
         _make_plain(bb, run.config.strategy, src.spec)
         bb.max_length = int(max_length)
         bb.eval()
-        return _Encoder(bb, bb.model, run.model.head.eval() if src.has_head else None)
+        return _Encoder(bb, bb.model, head)
     if src.image:
         bb = load_backbone(src.load_spec, seed=seed).eval()
         return _Encoder(bb, bb)
@@ -126,7 +132,7 @@ def _make_plain(bb, strategy_spec: str, spec: str) -> None:
 
 @torch.no_grad()
 def _encode_images(bb, images: list, n_layers: int, batch_size: int = 64, progress: bool = False,
-                   desc: str = "encoding") -> dict[str, torch.Tensor]:
+                   desc: str = "encoding", head=None) -> dict[str, torch.Tensor]:
     """Features after every block of an image backbone in one forward pass per batch.
 
     Layer K (K < n_layers) is what block K+1 receives, read by a hook on that block's
@@ -153,10 +159,13 @@ def _encode_images(bb, images: list, n_layers: int, batch_size: int = 64, progre
             rows = torch.arange(start, min(start + batch_size, len(images)))
             seen.clear()
             seen[n_layers] = bb(bb.collate([images[i] for i in rows])).float()
-            for k in range(1, n_layers + 1):
-                if f"layer.{k}" not in out:
-                    out[f"layer.{k}"] = torch.empty(len(images), seen[k].shape[1])
-                out[f"layer.{k}"][rows] = seen[k]
+            if head is not None:   # a run's classification head reads the last layer: LEEP, NCE
+                seen["probs"] = torch.softmax(head(seen[n_layers]).float(), dim=-1)
+            for k in [*range(1, n_layers + 1), *(["probs"] if head is not None else [])]:
+                name = k if k == "probs" else f"layer.{k}"
+                if name not in out:
+                    out[name] = torch.empty(len(images), seen[k].shape[1])
+                out[name][rows] = seen[k]
             bar.update(len(rows))
     finally:
         for h in handles:
@@ -173,7 +182,7 @@ def _encode(enc: _Encoder, texts: list, n_layers: int, batch_size: int = 64,
 
     if getattr(enc.backbone, "input_kind", "text") == "image":
         return _encode_images(enc.backbone, enc.backbone.prepare_inputs(texts), n_layers, batch_size, progress,
-                              desc)
+                              desc, enc.head)
 
     from ..backbones import pool
     from ..train.batches import eval_batches

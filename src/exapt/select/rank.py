@@ -364,15 +364,19 @@ def _validate(candidates, settings, d: _Data, out: Path | None, max_length: int,
                     continue
             t0 = time.perf_counter()
             plain = src.kind in ("pretrained", "scratch", "classifier") and not c.truncated
-            model = src.spec if plain else str(_materialize(src, c.layer, max_length, seed))
-            pooling = None if plain else src.pooling
+            init = str(src.run) if src.image and src.run is not None else None   # an image run: --init RUN
+            if init:
+                model, pooling = None, None
+            else:
+                model = src.spec if plain else str(_materialize(src, c.layer, max_length, seed))
+                pooling = None if plain else src.pooling
             log(f"  fine-tuning {c.name} ({settings['strategy']}) [{i + 1}/{len(candidates)}]")
             try:
                 run = fit(settings["data"], settings["strategy"], model, text=settings["text"], label=settings["label"],
                           task=settings["task"], test=settings["test"], n_per_class=settings["n_per_class"],
                           seed=seed, val_fraction=settings["val_fraction"], test_fraction=settings["test_fraction"],
                           max_test=settings["max_test"], pooling=pooling, max_length=max_length, epochs=epochs,
-                          batch_size=batch_size, out=Path(work) / f"run-{i}", progress=False, log=_quiet)
+                          batch_size=batch_size, init=init, out=Path(work) / f"run-{i}", progress=False, log=_quiet)
             except ExaptError as e:
                 raise ExaptError(f"--validate: fine-tuning {c.name}: {e}") from None
             seconds = time.perf_counter() - t0
@@ -382,7 +386,7 @@ def _validate(candidates, settings, d: _Data, out: Path | None, max_length: int,
                                  f"but {len(d.train)} were scored")
             result = {"identity": ident, "candidate": c.name, "metrics": m["test"], "seconds": seconds,
                       "train_seconds": m.get("train_seconds"), "n_train": m.get("n_train"), "n_test": m.get("n_test"),
-                      "model": model}
+                      "model": model or run.config.model, "init": init}
             shutil.rmtree(run.path, ignore_errors=True)
             del run
             if record is not None:
