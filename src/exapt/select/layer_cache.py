@@ -48,27 +48,25 @@ def _folder_fingerprint(folder: Path, weights: bool) -> dict:
 
 
 def _source_key(src: Source, max_length: int, seed: int) -> str:
-    if src.image:
+    from ..run import WEIGHTS
+
+    ident = {"version": CACHE_VERSION, "kind": src.kind, "seed": seed if src.kind == "scratch" else None,
+             "torch": torch.__version__.split("+")[0]}
+    if src.image:   # keyed on the weight files: the base network's (ImageNet) and a run's own
         from ..backbones.efficientnet import NAME, weights_path
-        from ..run import WEIGHTS
 
         imagenet = src.kind == "pretrained" or (src.kind == "run" and src.load_spec.startswith(NAME))
-        ident = {"version": CACHE_VERSION, "kind": src.kind, "image": src.load_spec,
-                 "weights": _file_sha256(weights_path()) if imagenet else None,
-                 "run": _file_sha256(src.run / WEIGHTS) if src.run is not None else None,
-                 "seed": seed if src.kind == "scratch" else None, "torch": torch.__version__.split("+")[0]}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
-    ident = {"version": CACHE_VERSION, "kind": src.kind,
-             "folder": _folder_fingerprint(src.folder, weights=src.kind != "scratch"),
-             "seed": seed if src.kind == "scratch" else None, "pooling": src.pooling, "normalize": src.normalize,
-             "max_length": int(max_length), "torch": torch.__version__.split("+")[0]}
-    if src.run is not None:
-        from ..config import FitConfig
-        from ..run import WEIGHTS
+        ident.update(image=src.load_spec, weights=_file_sha256(weights_path()) if imagenet else None,
+                     run=_file_sha256(src.run / WEIGHTS) if src.run is not None else None)
+    else:
+        ident.update(folder=_folder_fingerprint(src.folder, weights=src.kind != "scratch"), pooling=src.pooling,
+                     normalize=src.normalize, max_length=int(max_length))
+        if src.run is not None:
+            from ..config import FitConfig
 
-        cfg = FitConfig.load(src.run / "config.yaml")
-        ident["run"] = {"weights": _file_sha256(src.run / WEIGHTS), "model": cfg.model, "strategy": cfg.strategy,
-                        "seed": cfg.data.seed, "classes": src.source_classes}
+            cfg = FitConfig.load(src.run / "config.yaml")
+            ident["run"] = {"weights": _file_sha256(src.run / WEIGHTS), "model": cfg.model,
+                            "strategy": cfg.strategy, "seed": cfg.data.seed, "classes": src.source_classes}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
