@@ -189,6 +189,107 @@ def test_text_corpus_learns_a_wordpiece_vocabulary(tmp_path, arch_file):
     assert res.steps == 4
 
 
+@pytest.fixture(scope="module")
+def notes_txt(tmp_path_factory) -> Path:
+    lines = [f"the flight to city {i % 17} was delayed by {i % 5} hours again, gate {i % 11}" for i in range(600)]
+    path = tmp_path_factory.mktemp("notes") / "notes.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _vocab(folder: Path) -> dict:
+    return json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+
+
+def test_an_interrupted_text_run_resumes_on_the_vocabulary_it_started_with(notes_txt, arch_file, tmp_path,
+                                                                             monkeypatch):
+    # Hugging Face's WordPiece trainer breaks ties in hash-map order, so learning the vocabulary
+    # again on --resume could give other token ids than the saved weights were trained on.
+    from exapt.pretrain import pretrain, trainer
+    from exapt.pretrain.setup import load_vocabulary, vocabulary_sha256
+
+    kwargs = dict(alphabet="text", arch=str(arch_file), steps=8, batch_size=16, max_length=24, vocab_size=150,
+                  eval_every=4, progress=False, log=lambda *_: None)
+    real, calls = trainer.mlm_loss, {"n": 0}
+
+    def interrupted(model, *a, **k):
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 6:
+                raise KeyboardInterrupt
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(trainer, "mlm_loss", interrupted)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(str(notes_txt), out=out, **kwargs)
+    started_with = _vocab(out / ".train" / "tokenizer")
+    monkeypatch.setattr(trainer, "mlm_loss", real)
+
+    def learnt_again(*_a, **_k):
+        raise AssertionError("--resume learnt the vocabulary again")
+
+    monkeypatch.setattr(trainer, "build_tokenizer", learnt_again)
+    pretrain(str(notes_txt), out=out, resume=True, **kwargs)
+    assert _vocab(out) == started_with
+    saved = json.loads((out / "exapt.json").read_text())["pretrain"]
+    assert saved["vocabulary_sha256"] == vocabulary_sha256(load_vocabulary(out))
+    assert not (out / ".train").exists()
+
+
+def test_a_text_run_without_its_vocabulary_is_not_resumed(notes_txt, arch_file, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from exapt.pretrain import PretrainConfig
+
+    out = tmp_path / "old"
+    (out / ".train").mkdir(parents=True)  # as an older exapt left it: settings, no tokenizer
+    saved = PretrainConfig(corpus=str(notes_txt), alphabet="text", arch=str(arch_file), steps=5)
+    (out / ".train" / "config.json").write_text(json.dumps(asdict(saved)))
+    code, _, err = cli(capsys, "pretrain", notes_txt, "--alphabet", "text", "--arch", arch_file, "--steps", "5",
+                       "--out", out, "--resume")
+    assert code == 2 and "kept no vocabulary" in err and "--overwrite" in err
+
+
+def test_tokenizer_reuses_a_saved_vocabulary_so_a_text_run_repeats_exactly(notes_txt, arch_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from exapt.pretrain import pretrain
+
+    kwargs = dict(alphabet="text", arch=str(arch_file), steps=3, batch_size=16, max_length=24, progress=False,
+                  log=lambda *_: None)
+    pretrain(str(notes_txt), out=tmp_path / "first", vocab_size=150, **kwargs)
+    for name in ("again", "and-again"):  # vocab_size is moot: the folder's vocabulary is used
+        pretrain(str(notes_txt), out=tmp_path / name, tokenizer=str(tmp_path / "first"), vocab_size=999, **kwargs)
+        assert _vocab(tmp_path / name) == _vocab(tmp_path / "first")
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("again", "and-again"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sha = [json.loads((tmp_path / n / "exapt.json").read_text())["pretrain"]["vocabulary_sha256"]
+           for n in ("first", "again")]
+    assert sha[0] == sha[1]
+
+
+def test_bad_tokenizer_options_get_one_line(notes_txt, dna_fasta, dna_model, arch_file, tmp_path, capsys):
+    base = ["pretrain", notes_txt, "--alphabet", "text", "--arch", arch_file, "--steps", "1"]
+    cases = [
+        (["--tokenizer", tmp_path / "nowhere"], "no such folder"),
+        (["--tokenizer", tmp_path], "no tokenizer to load"),
+        (["--tokenizer", dna_model[0]], "a dna model; only text vocabularies are reused"),
+        (["--tokenizer", tmp_path, "--init", "minilm-l6"], "--arch and --kmer do not apply with --init"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / "never"
+        code, _, err = cli(capsys, *base, *extra, "--out", out)
+        assert code == 2 and message in err, err
+        assert not out.exists(), "nothing is written for bad options"
+    code, _, err = cli(capsys, "pretrain", dna_fasta, "--alphabet", "dna", "--arch", arch_file, "--tokenizer",
+                       tmp_path, "--out", tmp_path / "never")
+    assert code == 2 and "--tokenizer applies to --alphabet text only" in err
+    code, _, err = cli(capsys, "pretrain", notes_txt, "--init", "minilm-l6", "--tokenizer", tmp_path,
+                       "--out", tmp_path / "never")
+    assert code == 2 and "--tokenizer does not apply with --init" in err
+
+
 # -- the run -------------------------------------------------------------------------------
 def test_mlm_loss_on_masked_positions_equals_the_full_forward():
     from transformers import BertConfig, BertForMaskedLM

@@ -40,6 +40,8 @@ def add_parser(sub) -> None:
                                                   "(default: a tenth of the run)")
     p.add_argument("--max-tokens", type=int, help="read only the first N tokens of the corpus")
     p.add_argument("--vocab-size", type=int, default=8000, help="text from scratch: WordPiece vocabulary size")
+    p.add_argument("--tokenizer", metavar="FOLDER", help="text from scratch: reuse the vocabulary saved in FOLDER "
+                   "(an earlier exapt pretrain model) instead of learning one; learning one is not repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
@@ -57,4 +59,4 @@ def run(a: argparse.Namespace) -> None:
              overwrite=a.overwrite, progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
              max_length=a.max_length, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs, max_minutes=a.max_minutes, lr=a.lr,
              warmup=a.warmup, mask_probability=a.mask_probability, holdout=a.holdout, eval_every=a.eval_every,
-             max_tokens=a.max_tokens, vocab_size=a.vocab_size, seed=a.seed)
+             max_tokens=a.max_tokens, vocab_size=a.vocab_size, tokenizer=a.tokenizer, seed=a.seed)

@@ -67,6 +67,42 @@ def build_tokenizer(seq_input: SequenceInput, text_iterator=None, vocab_size: in
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_POSITIONS)
 
 
+def load_vocabulary(folder, what: str = "--tokenizer"):
+    """The tokenizer saved in FOLDER (an earlier `exapt pretrain` model, or any folder with
+    a BERT-style fast tokenizer), for pre-training a text model from scratch on a known
+    vocabulary. Hugging Face's WordPiece trainer is not deterministic (huggingface/tokenizers
+    issue 1794: ties between merges are broken in hash-map order), so reusing a saved
+    vocabulary is the one way to repeat a text run exactly, and what `--resume` does."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ExaptError(f"{what} {folder}: no such folder")
+    seq_input = SequenceInput.from_folder(path)
+    if seq_input is not None and seq_input.alphabet != "text":
+        raise ExaptError(f"{what} {folder}: a {seq_input.alphabet} model; only text vocabularies are reused "
+                         "(DNA and protein vocabularies are fixed)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a folder without one
+        raise ExaptError(f"{what} {folder}: no tokenizer to load ({str(e).splitlines()[0][:200]})") from None
+    missing = [t for t in ("mask", "pad", "cls", "sep") if getattr(tokenizer, f"{t}_token_id") is None]
+    if missing or not getattr(tokenizer, "is_fast", False):
+        raise ExaptError(f"{what} {folder}: a masked-LM vocabulary needs a fast tokenizer with [MASK], [PAD], [CLS] "
+                         f"and [SEP] tokens" + (f" (missing: {', '.join(missing)})" if missing else ""))
+    return tokenizer
+
+
+def vocabulary_sha256(tokenizer) -> str:
+    """A fingerprint of the vocabulary (tokens and their ids): equal for two models whose ids mean the same."""
+    import hashlib
+
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def arch_config(arch: str, vocab_size: int, pad_id: int):
     """A BertConfig for a named size or a CONFIG.json file (any BertConfig fields)."""
     from transformers import BertConfig

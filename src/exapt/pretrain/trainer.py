@@ -35,7 +35,7 @@ from ..errors import ExaptError
 from ..train.checkpoint import atomic_save_tensors, atomic_write_text, load_tensors
 from .corpus import BUILTIN_CORPORA, Corpus, build_corpus, corpus_records, resolve_corpus
 from .masking import IGNORE, mask_tokens
-from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model
+from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model, load_vocabulary, vocabulary_sha256
 
 STATE_DIR = ".train"
 EVAL_MASK_SEED = 1234
@@ -63,6 +63,7 @@ class PretrainConfig:
     eval_windows: int = 1024
     max_tokens: int | None = None
     vocab_size: int = 8000         # text from scratch: WordPiece vocabulary
+    tokenizer: str | None = None   # text from scratch: reuse this folder's vocabulary instead of learning one
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -88,6 +89,10 @@ class PretrainConfig:
             raise ExaptError(f"--max-length is at most 512 tokens (got {self.max_length})")
         if self.init is None and self.alphabet == "text" and self.vocab_size < 100:
             raise ExaptError(f"--vocab-size must be at least 100 (got {self.vocab_size})")
+        if self.tokenizer is not None and self.init is not None:
+            raise ExaptError("--tokenizer does not apply with --init: the model keeps its own tokenizer")
+        if self.tokenizer is not None and self.alphabet != "text":
+            raise ExaptError(f"--tokenizer applies to --alphabet text only ({self.alphabet} vocabularies are fixed)")
 
 
 @dataclass
@@ -241,10 +246,7 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
             raise ExaptError(f"--init {init!r} is a text model; --alphabet {alphabet} needs a model pre-trained "
                              f"on {alphabet} by exapt (or the antiberty alias for proteins)")
     else:
-        text_iter = None
-        if alphabet == "text":
-            text_iter = (t for _, t in corpus_records(corpus, "text"))
-        tokenizer = build_tokenizer(seq_input, text_iter, cfg.vocab_size)
+        tokenizer = _fresh_tokenizer(cfg, seq_input, out / STATE_DIR / "tokenizer", resume)
         config = arch_config(arch, len(tokenizer), tokenizer.pad_token_id)
         from transformers import BertForMaskedLM
 
@@ -265,6 +267,8 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
     if not resume:  # only now: bad input above leaves no folder behind, and --overwrite loses nothing early
         if out.exists():
             shutil.rmtree(out)
+        if not init:  # the vocabulary this run trains on: --resume must reuse it, not learn another
+            tokenizer.save_pretrained(out / STATE_DIR / "tokenizer")
         atomic_write_text(out / STATE_DIR / "config.json", json.dumps(asdict(cfg), indent=2))
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None  # seconds of training steps
@@ -386,6 +390,22 @@ def _budget_shape(spent: float, warmup: float) -> float:
     return max(0.0, (1 - spent) / (1 - warmup))
 
 
+def _fresh_tokenizer(cfg: PretrainConfig, seq_input: SequenceInput, saved: Path, resume: bool):
+    """The tokenizer of a model trained from scratch: on --resume the one the run started with
+    (a text vocabulary learnt again could differ, and the saved weights would then read
+    other tokens), else --tokenizer's, else one built for the alphabet (learnt from the
+    corpus for text)."""
+    if resume and cfg.alphabet == "text":
+        if not (saved / "tokenizer.json").exists():
+            raise ExaptError(f"{saved.parent.parent}: this interrupted text run kept no vocabulary (an older exapt), "
+                             "and a vocabulary learnt again may differ; start again with --overwrite")
+        return load_vocabulary(saved, "--resume")
+    if cfg.tokenizer:
+        return load_vocabulary(cfg.tokenizer)
+    text_iter = (t for _, t in corpus_records(cfg.corpus, "text")) if cfg.alphabet == "text" else None
+    return build_tokenizer(seq_input, text_iter, cfg.vocab_size)
+
+
 # -- folders and state --------------------------------------------------------------------
 def _prepare_out(out: Path, cfg: PretrainConfig, *, resume: bool, overwrite: bool) -> None:
     settings = out / SETTINGS_FILE
@@ -466,7 +486,7 @@ def _write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, hist
         "input": seq_input.to_dict(),
         "pretrain": {
             "config": asdict(cfg), "corpus_file": data.source, "corpus_sha256": data.digest,
-            "records": data.records, "characters": data.characters,
+            "records": data.records, "characters": data.characters, "vocabulary_sha256": vocabulary_sha256(tokenizer),
             "train_windows": len(data.train), "train_tokens_per_pass": data.train.tokens,
             "heldout_windows": len(data.heldout), "steps": step, "tokens_seen": history[-1]["tokens"],
             "tokens_per_second": speed, "parameters": n_params,
