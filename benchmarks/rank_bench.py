@@ -10,7 +10,10 @@
    fine-tuned (lp-ft, and linear-probe) on the same tweets and tested on test.csv
    (1,500 tweets), max length 64, seeds 0, 1, 2. Target: weighted Kendall tau between
    LogME and lp-ft test accuracy >= 0.6 (reported per seed, as the mean over seeds, and
-   for the seed-averaged scores against the seed-averaged accuracies).
+   for the seed-averaged scores against the seed-averaged accuracies). `--size 256` uses
+   train_n256_s{seed}.csv instead (768 tweets: more examples than MiniLM's 384 feature
+   dimensions, the regime LogME's evidence is meant for); `--strategies full` validates
+   against full fine-tuning, as the LogME paper does.
 2. Cost: ranking every candidate from an empty feature cache (model loading, one
    forward pass per model for all its layers, every score) against fine-tuning every
    candidate (each strategy from an empty cache too, so a linear probe does not reuse the
@@ -18,6 +21,8 @@
 3. LogME alone on 10,000 x 384 random features, 3 classes.
 
     python benchmarks/rank_bench.py                       # the full benchmark (~60-90 min on 2 cores)
+    python benchmarks/rank_bench.py --size 256            # 256 tweets per class -> results/rank-n256.json
+    python benchmarks/rank_bench.py --strategies full --output benchmarks/results/rank-full.json
     python benchmarks/rank_bench.py --quick               # smoke test: 2 candidates, 1 seed, tiny test set
 Run it alone: two heavy jobs on 2 cores distort every timing. Writes results/rank.json and rank.md.
 """
@@ -65,7 +70,7 @@ def logme_timing(n: int = 10_000, d: int = 384, classes: int = 3, repeats: int =
 
 
 def one_seed(seed: int, train: Path, test: Path, candidates: list[str], strategies: list[str], max_length: int,
-             epochs: int | None, out_root: Path, work: Path) -> dict:
+             epochs: int | None, out_root: Path, work: Path, size: int) -> dict:
     import pandas as pd
 
     from exapt.select.rank import rank
@@ -81,7 +86,7 @@ def one_seed(seed: int, train: Path, test: Path, candidates: list[str], strategi
               "scores": {s: dict(zip(cold["candidate"], cold[s].round(6))) for s in SCORES.split(",")},
               "strategies": {}}
     for strategy in strategies:
-        out = out_root / f"rank-{strategy.replace(':', '')}-s{seed}"
+        out = out_root / f"rank-{strategy.replace(':', '')}-n{size}-s{seed}"
         # a cold cache for each strategy too, so that no fine-tuning reuses features another one encoded
         os.environ["EXAPT_CACHE"] = str(work / f"cache-s{seed}-{strategy.replace(':', '')}")
         frame = rank(str(train), candidates, validate=True, strategy=strategy, epochs=epochs, out=out,
@@ -137,7 +142,10 @@ def markdown(result: dict) -> str:
     """The tables of docs/rank.md: accuracy and LogME per candidate, tau per score and seed, cost."""
     cands, strategies, seeds = result["candidates"], result["strategies"], result["seeds"]
     main_strategy = result["verdict"]["strategy"]
-    lines = ["| candidate | " + " | ".join(f"`{s}` accuracy" for s in strategies) + " | LogME (mean of seeds) |",
+    size = result.get("size_per_class", 64)
+    lines = [f"Scored and fine-tuned on train_n{size}_s{{seed}}.csv ({size} tweets per class, {3 * size} in all), "
+             f"seeds {', '.join(map(str, seeds))}; tested on {Path(result['test']).name}.", "",
+             "| candidate | " + " | ".join(f"`{s}` accuracy" for s in strategies) + " | LogME (mean of seeds) |",
              "|---|" + "---:|" * (len(strategies) + 1)]
     for c in cands:
         logme = statistics.mean(s["scores"]["logme"][c] for s in result["by_seed"])
@@ -169,6 +177,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 candidates, seed 0, 60 test tweets, 1 epoch")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--size", type=int, default=64, choices=(8, 16, 64, 256),
+                        help="labelled tweets per class: the fixed split train_n{size}_s{seed}.csv")
     parser.add_argument("--strategies", default="lp-ft,linear-probe")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--epochs", type=int, help="default: as exapt fit (about 120 optimiser steps)")
@@ -183,7 +193,7 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
         candidates, test, epochs = CANDIDATES, TWEETS / "test.csv", args.epochs
         out_root = RESULTS / "runs"
-        output = args.output or RESULTS / "rank.json"
+        output = args.output or RESULTS / ("rank.json" if args.size == 64 else f"rank-n{args.size}.json")
         if args.quick:
             candidates, seeds, epochs = QUICK_CANDIDATES, seeds[:1], args.epochs or 1
             test = work / "test60.csv"
@@ -195,12 +205,12 @@ def main() -> None:
         if any(c in PRETRAINED for c in candidates):
             ensure_encoders()  # builds a missing one; refuses one pre-trained on another corpus (a leak)
             pretrained = {"corpus": corpus_texts()[1], "encoders": {c: summary(Path(c).name) for c in PRETRAINED}}
-        result = {"machine": machine(), "candidates": candidates, "pretrained": pretrained, "scores": SCORES.split(","), "seeds": seeds,
+        result = {"machine": machine(), "size_per_class": args.size, "candidates": candidates, "pretrained": pretrained, "scores": SCORES.split(","), "seeds": seeds,
                   "strategies": strategies, "max_length": args.max_length, "epochs": epochs, "test": str(test),
                   "quick": args.quick, "targets": {"logme_weighted_tau_lp_ft": TARGET_TAU, "ratio": TARGET_RATIO}}
         started = time.perf_counter()
-        result["by_seed"] = [one_seed(s, TWEETS / f"train_n64_s{s}.csv", test, candidates, strategies,
-                                      args.max_length, epochs, out_root, work) for s in seeds]
+        result["by_seed"] = [one_seed(s, TWEETS / f"train_n{args.size}_s{s}.csv", test, candidates, strategies,
+                                      args.max_length, epochs, out_root, work, args.size) for s in seeds]
         result["summary"] = summarise(result["by_seed"], strategies, candidates)
         result["logme_timing"] = logme_timing()
         main_strategy = "lp-ft" if "lp-ft" in strategies else strategies[0]
