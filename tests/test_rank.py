@@ -95,6 +95,9 @@ def test_pretrained_minilm_outranks_its_scratch_twin(minilm_dir, tweets_small, t
     for score in DEFAULT_SCORES:       # 192 tweets: every score prefers the pretrained weights
         assert by.loc["minilm-l6", score] > by.loc["scratch:minilm-l6", score], score
         assert by.loc["minilm-l6", f"{score}_rank"] == 1
+    said = frame.attrs["meta"]["suggestion"]
+    assert said["candidate"] == "minilm-l6" and said["by"] == "linear-probe-cv" and not said["close"]
+    assert said["few_examples"] and said["n_train"] == 192 and said["dim"] == 384   # LogME is flagged here
     # On the 48 tweets of tweets_small (n < d = 384) LogME does not separate them (it is
     # unreliable with fewer examples than dimensions); the other three scores still do.
     small = rank(str(tweets_small), "minilm-l6,scratch:minilm-l6", test=str(tweets_test_small), max_length=32,
@@ -223,6 +226,41 @@ def test_validate_writes_tau_per_score(tiny_bert, tweets_small, tweets_test_smal
     assert not (out / "tau.csv").exists() and not (out / "finetune").exists()
 
 
+# ----------------------------------------------------------------- the suggestion
+def _scored(**columns) -> pd.DataFrame:
+    frame = pd.DataFrame({"candidate": ["a", "b", "c"], "dim": [384, 384, 128]})
+    for name, values in columns.items():
+        frame[name.replace("_", "-")] = values
+    return frame
+
+
+def test_the_suggestion_follows_the_probe_and_names_a_close_call():
+    from exapt.select.suggest import suggest, suggestion_lines
+
+    frame = _scored(logme=[-0.52, -0.51, -0.60], knn=[0.66, 0.67, 0.55], linear_probe_cv=[0.672, 0.647, 0.60])
+    s = suggest(frame, ["logme", "knn", "linear-probe-cv"], n_train=768)
+    se = (0.672 * 0.328 / 768) ** 0.5                       # a binomial standard error: 0.0169
+    assert s["candidate"] == "a" and s["by"] == "linear-probe-cv" and s["standard_error"] == pytest.approx(se, abs=1e-4)
+    assert s["close"] == [] and s["picks"] == {"logme": "b", "knn": "b"} and not s["few_examples"]
+    s = suggest(frame, ["logme", "knn", "linear-probe-cv"], n_train=192)   # se 0.034: b is within it
+    assert s["close"] == ["b"] and s["few_examples"] and s["dim"] == 384
+    text = "\n".join(suggestion_lines(s))
+    assert "suggested: a (best by linear-probe-cv, 0.672); logme picks b, knn picks b" in text
+    assert "a close call: b within one standard error (0.034)" in text and "192 examples for 384 feature" in text
+
+
+def test_without_the_probe_the_suggestion_follows_logme_and_none_without_scores():
+    from exapt.select.suggest import suggest, suggestion_lines
+
+    frame = _scored(logme=[-0.52, -0.51, -0.60], leep=[float("nan")] * 3)
+    s = suggest(frame, ["logme", "leep"], n_train=48)
+    assert s["candidate"] == "b" and s["by"] == "logme" and s["close"] == [] and s["standard_error"] is None
+    assert s["picks"] == {} and s["few_examples"]               # leep: no candidate has it
+    assert "add linear-probe-cv to --scores" in "\n".join(suggestion_lines(s))
+    assert suggest(_scored(leep=[float("nan")] * 3), ["leep"], n_train=48) is None
+    assert suggestion_lines(None) == []
+
+
 # ----------------------------------------------------------------- the command
 def test_cli_end_to_end(tiny_bert, tweets_small, tweets_test_small, tmp_path, capsys):
     from exapt.cli import _Parser
@@ -238,6 +276,7 @@ def test_cli_end_to_end(tiny_bert, tweets_small, tweets_test_small, tmp_path, ca
     cli_run(args)
     printed = capsys.readouterr().out
     assert f"{tiny_bert}@1" in printed and "weighted Kendall tau" in printed and "rank.md" in printed
+    assert "suggested: " in printed and "(best by logme, " in printed   # no linear-probe-cv asked for: LogME leads
     table = pd.read_csv(out / "rank.csv")
     assert len(table) == 4 and {"logme", "logme_rank", "knn", "knn_rank", "test_accuracy"} <= set(table.columns)
     assert len(pd.read_csv(out / "tau.csv")) == 2

@@ -85,9 +85,13 @@ def run(args) -> None:
                  label=args.label, task=args.task, test=args.test, test_fraction=args.test_fraction,
                  max_length=args.max_length, epochs=args.epochs, overwrite=args.overwrite,
                  progress=not args.quiet, log=log)
+    from .suggest import suggestion_lines
+
     print(format_table(frame))
     tau = frame.attrs.get("tau")
     meta = frame.attrs.get("meta", {})
+    for line in suggestion_lines(meta.get("suggestion")):
+        print(line)
     if tau is not None:
         print()
         print(f"weighted Kendall tau against test {meta.get('metric')} after {meta.get('strategy')}:")

@@ -51,6 +51,7 @@ from .candidates import Candidate, _parse_list, parse_candidates
 from .layer_cache import LayerCache, _materialize
 from .rank_report import META, OUTPUT_FILES, write_outputs
 from .scores import FEATURE_SCORE_TASKS, SCORES, SOURCE_SCORE_TASKS, SOURCE_SCORES, kendall_tau, weighted_kendall_tau
+from .suggest import suggest
 
 DEFAULT_SCORES = ("logme", "h-score", "knn", "linear-probe-cv")
 ALL_SCORES = tuple(SCORES) + tuple(SOURCE_SCORES)
@@ -260,7 +261,7 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
             t1 = time.perf_counter()
             f = feats[f"layer.{c.layer}"].astype(np.float64)
             row = {"candidate": c.name, "model": src.spec, "layer": c.layer, "n_layers": src.n_layers,
-                   "kind": src.kind, "source_head": c.has_head}
+                   "dim": f.shape[1], "kind": src.kind, "source_head": c.has_head}
             for s in score_names:
                 if s in SOURCE_SCORES:
                     row[s] = SOURCE_SCORES[s](feats["probs"], d.y, kind) if c.has_head else float("nan")
@@ -288,7 +289,7 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
         truth = frame[f"test_{metric}"] * (1.0 if d.task.higher_is_better else -1.0)
         frame[f"test_{metric}_rank"] = _ranks(truth)
         tau = _tau_table(frame, score_names, truth, metric)
-    columns = (["candidate", "model", "layer", "n_layers", "kind", "source_head"]
+    columns = (["candidate", "model", "layer", "n_layers", "dim", "kind", "source_head"]
                + [x for s in score_names for x in (s, f"{s}_rank")]
                + ([f"test_{metric}", f"test_{metric}_rank", "finetune_seconds"] if validate else [])
                + ["score_seconds", "cache_hits"])
@@ -296,7 +297,8 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
     meta = {"exapt_rank": 1, "settings": settings, "task": kind, "classes": d.task.classes, "metric": metric,
             "n_train": len(d.train), "n_val": d.n_val, "n_test": len(d.test), "scores": score_names,
             "candidates": [c.name for c in candidates], "rank_seconds": round(rank_seconds, 3),
-            "encode_seconds": {k: round(v, 3) for k, v in feature_seconds.items()}}
+            "encode_seconds": {k: round(v, 3) for k, v in feature_seconds.items()},
+            "suggestion": suggest(frame, score_names, len(d.train))}
     if validate:
         meta.update(finetune_seconds=round(finetune_total, 2), strategy=strategy,
                     rank_to_finetune_ratio=round(rank_seconds / finetune_total, 5) if finetune_total > 0 else None)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..figures import png_bytes
 from ..train.checkpoint import atomic_write_bytes
+from .suggest import suggestion_lines
 
 META = "rank.json"
 OUTPUT_FILES = ("rank.csv", "tau.csv", "rank.png", "rank.md", META)
@@ -137,6 +138,9 @@ def markdown(frame: pd.DataFrame, tau: pd.DataFrame | None, meta: dict) -> str:
         ok = frame[x].notna()
         if ok.any():
             lines.append(f"- best by {x}: `{frame.loc[frame.loc[ok, x].idxmax(), 'candidate']}`")
+    said = suggestion_lines(meta.get("suggestion"))
+    if said:
+        lines += ["", "**" + said[0][0].upper() + said[0][1:] + ".**"] + [f"- {x.strip()}." for x in said[1:]]
     missing = [x for x in scores if frame[x].isna().any()]
     if missing:
         lines += ["", f"n/a: {', '.join(missing)} need a source classifier (a run of a classification fit or a "
