@@ -22,6 +22,13 @@ SECTIONS = [
     ("rank.md", "`exapt rank` (issue 7)", "python benchmarks/rank_bench.py",
      "Transferability scores of MiniLM's layers 1-6, its scratch twin and two encoders exapt pre-trained on the "
      "tweets, against the accuracy each reaches when fine-tuned; the cost of ranking against fine-tuning all."),
+    ("rank-n256.md", "`exapt rank` at 256 tweets per class (issue 7)", "python benchmarks/rank_bench.py --size 256",
+     "The same candidates scored and fine-tuned on the 768 tweets of train_n256_s{seed}.csv: more examples than "
+     "MiniLM's 384 feature dimensions, the regime LogME's evidence is meant for."),
+    ("rank-full.md", "`exapt rank` against full fine-tuning (issue 7)",
+     "python benchmarks/rank_bench.py --strategies full --output benchmarks/results/rank-full.json",
+     "The same candidates at 64 tweets per class, validated against full fine-tuning (as the LogME paper does) "
+     "instead of LP-FT."),
     ("shift.md", "`exapt shift` (issue 6)", "python benchmarks/shift_bench.py",
      "Covariate, label and concept shift on MNIST -> optdigits, random-split controls and the airline -> "
      "self-driving tweets; see docs/shift.md."),
