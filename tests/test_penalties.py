@@ -210,7 +210,7 @@ def test_ewc_fisher_is_saved_with_the_run_and_reused(tmp_path, tiny_bert, source
 
 
 @pytest.fixture(scope="module")
-def tiny_mlm(tmp_path_factory, minilm_dir):
+def tiny_mlm(tmp_path_factory, minilm_dir, tweets_small):   # tweets_small: skip when the splits are absent
     """A tiny BERT masked LM folder (with its cls.* head) and a small text corpus."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
@@ -334,10 +334,10 @@ def test_hierarchy_edges_by_hand():
     assert (torch.as_tensor(e2, dtype=torch.float32) @ theta).pow(2).sum().item() == pytest.approx(by_hand.item())
 
 
-def test_hierarchy_penalty_on_the_head(tmp_path, tiny_bert):
+def test_hierarchy_penalty_on_the_head(tmp_path, tiny_bert, tweets_small):
     import pandas as pd
 
-    texts = pd.read_csv(TWEETS / "test.csv")["text"].head(48).tolist()
+    texts = pd.read_csv(tweets_small)["text"].head(48).tolist()   # the fixture skips when the splits are absent
     labels = ["Bacteria;Firmicutes;Bacilli", "Bacteria;Firmicutes;Clostridia", "Archaea;Euryarchaeota;Halobacteria"] * 16
     data = tmp_path / "tax.csv"
     pd.DataFrame({"text": texts, "label": labels}).to_csv(data, index=False)
