@@ -20,11 +20,12 @@
    features another fine-tuning encoded). Target: ranking <= 5% of fine-tuning.
 3. LogME alone on 10,000 x 384 random features, 3 classes.
 
-    python benchmarks/rank_bench.py                       # the full benchmark (~60-90 min on 2 cores)
-    python benchmarks/rank_bench.py --size 256            # 256 tweets per class -> results/rank-n256.json
-    python benchmarks/rank_bench.py --strategies full --output benchmarks/results/rank-full.json
+    python benchmarks/rank_bench.py                       # 64 per class (~30 min on one thread)
+    python benchmarks/rank_bench.py --size 256            # 256 per class (~35 min) -> results/rank-n256.json
+    python benchmarks/rank_bench.py --strategies full --output benchmarks/results/rank-full.json   # (~22 min)
     python benchmarks/rank_bench.py --quick               # smoke test: 2 candidates, 1 seed, tiny test set
-Run it alone: two heavy jobs on 2 cores distort every timing. Writes results/rank.json and rank.md.
+Run it alone: two heavy jobs on 2 cores distort every timing. Writes results/rank.json and rank.md
+(results/rank-n{size}.json and .md for another --size; --output names another file).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def logme_timing(n: int = 10_000, d: int = 384, classes: int = 3, repeats: int =
 
 
 def one_seed(seed: int, train: Path, test: Path, candidates: list[str], strategies: list[str], max_length: int,
-             epochs: int | None, out_root: Path, work: Path, size: int) -> dict:
+             epochs: int | None, out_root: Path, work: Path) -> dict:
     import pandas as pd
 
     from exapt.select.rank import rank
@@ -86,7 +87,7 @@ def one_seed(seed: int, train: Path, test: Path, candidates: list[str], strategi
               "scores": {s: dict(zip(cold["candidate"], cold[s].round(6))) for s in SCORES.split(",")},
               "strategies": {}}
     for strategy in strategies:
-        out = out_root / f"rank-{strategy.replace(':', '')}-n{size}-s{seed}"
+        out = out_root / f"rank-{strategy.replace(':', '')}-{train.stem}"   # train_n{size}_s{seed}
         # a cold cache for each strategy too, so that no fine-tuning reuses features another one encoded
         os.environ["EXAPT_CACHE"] = str(work / f"cache-s{seed}-{strategy.replace(':', '')}")
         frame = rank(str(train), candidates, validate=True, strategy=strategy, epochs=epochs, out=out,
@@ -210,7 +211,7 @@ def main() -> None:
                   "quick": args.quick, "targets": {"logme_weighted_tau_lp_ft": TARGET_TAU, "ratio": TARGET_RATIO}}
         started = time.perf_counter()
         result["by_seed"] = [one_seed(s, TWEETS / f"train_n{args.size}_s{s}.csv", test, candidates, strategies,
-                                      args.max_length, epochs, out_root, work, args.size) for s in seeds]
+                                      args.max_length, epochs, out_root, work) for s in seeds]
         result["summary"] = summarise(result["by_seed"], strategies, candidates)
         result["logme_timing"] = logme_timing()
         main_strategy = "lp-ft" if "lp-ft" in strategies else strategies[0]

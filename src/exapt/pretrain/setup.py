@@ -7,6 +7,7 @@ weights; its masked-LM head when the checkpoint has one, a fresh head otherwise.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -97,8 +98,6 @@ def load_vocabulary(folder, what: str = "--tokenizer"):
 
 def vocabulary_sha256(tokenizer) -> str:
     """A fingerprint of the vocabulary (tokens and their ids): equal for two models whose ids mean the same."""
-    import hashlib
-
     items = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
 

@@ -395,11 +395,11 @@ def _fresh_tokenizer(cfg: PretrainConfig, seq_input: SequenceInput, saved: Path,
     (a text vocabulary learnt again could differ, and the saved weights would then read
     other tokens), else --tokenizer's, else one built for the alphabet (learnt from the
     corpus for text)."""
-    if resume and cfg.alphabet == "text":
-        if not (saved / "tokenizer.json").exists():
-            raise ExaptError(f"{saved.parent.parent}: this interrupted text run kept no vocabulary (an older exapt), "
-                             "and a vocabulary learnt again may differ; start again with --overwrite")
+    if resume and (saved / "tokenizer.json").exists():
         return load_vocabulary(saved, "--resume")
+    if resume and cfg.alphabet == "text":  # DNA and protein vocabularies are fixed: built again, they are the same
+        raise ExaptError(f"{saved.parent.parent}: this interrupted text run kept no vocabulary (an older exapt), "
+                         "and a vocabulary learnt again may differ; start again with --overwrite")
     if cfg.tokenizer:
         return load_vocabulary(cfg.tokenizer)
     text_iter = (t for _, t in corpus_records(cfg.corpus, "text")) if cfg.alphabet == "text" else None

@@ -78,6 +78,7 @@ def format_table(frame) -> str:
 def run(args) -> None:
     """Run `exapt rank` from parsed arguments; prints the table (and the tau table)."""
     from .rank import rank
+    from .suggest import suggestion_lines
 
     log = (lambda *_a, **_k: None) if args.quiet else print
     frame = rank(args.data, args.models, layers=args.layers, scores=args.scores, n_per_class=args.n_per_class,
@@ -85,8 +86,6 @@ def run(args) -> None:
                  label=args.label, task=args.task, test=args.test, test_fraction=args.test_fraction,
                  max_length=args.max_length, epochs=args.epochs, overwrite=args.overwrite,
                  progress=not args.quiet, log=log)
-    from .suggest import suggestion_lines
-
     print(format_table(frame))
     tau = frame.attrs.get("tau")
     meta = frame.attrs.get("meta", {})
