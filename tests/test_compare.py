@@ -97,7 +97,7 @@ def test_rerun_computes_nothing_and_interrupted_panel_computes_only_the_rest(
         tmp_path, tiny_bert, tweets_small, tweets_test_small, monkeypatch):
     import importlib
 
-    fit_module = importlib.import_module("exapt.fit")
+    fit_module = importlib.import_module("exapt.compare.runner")  # where the panel calls fit_config
 
     calls = []
     real = fit_module.fit_config
@@ -157,7 +157,7 @@ def test_a_folder_made_before_a_settings_section_existed_is_resumed(tmp_path, ti
     calls = []
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("exapt.fit"), "fit_config", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(importlib.import_module("exapt.compare.runner"), "fit_config", lambda *a, **k: calls.append(a))
     _compare(tweets_small, tiny_bert, out, **kw)
     assert calls == []
 

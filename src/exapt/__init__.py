@@ -16,8 +16,8 @@ from .compare import Comparison, compare  # noqa: E402
 from .errors import ExaptError  # noqa: E402
 from .fit import fit, resume  # noqa: E402
 from .run import Run  # noqa: E402
+from .version import __version__  # noqa: E402
 
 load_run = Run.load
 
-__all__ = ["fit", "resume", "compare", "Comparison", "load_run", "Run", "ExaptError"]
-__version__ = "0.1.0"
+__all__ = ["fit", "resume", "compare", "Comparison", "load_run", "Run", "ExaptError", "__version__"]

@@ -6,6 +6,7 @@ globals. `--set key=value` overrides are parsed against the field types.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,32 @@ from pathlib import Path
 import yaml
 
 from .errors import ExaptError
-from .train.loop import TrainConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = None      # None: enough epochs for `min_steps` optimiser steps
+    min_steps: int = 120
+    max_epochs: int = 40
+    batch_size: int = 16
+    lr: float | None = None        # None: the strategy's default
+    head_lr: float | None = None   # None: the strategy's default (3e-3 for a new head)
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    clip: float = 1.0
+    patience: int = 5              # epochs without validation gain before stopping; 0: off
+    seed: int = 0
+    cache_prefix: bool = True
+    # Recompute activations in the backward pass instead of keeping them. None: on for
+    # strategies that train new modules only (lora, adapters...), whose memory is then
+    # little more than the frozen model's; off otherwise.
+    activation_checkpointing: bool | None = None
+
+    def resolved_epochs(self, n_train: int) -> int:
+        if self.epochs:
+            return self.epochs
+        steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
+        return int(min(self.max_epochs, max(3, math.ceil(self.min_steps / steps_per_epoch))))
 
 
 @dataclass

@@ -6,37 +6,31 @@ complete only when `metrics.json` is written, at the very end.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
 from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
-from .data import Table, load_data, sample_per_class, stratified_split
+from .data import Table, fit_splits, load_data, load_table
 from .data.class_names import class_name_table
 from .errors import ExaptError
 from .penalties import Context, PenaltySet, parse_penalties
-from .run import Run, build_model, check_out_folder, is_complete, write_outputs
+from .run import Run, build_model, write_outputs
+from .run_folder import RunFolder
 from .strategies import parse_strategy
 from .tasks import Task
-from .train.checkpoint import atomic_save_tensors, atomic_write_text
 from .train.features import FeatureCache, encode
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
-from .train.loop import CHECKPOINT, Split, TrainConfig, predict_logits, train
+from .train.loop import Split, TrainConfig, predict_logits, train
 from .train.contrastive import contrastive_tuning
 from .train.probe import fit_linear_head
 from .threads import configure_threads
-
-START_FILE = "start.safetensors"  # the head as gradient training started (probe-fitted, or new)
 
 
 def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None = None, *,
@@ -79,16 +73,16 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
 
 def resume(run_dir, progress: bool = True, log=print) -> Run:
     """Continue an interrupted fit from its last checkpoint (same result as no interruption)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ExaptError(f"--resume {run_dir}: no config.yaml there, so nothing to resume")
-    if is_complete(run_dir):
-        log(f"{run_dir} is already complete")
-        return Run.load(run_dir)
-    return fit_config(FitConfig.load(run_dir / "config.yaml"), out=run_dir, resume=True, progress=progress, log=log)
+    folder = RunFolder(run_dir)
+    if not folder.is_run():
+        raise ExaptError(f"--resume {folder.path}: no {folder.CONFIG} there, so nothing to resume")
+    if folder.is_complete():
+        log(f"{folder.path} is already complete")
+        return Run.load(folder.path)
+    return fit_config(folder.read_config(), out=folder.path, resume=True, progress=progress, log=log)
 
 
-def _check_options(cfg: FitConfig) -> None:
+def check_options(cfg: FitConfig) -> None:
     d, t = cfg.data, cfg.train
     checks = [
         (0 <= d.val_fraction < 1, f"--val-fraction must be in [0, 1) (got {d.val_fraction})"),
@@ -108,45 +102,11 @@ def _check_options(cfg: FitConfig) -> None:
             raise ExaptError(message)
 
 
-def _default_out(cfg: FitConfig) -> Path:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.source).stem)
-    base = Path("runs") / f"{stem}-{cfg.strategy.replace(':', '')}-s{cfg.data.seed}"
-    path, i = base, 2
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    return path
-
-
-def _splits(cfg: FitConfig, table: Table, kind: str, loader=load_data) -> tuple[Table, Table, Table]:
-    d = cfg.data
-    stratify = kind == "classification"
-    if d.test:
-        test = loader(d.test, text=d.text, label=d.label, features=d.features, image_size=d.image_size)
-        pool = table
-    else:
-        # named "train" so that every class keeps at least one example on the training side
-        parts = stratified_split(table.labels, {"train": 1 - d.test_fraction, "test": d.test_fraction},
-                                 seed=d.seed, stratify=stratify)
-        pool, test_idx = table.subset(parts["train"]), parts["test"]
-        if len(test_idx) > d.max_test:
-            test_idx = np.sort(np.random.default_rng(d.seed).choice(test_idx, d.max_test, replace=False))
-        test = table.subset(test_idx)
-    if d.n_per_class:
-        if kind != "classification":
-            raise ExaptError("--n-per-class needs a single-label classification task")
-        pool = pool.subset(sample_per_class(pool.labels, d.n_per_class, d.seed))
-    parts = stratified_split(pool.labels, {"train": 1 - d.val_fraction, "val": d.val_fraction},
-                             seed=d.seed, stratify=stratify)
-    return pool.subset(parts["train"]), pool.subset(parts["val"]), test
-
-
-def _prepare_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> Path:
-    path = Path(out) if out else _default_out(cfg)
-    if path.exists() and not resume:
-        check_out_folder(path, overwrite)
-        if not is_complete(path) and (path / "config.yaml").exists() and not overwrite:
-            raise ExaptError(f"{path} holds an interrupted run; continue it with --resume {path} or pass --overwrite")
-    return path
+def _prepare_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> RunFolder:
+    folder = RunFolder(out) if out else RunFolder.default_for(cfg)
+    if not resume:
+        folder.check_fresh_fit(overwrite)
+    return folder
 
 
 @dataclass
@@ -189,10 +149,9 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     resolve_defaults(cfg, init)
     if init is not None and not strategy.uses_pretrained:
         raise ExaptError(f"--init with --strategy {cfg.strategy}: that strategy starts from random weights")
-    table = loader(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features,
-                   image_size=cfg.data.image_size)
+    table = load_table(cfg.data, loader)
     task = Task.from_labels(cfg.task, table.labels, table.source)
-    tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
+    tables = dict(zip(("train", "val", "test"), fit_splits(cfg.data, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
     for option, what in _CLASSIFICATION_ONLY.items():
         if getattr(strategy, option, 0) and task.kind != "classification":
@@ -225,20 +184,21 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
                progress: bool = True, log=print, loader=load_data) -> Run:
-    _check_options(cfg)
+    check_options(cfg)
     strategy = parse_strategy(cfg.strategy)
     penalties = parse_penalties(cfg.penalties)
     if penalties and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ExaptError("--penalty runs in a single process for now; launch without torchrun / accelerate")
     configure_threads()
+    folder, main = _agree_on_out(out, cfg, resume, overwrite)  # a path that can never be a run fails first
     prep = _prepare(cfg, strategy, loader, penalties)
-    path, main = _agree_on_out(out, cfg, resume, overwrite)
+    path = folder.path
     if main:
-        if overwrite and path.exists() and not resume:
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / "config.yaml", cfg.to_yaml())
-        atomic_write_text(path / "labels.json", json.dumps(_labels_json(prep), indent=2) + "\n")
+        folder.create(overwrite=overwrite and not resume)
+        if resume:
+            folder.remove_stale_temporaries()  # a write the interruption cut short
+        folder.write_config(cfg)
+        folder.write_labels(_labels_json(prep))
     else:
         log = _silent  # under torchrun / accelerate launch, rank 0 alone writes and talks
     sizes = {name: len(t) for name, t in prep.tables.items()}
@@ -249,12 +209,11 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         log(f"started from {prep.init.path if prep.init else cfg.model}; penalties: {given}")
 
     started = time.perf_counter()
-    test_logits, result = _run_strategy(cfg, strategy, prep, path, resume, progress and main, log, main)
+    test_logits, result = _run_strategy(cfg, strategy, prep, folder, resume, progress and main, log, main)
     metrics = _metrics(prep, strategy, test_logits, result, time.perf_counter() - started)
     if main:
-        strategy.export(prep.model, path / "adapter")
-        write_outputs(path, prep.model, set(result["trainable"]), metrics, result["history"])
-        (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
+        strategy.export(prep.model, folder.adapter)
+        write_outputs(folder, prep.model, set(result["trainable"]), metrics, result["history"])
     log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
         f"({metrics['trainable_fraction']:.2%}) in {metrics['train_seconds']:.1f} s")
     log(f"test: {', '.join(f'{k} {v:.4f}' for k, v in metrics['test'].items())}  ->  {path}")
@@ -276,7 +235,7 @@ def _labels_json(prep: _Prepared) -> dict:
     return out
 
 
-def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, main=True
+def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, progress, log, main=True
                   ) -> tuple[torch.Tensor, dict]:
     """Probe and/or gradient training; returns test logits and what training reports."""
     model, bb = prep.model, prep.model.backbone
@@ -315,10 +274,9 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
         result["selection"] = selection_record(choice, len(splits["val"].items) if choice != "none" else 0, info)
     if strategy.trains_encoder:
         if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
-            atomic_save_tensors({n: p for n, p in model.named_parameters() if n.startswith("head.")},
-                                path / START_FILE)
+            folder.write_start({n: p for n, p in model.named_parameters() if n.startswith("head.")})
         ctx = prep.context
-        ctx.train, ctx.run_dir, ctx.progress, ctx.log = splits["train"], path, progress, log
+        ctx.train, ctx.run_dir, ctx.progress, ctx.log = splits["train"], folder.path, progress, log
         ctx.unlabelled = target.get("unlabelled")
         prep.penalties.setup(ctx)
         k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
@@ -330,7 +288,7 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
                  if strategy.needs_start_weights else None)
         try:
             val = train_splits["val"] if len(train_splits["val"].items) else None
-            result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, path,
+            result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, folder.path,
                                 resume=resume, progress=progress, log=log, penalties=prep.penalties))
         finally:
             model.prefix_k = 0
@@ -377,7 +335,7 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     return metrics
 
 
-def _agree_on_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> tuple[Path, bool]:
+def _agree_on_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> tuple[RunFolder, bool]:
     """Rank 0 checks and picks the run folder; under torchrun / accelerate launch the other
     ranks receive its decision (or its error), so no rank races another to the folder."""
     from accelerate import PartialState
@@ -387,14 +345,14 @@ def _agree_on_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> tuple[P
     decision = [None]
     if state.is_main_process:
         try:
-            decision = [str(_prepare_out(out, cfg, resume, overwrite))]
+            decision = [str(_prepare_out(out, cfg, resume, overwrite).path)]
         except ExaptError as e:
             decision = ["!" + str(e)]
     if state.num_processes > 1:
         broadcast_object_list(decision)
     if decision[0].startswith("!"):
         raise ExaptError(decision[0][1:])
-    return Path(decision[0]), state.is_main_process
+    return RunFolder(decision[0]), state.is_main_process
 
 
 def _silent(*_args, **_kwargs) -> None:

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ExaptError
+from .run_folder import RunFolder, publish_run
 
 
 def parse_alphas(text) -> list[float]:
@@ -72,9 +73,7 @@ def interpolate(run_dir, alphas="0:1:0.1", out=None, save=None, overwrite: bool 
     run = Run.load(run_dir)
     out = Path(out) if out else run.path / "interpolation"
     if save is not None:
-        from .run import check_out_folder
-
-        check_out_folder(Path(save), overwrite)
+        RunFolder(save).check_new(overwrite, flag="--save")
     start, source, mlm, splits = _prepare(run)
     model = run.model
     end = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -89,7 +88,7 @@ def interpolate(run_dir, alphas="0:1:0.1", out=None, save=None, overwrite: bool 
     pick = _pick(frame, run.task)
     if pick is not None and save is not None:
         _mix(model, begin, end, mixed, pick["alpha"])
-        _save_run(run, Path(save), pick)
+        _save_run(run, Path(save), pick, overwrite)
     _mix(model, begin, end, mixed, 1.0)  # the run's model as loaded, whatever happened above
     files = _write(out, frame, pick, run)
     for line in summary_lines(frame, pick, run.task.primary_metric):
@@ -99,20 +98,18 @@ def interpolate(run_dir, alphas="0:1:0.1", out=None, save=None, overwrite: bool 
 
 def _prepare(run):
     """The start model, the source side and the target's validation/test splits."""
-    from .data import load_data
-    from .fit import START_FILE, _splits
+    from .data import fit_splits, load_data, load_table
     from .mlm_source import load_mlm_source
     from .run import build_model
     from .source import load_init, load_source_data, prepared_split
     from .strategies import parse_strategy
     from .tasks import Task
-    from .train.checkpoint import load_tensors
 
     cfg = run.config
-    if not (run.path / START_FILE).exists():
-        raise ExaptError(f"{run.path}: no {START_FILE}, so its starting point is unknown (a linear probe never "
+    if not run.folder.start.exists():
+        raise ExaptError(f"{run.path}: no {run.folder.START}, so its starting point is unknown (a linear probe never "
                          "leaves it; runs made before exapt recorded it need to be fitted again)")
-    labels = json.loads((run.path / "labels.json").read_text())
+    labels = run.folder.read_labels()
     init = source_task = None
     if cfg.init:
         init = load_init(cfg.init)
@@ -124,15 +121,14 @@ def _prepare(run):
     n_inputs = getattr(run.model.backbone, "n_inputs", None)
     state = {**init.state, **init.head} if init else None
     start = build_model(cfg, run.task, n_inputs, parse_strategy(cfg.strategy), source_task, state)
-    head, _ = load_tensors(run.path / START_FILE)
+    head = run.folder.read_start()
     with torch.no_grad():
         params = dict(start.named_parameters())
         for n, t in head.items():
             params[n].copy_(t)
     start.eval()
-    table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label, features=cfg.data.features,
-                      image_size=cfg.data.image_size)
-    _, val, test = _splits(cfg, table, run.task.kind, load_data)
+    table = load_table(cfg.data)
+    _, val, test = fit_splits(cfg.data, table, run.task.kind)
     splits = {}
     for name, t in (("val", val), ("test", test)):
         if len(t):
@@ -234,22 +230,23 @@ def _plot(frame: pd.DataFrame, pick: dict | None, metric: str, path: Path) -> No
     tmp.replace(path)
 
 
-def _save_run(run, folder: Path, pick: dict) -> None:
+def _save_run(run, out: Path, pick: dict, overwrite: bool) -> None:
     """The picked model as an ordinary run folder (same config; weights at that alpha)."""
-    from .run import COMPLETE_MARKER, WEIGHTS, save_weights
-    from .train.checkpoint import atomic_write_text, load_tensors
+    from .run import save_weights
 
-    trained = set(load_tensors(run.path / WEIGHTS)[0])
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for name in ("config.yaml", "labels.json", "history.jsonl"):
-        if (run.path / name).exists():
-            shutil.copy(run.path / name, folder / name)
-    save_weights(run.model, folder / WEIGHTS, trained)
+    trained = set(run.folder.read_weights()[0])
     metrics = {**run.metrics, "test": {k[5:]: v for k, v in pick.items() if k.startswith("test_") and k != "test_loss"},
                "interpolated": {"from": str(run.path), "alpha": pick["alpha"]}}
-    atomic_write_text(folder / COMPLETE_MARKER, json.dumps(metrics, indent=2) + "\n")
+
+    def write(folder: RunFolder) -> None:
+        for source, copy in ((run.folder.config, folder.config), (run.folder.labels, folder.labels),
+                             (run.folder.history, folder.history)):
+            if source.exists():
+                shutil.copy(source, copy)
+        save_weights(run.model, folder, trained)
+        folder.mark_complete(metrics)
+
+    publish_run(out, overwrite, write)
 
 
 # -- command line --------------------------------------------------------------------

@@ -7,7 +7,6 @@ holds it to 1e-5). Its weights file keeps only the tensors that the merge change
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import torch
 
 from .backbones import load_backbone
 from .errors import ExaptError
-from .run import COMPLETE_MARKER, Run, check_out_folder, save_weights
+from .run import Run, save_weights
+from .run_folder import RunFolder, publish_run
 from .strategies import parse_strategy
-from .train.checkpoint import atomic_write_text
 
 
 def merge_run(run_dir, out=None, overwrite: bool = False) -> Run:
@@ -26,20 +25,20 @@ def merge_run(run_dir, out=None, overwrite: bool = False) -> Run:
     if not getattr(strategy, "mergeable", False):
         raise ExaptError(f"{run_dir}: strategy {strategy.spec()} has nothing to merge (lora and ia3 do)")
     out = Path(out) if out else Path(f"{Path(run_dir)}-merged")
-    check_out_folder(out, overwrite)
+    RunFolder(out).check_new(overwrite)
     bb = run.model.backbone
     bb.model = bb.model.merge_and_unload()
     cfg = dataclasses.replace(run.config, strategy="full")
     base = load_backbone(cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.data.seed).state_dict()
     changed = {f"backbone.{n}" for n, v in bb.state_dict().items() if n in base and not torch.equal(v, base[n])}
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    shutil.copy(Path(run_dir) / "labels.json", out / "labels.json")
-    shutil.copy(Path(run_dir) / "history.jsonl", out / "history.jsonl")
-    save_weights(run.model, out / "weights.safetensors", changed)
     metrics = {**run.metrics, "merged_from": str(run_dir), "merged_strategy": strategy.spec(),
                "merged_tensors": len(changed)}
-    atomic_write_text(out / COMPLETE_MARKER, json.dumps(metrics, indent=2) + "\n")
-    return Run.load(out)
+
+    def write(folder: RunFolder) -> None:
+        folder.write_config(cfg)
+        shutil.copy(run.folder.labels, folder.labels)
+        shutil.copy(run.folder.history, folder.history)
+        save_weights(run.model, folder, changed)
+        folder.mark_complete(metrics)
+
+    return Run.load(publish_run(out, overwrite, write).path)

@@ -1,18 +1,11 @@
-"""A run is a folder; `Run` loads, evaluates and predicts from that folder alone.
-
-    runs/<name>/config.yaml          how it was made (FitConfig)
-    runs/<name>/labels.json          the task and its label encoding
-    runs/<name>/weights.safetensors  only what differs from the base model, plus the
-                                     base model's identity (name, sha256) in its header
-    runs/<name>/metrics.json         written last: its presence marks a complete run
-    runs/<name>/history.jsonl        one line per epoch
+"""A run is a folder (its layout: run_folder.py); `Run` loads, evaluates and predicts
+from that folder alone.
 
 Loading checks the base model's weights hash: a run is never silently applied to a
 different base model.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +16,10 @@ from .backbones import load_backbone
 from .config import FitConfig
 from .errors import ExaptError
 from .model import TransferModel
+from .run_folder import RunFolder
 from .strategies import parse_strategy
 from .tasks import Task
-from .train.checkpoint import atomic_save_tensors, atomic_write_text, load_tensors
 from .train.loop import Split, predict_logits
-
-COMPLETE_MARKER = "metrics.json"
-WEIGHTS = "weights.safetensors"
-
-
-def is_complete(path: Path) -> bool:
-    return (Path(path) / COMPLETE_MARKER).exists() and (Path(path) / WEIGHTS).exists()
-
-
-def check_out_folder(path: Path, overwrite: bool) -> None:
-    """A folder that a new run may be written to: refuse to clobber a complete run (unless
-    --overwrite) or a folder of the user's that is not a run at all."""
-    if not path.exists():
-        return
-    if is_complete(path) and not overwrite:
-        raise ExaptError(f"{path} already holds a complete run; choose another --out or pass --overwrite")
-    if any(path.iterdir()) and not (path / "config.yaml").exists():
-        raise ExaptError(f"--out {path} is a non-empty folder that is not a run; choose another")
 
 
 def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy, source_task: Task | None = None,
@@ -81,7 +56,7 @@ def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy, sour
     return model
 
 
-def save_weights(model: TransferModel, path: Path, trained: set[str]) -> None:
+def save_weights(model: TransferModel, folder: RunFolder, trained: set[str]) -> None:
     """Head (and source head) + every backbone tensor that training could change or that
     came from an --init run (+ input statistics)."""
     identity = model.backbone.identity()
@@ -90,22 +65,21 @@ def save_weights(model: TransferModel, path: Path, trained: set[str]) -> None:
     keep = {n: v for n, v in state.items()
             if n in trained or n in started or n.startswith(("head.", "source_head.")) or identity.get("scratch")
             or n.startswith("backbone.mean") or n.startswith("backbone.std")}
-    atomic_save_tensors(keep, path, {"base_model": identity})
+    folder.write_weights(keep, identity)
 
 
 class Run:
     def __init__(self, path: Path, config: FitConfig, task: Task, model: TransferModel):
         self.path, self.config, self.task, self.model = Path(path), config, task, model
+        self.folder = RunFolder(self.path)
 
     @property
     def metrics(self) -> dict:
-        f = self.path / COMPLETE_MARKER
-        return json.loads(f.read_text()) if f.exists() else {}
+        return self.folder.read_metrics()
 
     @property
     def history(self) -> list[dict]:
-        f = self.path / "history.jsonl"
-        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+        return self.folder.read_history()
 
     def __repr__(self) -> str:
         m = self.metrics.get("test", {})
@@ -115,33 +89,30 @@ class Run:
     # -- loading ----------------------------------------------------------------------
     @classmethod
     def load(cls, path) -> "Run":
-        path = Path(path)
+        folder = RunFolder(path)
+        path = folder.path
         if not path.is_dir():
             raise ExaptError(f"run folder not found: {path}")
-        if not is_complete(path):
-            raise ExaptError(f"{path} is not a complete run (no {COMPLETE_MARKER}/{WEIGHTS}); "
+        if not folder.is_complete():
+            raise ExaptError(f"{path} is not a complete run (no {folder.METRICS}/{folder.WEIGHTS}); "
                              "an interrupted fit continues with `exapt fit --resume RUN`")
-        cfg = FitConfig.load(path / "config.yaml")
+        cfg = folder.read_config()
         try:
-            labels = json.loads((path / "labels.json").read_text())
+            labels = folder.read_labels()
             task = Task.from_json(labels)
             source_task = Task.from_json(labels["source"]) if labels.get("source") else None
         except (OSError, ValueError, KeyError) as e:
-            raise ExaptError(f"{path / 'labels.json'}: unreadable ({str(e).splitlines()[0]})") from None
+            raise ExaptError(f"{folder.labels}: unreadable ({str(e).splitlines()[0]})") from None
         try:
-            tensors, meta = load_tensors(path / WEIGHTS)
+            tensors, meta = folder.read_weights()
         except Exception as e:  # safetensors raises its own error types for damaged files
-            raise ExaptError(f"{path / WEIGHTS}: unreadable ({str(e).splitlines()[0][:200]})") from None
+            raise ExaptError(f"{folder.weights}: unreadable ({str(e).splitlines()[0][:200]})") from None
         recorded = meta.get("base_model", {})
         model = build_model(cfg, task, recorded.get("n_inputs"), parse_strategy(cfg.strategy), source_task)
-        current = model.backbone.identity()
-        if recorded.get("sha256") and recorded["sha256"] != current.get("sha256"):
-            raise ExaptError(
-                f"{path}: the base model's weights differ from the ones this run was trained on "
-                f"(recorded sha256 {recorded['sha256'][:12]}..., found {str(current.get('sha256'))[:12]}... at {current.get('path')})")
+        folder.check_base_model(recorded, model.backbone.identity())
         missing = set(tensors) - set(model.state_dict())
         if missing:
-            raise ExaptError(f"{path}/{WEIGHTS}: tensors {sorted(missing)[:3]} do not fit model {cfg.model!r}")
+            raise ExaptError(f"{path}/{folder.WEIGHTS}: tensors {sorted(missing)[:3]} do not fit model {cfg.model!r}")
         try:
             model.load_state_dict(tensors, strict=False)
         except RuntimeError as e:
@@ -191,8 +162,8 @@ class Run:
         return out
 
 
-def write_outputs(path: Path, model, trained: set[str], metrics: dict, history: list[dict]) -> None:
+def write_outputs(folder: RunFolder, model, trained: set[str], metrics: dict, history: list[dict]) -> None:
     """Final artifacts; metrics.json goes last so a half-written run never looks complete."""
-    save_weights(model, path / WEIGHTS, trained)
-    atomic_write_text(path / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    atomic_write_text(path / COMPLETE_MARKER, json.dumps(metrics, indent=2) + "\n")
+    save_weights(model, folder, trained)
+    folder.write_history(history)
+    folder.mark_complete(metrics)

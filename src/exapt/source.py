@@ -15,8 +15,6 @@ still be scored after fine-tuning: "source accuracy before" is the encoder as RU
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +22,10 @@ import numpy as np
 import torch
 
 from .config import FitConfig
+from .data import fit_splits, load_table
 from .errors import ExaptError
+from .run_folder import RunFolder
 from .tasks import Task
-from .train.checkpoint import load_tensors
 from .train.loop import Split, predict_logits
 
 
@@ -43,26 +42,24 @@ class InitRun:
 
 def load_init(spec: str) -> InitRun:
     """Read RUN's config, labels and weights (no model is built here)."""
-    from .run import COMPLETE_MARKER, WEIGHTS, is_complete
-
-    path = Path(spec).expanduser()
-    if not (path / "config.yaml").exists():
-        raise ExaptError(f"--init {spec}: not a run folder (no config.yaml); give the folder of an earlier `exapt fit`")
-    if not is_complete(path):
-        raise ExaptError(f"--init {spec}: not a complete run (no {COMPLETE_MARKER} or {WEIGHTS}); "
+    folder = RunFolder(Path(spec).expanduser())
+    if not folder.is_run():
+        raise ExaptError(f"--init {spec}: not a run folder (no {folder.CONFIG}); give the folder of an earlier "
+                         "`exapt fit`")
+    if not folder.is_complete():
+        raise ExaptError(f"--init {spec}: not a complete run (no {folder.METRICS} or {folder.WEIGHTS}); "
                          "finish it with `exapt fit --resume` first")
-    cfg = FitConfig.load(path / "config.yaml")
+    cfg = folder.read_config()
     try:
-        task = Task.from_json(json.loads((path / "labels.json").read_text()))
-        tensors, meta = load_tensors(path / WEIGHTS)
+        task = Task.from_json(folder.read_labels())
+        tensors, meta = folder.read_weights()
     except Exception as e:  # json, safetensors and OS errors alike: the folder is damaged
         raise ExaptError(f"--init {spec}: unreadable run ({str(e).splitlines()[0][:200]})") from None
     state = {n: t for n, t in tensors.items() if n.startswith("backbone.")}
     head = {"source_head." + n[len("head."):]: t for n, t in tensors.items() if n.startswith("head.")}
     if not head:
-        raise ExaptError(f"--init {spec}: the run has no head in {WEIGHTS}")
-    digest = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()
-    return InitRun(path, cfg, task, state, head, meta.get("base_model", {}), digest)
+        raise ExaptError(f"--init {spec}: the run has no head in {folder.WEIGHTS}")
+    return InitRun(folder.path, cfg, task, state, head, meta.get("base_model", {}), folder.weights_sha256())
 
 
 def check_init_base(init: InitRun, model) -> None:
@@ -101,8 +98,6 @@ def load_source_data(cfg: FitConfig, init: InitRun | None, loader) -> SourceData
         if s.data:
             raise ExaptError("--source-data needs --init RUN: the source examples are scored with RUN's head")
         return None
-    from .fit import _splits
-
     icfg = copy.deepcopy(init.config)
     d = icfg.data
     if s.data:
@@ -110,8 +105,8 @@ def load_source_data(cfg: FitConfig, init: InitRun | None, loader) -> SourceData
     for field in ("text", "label", "features"):
         if getattr(s, field) is not None:
             setattr(d, field, getattr(s, field))
-    table = loader(d.source, text=d.text, label=d.label, features=d.features, image_size=d.image_size)
-    train, _, test = _splits(icfg, table, init.task.kind, loader)
+    table = load_table(d, loader)
+    train, _, test = fit_splits(d, table, init.task.kind, loader)
     if len(test) > s.max_test:
         test = test.subset(np.sort(np.random.default_rng(d.seed).choice(len(test), s.max_test, replace=False)))
     where = f"source data {table.source}"

@@ -20,6 +20,21 @@ MULTILABEL_SEP = "|"
 TASK_KINDS = ("classification", "multilabel", "regression")
 
 
+# The one metric each kind of task is judged by: early stopping picks the epoch by it, and
+# compare's report and recommendation rank strategies by it. Multi-label: micro-F1, which
+# pools every (row, label) decision, so a label seen twice in a small validation set
+# cannot swing the choice the way it swings macro-F1 (both are reported).
+PRIMARY_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "rmse"}
+
+
+def primary_metric(kind: str) -> str:
+    return PRIMARY_METRIC[kind]
+
+
+def higher_is_better(kind: str) -> bool:
+    return kind != "regression"
+
+
 def infer_task_kind(labels: list) -> str:
     """`auto`: `a|b` labels are multi-label; many distinct numbers are regression."""
     if any(isinstance(v, (list, tuple)) for v in labels):
@@ -134,11 +149,11 @@ class Task:
 
     @property
     def primary_metric(self) -> str:
-        return {"classification": "accuracy", "multilabel": "micro_f1", "regression": "rmse"}[self.kind]
+        return primary_metric(self.kind)
 
     @property
     def higher_is_better(self) -> bool:
-        return self.kind != "regression"
+        return higher_is_better(self.kind)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         from sklearn import metrics as m

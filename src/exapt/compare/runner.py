@@ -21,18 +21,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ..config import AdaptConfig, DataConfig, FitConfig, SourceConfig, apply_override
-from ..data import load_data
+from ..data import fit_splits, load_data, load_table
 from ..errors import ExaptError
-from ..train.checkpoint import atomic_write_text
+from ..files import atomic_write_text
+from ..fit import check_options, fit_config, resolve_defaults
+from ..penalties import parse_penalties
+from ..run_folder import RunFolder
+from ..source import load_init, load_source_data
+from ..sweep_folder import SweepFolder
+from ..tasks import Task, higher_is_better, primary_metric
+from ..version import __version__
 from ..train.loop import TrainConfig
 from .panel import ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies
+from .report import write_report_with_recommendation
 
-SETTINGS = "compare.yaml"
-CELL_DONE = "cell.json"
-PRIMARY = {"classification": ("accuracy", True), "multilabel": ("macro_f1", True), "regression": ("rmse", False)}
+SETTINGS = "compare.yaml"   # the panel's settings (its SweepFolder marker)
+CELL_DONE = "cell.json"     # a finished cell's row
+RESULTS = "results.csv"
 
 
 @dataclass
@@ -73,71 +80,91 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
     )
     for assignment in overrides:
         apply_override(base, assignment)
+    return compare_config(base, strategies, n_per_class, seeds, out, tracking=tracking, tracking_uri=tracking_uri,
+                          keep_weights=keep_weights, overwrite=overwrite, progress=progress, log=log,
+                          command=command or f"exapt.compare({data!r}, ...)")
+
+
+def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=DEFAULT_SIZES, seeds: int = 3,
+                   out: str | Path = "compare", *, tracking: bool = True, tracking_uri: str | None = None,
+                   keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
+                   command: str = "") -> Comparison:
+    """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
     _resolve_init(base)
     strategies = parse_strategies(strategies)
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
-    out = Path(out)
+    sweep = SweepFolder(out, SETTINGS, CELL_DONE, "compare")
     loader = _MemoLoader()
-    kind = _check_inputs(cells, loader)
-    settings = _settings(base)
-    created = not out.exists()
-    prepare_settings_folder(out, settings, overwrite, defaults=_settings(FitConfig()))
-    tracker = None
-    if tracking:
-        from .tracking import Tracker
-
-        try:
-            tracker = Tracker(out, tracking_uri)
-        except ExaptError:
-            if created:  # leave nothing behind
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-    metric, higher = PRIMARY[kind]
-    meta = {"data": str(data), "model": base.model, "task": kind, "metric": metric, "higher_is_better": higher,
-            "strategies": strategies, "n_values": sizes, "seeds": seeds,
-            "command": command or f"exapt.compare({data!r}, ...)", "exapt_version": _version(),
-            "tracking_uri": tracker.uri if tracker else None}
+    kind = _check_inputs(cells, loader)  # every user error before the folder is touched
+    tracker = _open(sweep, base, overwrite, tracking, tracking_uri)
+    metric, higher = primary_metric(kind), higher_is_better(kind)
+    meta = {"data": base.data.source, "model": base.model, "task": kind, "metric": metric, "higher_is_better": higher,
+            "strategies": strategies, "n_values": sizes, "seeds": seeds, "command": command,
+            "exapt_version": __version__, "tracking_uri": tracker.uri if tracker else None}
     if base.init:
         meta["init"] = base.init
-    panel = {"strategies": strategies, "n_per_class": sizes, "seeds": seeds}
-    atomic_write_text(out / SETTINGS, yaml.safe_dump({"settings": settings, "panel": panel}, sort_keys=False))
-
-    rows, todo = {}, []
-    for cell in cells:
-        row = _finished_row(out, cell)
-        if row is not None:
-            rows[cell.name] = row
-        else:
-            todo.append(cell)
+    sweep.write_marker({"settings": _settings(base), "panel": {"strategies": strategies, "n_per_class": sizes,
+                                                                "seeds": seeds}})
+    rows = {cell.name: row for cell in cells if (row := sweep.read_record(cell.name, cell.cfg)) is not None}
+    todo = [cell for cell in cells if cell.name not in rows]
     if rows:
-        log(f"{out}: {len(rows)} of {len(cells)} cells already done; running the other {len(todo)}")
+        log(f"{sweep.path}: {len(rows)} of {len(cells)} cells already done; running the other {len(todo)}")
     started = time.perf_counter()
+    try:
+        _run_cells(sweep, cells, todo, rows, loader, tracker, keep_weights, progress, metric)
+    finally:
+        if rows:
+            results = _write_results(sweep.path, cells, rows)
+            files = _write_report(sweep.path, results, meta, complete=len(rows) == len(cells))
+    comparison = Comparison(sweep.path, results, meta, files.get("recommendation"), files)
+    if todo:
+        log(f"{len(todo)} cells in {time.perf_counter() - started:.0f} s")
+    _announce(comparison, log)
+    return comparison
+
+
+def _open(sweep: SweepFolder, base: FitConfig, overwrite: bool, tracking: bool, tracking_uri) -> object:
+    """The panel's folder, made or reused, and its MLflow tracker (None: not tracking);
+    a tracker that cannot start leaves no folder behind that this call made."""
+    created = not sweep.path.exists()
+    sweep.prepare(_settings(base), overwrite, defaults=_settings(FitConfig()))
+    if not tracking:
+        return None
+    from .tracking import Tracker  # MLflow is slow to import: only when a panel tracks
+
+    try:
+        return Tracker(sweep.path, tracking_uri)
+    except ExaptError:
+        if created:
+            shutil.rmtree(sweep.path, ignore_errors=True)
+        raise
+
+
+def _run_cells(sweep: SweepFolder, cells: list[Cell], todo: list[Cell], rows: dict, loader, tracker,
+               keep_weights: bool, progress: bool, metric: str) -> None:
+    """The missing cells, cheap first, each recorded (and results.csv rewritten) as it ends."""
     bar = _bar(len(cells), len(rows), progress)
     try:
         for cell in todo:
             bar.set_postfix_str(f"{cell.strategy} n={cell.n} seed={cell.seed}")
-            row = _run_cell(out, cell, loader, tracker, keep_weights, progress)
+            row = _run_cell(sweep, cell, loader, tracker, keep_weights, progress)
             rows[cell.name] = row
-            _write_results(out, cells, rows)
+            _write_results(sweep.path, cells, rows)
             bar.update(1)
             bar.write(f"  {cell.strategy:<14} n={str(cell.n):<4} seed={cell.seed}  "
                       f"{metric} {row.get('test_' + metric, float('nan')):.4f}  ({row['cell_seconds']:.0f} s)")
     finally:
         bar.close()
-        if rows:
-            results = _write_results(out, cells, rows)
-            files = _write_report(out, results, meta, complete=len(rows) == len(cells))
-    elapsed = time.perf_counter() - started
-    comparison = Comparison(out, results, meta, files.get("recommendation"), files)
-    if todo:
-        log(f"{len(todo)} cells in {elapsed:.0f} s")
+
+
+def _announce(comparison: Comparison, log) -> None:
+    files = comparison.files
     if comparison.recommendation:
         log(f"recommended: {comparison.recommendation['strategy']}")
         for reason in comparison.recommendation.get("reasons", [])[:3]:
             log(f"  - {reason}")
-    log(f"report: {files['html']}  (and {files['md']}, {out / 'results.csv'})")
-    return comparison
+    log(f"report: {files['html']}  (and {files['md']}, {comparison.out / RESULTS})")
 
 
 def _bar(total: int, done: int, progress: bool):
@@ -162,14 +189,9 @@ class _MemoLoader:
 
 def _check_inputs(cells: list[Cell], loader) -> str:
     """Every file readable, every option valid, every size drawable, before DIR is touched."""
-    from ..fit import _check_options, _splits
-    from ..tasks import Task
-
-    from ..penalties import parse_penalties
-
     kind, seen, source_checked = None, set(), False
     for cell in cells:
-        _check_options(cell.cfg)
+        check_options(cell.cfg)
         parse_penalties(cell.cfg.penalties).check_static(bool(cell.cfg.init), bool(cell.cfg.source.corpus),
                                                          bool(cell.cfg.adapt.data))
         d = cell.cfg.data
@@ -177,7 +199,7 @@ def _check_inputs(cells: list[Cell], loader) -> str:
         if key in seen:
             continue
         seen.add(key)
-        table = loader(d.source, text=d.text, label=d.label, features=d.features, image_size=d.image_size)
+        table = load_table(d, loader)
         task = Task.from_labels(cell.cfg.task, table.labels, table.source)
         if kind not in (None, task.kind):
             raise ExaptError(f"{d.source}: a {task.kind} task, but other files of the panel are {kind}")
@@ -186,10 +208,8 @@ def _check_inputs(cells: list[Cell], loader) -> str:
             raise ExaptError("--n-per-class needs a single-label classification task; give --n-per-class all")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _splits(cell.cfg, table, task.kind, loader)
+            fit_splits(d, table, task.kind, loader)
         if cell.cfg.init and not source_checked:
-            from ..source import load_init, load_source_data
-
             source_checked = True
             load_source_data(cell.cfg, load_init(cell.cfg.init), loader)  # the source data read, once
         short = [str(w.message) for w in caught if "fewer than" in str(w.message)]
@@ -202,9 +222,6 @@ def _check_inputs(cells: list[Cell], loader) -> str:
 def _resolve_init(base: FitConfig) -> None:
     """--model / --pooling from the --init run, once for all cells (fit would do it per cell,
     and a cell's config must equal the panel's for an interrupted panel to resume)."""
-    from ..fit import resolve_defaults
-    from ..source import load_init
-
     resolve_defaults(base, load_init(base.init) if base.init else None)
 
 
@@ -225,108 +242,36 @@ def _settings(base: FitConfig) -> dict:
     return d
 
 
-def prepare_settings_folder(out: Path, settings: dict, overwrite: bool, *, marker_name: str = SETTINGS,
-                            kind: str = "compare", defaults: dict | None = None, normalize=None) -> None:
-    """A resumable sweep's folder (compare, transfer map): created, or reused when its marker
-    file holds the same settings; other settings are refused (naming what changed) unless
-    --overwrite, and a non-empty folder of something else is never touched. An option the
-    marker lacks (added to exapt after the folder was made) counts as its value in
-    `defaults`, the settings of a default configuration; `normalize(old)` rewrites the
-    marker's settings the way this version writes them (a strategy's spec gains options)."""
-    if out.exists() and not out.is_dir():
-        raise ExaptError(f"--out {out} is a file; choose a folder")
-    marker = out / marker_name
-    if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise ExaptError(f"--out {out} is a non-empty folder that is not a {kind}; choose another")
-    if marker.exists():
-        try:
-            old = _with_defaults(yaml.safe_load(marker.read_text())["settings"], defaults or {})
-            old = normalize(old) if normalize else old
-        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-            old = None
-        if old != settings:
-            if not overwrite:
-                changed = _differences(old or {}, settings)
-                raise ExaptError(f"{out} holds a {kind} made with other settings ({changed}); "
-                                 "choose another --out, or pass --overwrite to start it again")
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _with_defaults(old: dict, defaults: dict) -> dict:
-    """`old` with every key it lacks filled from `defaults` (nested sections too)."""
-    out = dict(old)
-    for k, v in defaults.items():
-        if k not in out:
-            out[k] = v
-        elif isinstance(out[k], dict) and isinstance(v, dict):
-            out[k] = _with_defaults(out[k], v)
-    return out
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> str:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = _differences(a, b, f"{prefix}{k}.")
-            if inner:
-                keys.append(inner)
-        elif a != b:
-            keys.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return "; ".join(keys)
-
-
-def _finished_row(out: Path, cell: Cell) -> dict | None:
-    folder = out / "runs" / cell.name
-    try:
-        row = json.loads((folder / CELL_DONE).read_text())
-        same = FitConfig.load(folder / "config.yaml") == cell.cfg
-    except (OSError, ValueError, ExaptError):
-        return None
-    return row if same else None
-
-
-def _run_cell(out: Path, cell: Cell, loader, tracker, keep_weights: bool, progress: bool) -> dict:
-    from ..fit import fit_config
-
-    folder = out / "runs" / cell.name
-    try:
-        same = FitConfig.load(folder / "config.yaml") == cell.cfg
-    except ExaptError:
-        same = False
+def _run_cell(sweep: SweepFolder, cell: Cell, loader, tracker, keep_weights: bool, progress: bool) -> dict:
+    folder, same = sweep.start_fit(cell.name, cell.cfg)
     _reset_peak_memory()
     started = time.perf_counter()
-    if same and (folder / "metrics.json").exists():
-        metrics = json.loads((folder / "metrics.json").read_text())  # finished, but its record was not written
+    if same and folder.metrics.exists():
+        metrics = folder.read_metrics()  # finished, but its record was not written
         seconds = float("nan")
     else:
-        if folder.exists() and not same:
-            shutil.rmtree(folder)  # a stale cell of this compare, made under another configuration
         # same configuration, not finished: an interrupted cell continues from its checkpoint
-        run = fit_config(cell.cfg, out=folder, resume=same, progress=progress, log=lambda *a, **k: None,
+        run = fit_config(cell.cfg, out=folder.path, resume=same, progress=progress, log=lambda *a, **k: None,
                          loader=loader)
         metrics = run.metrics
         seconds = time.perf_counter() - started
         del run
     row = _row(cell, metrics, seconds, _peak_memory_mb(), same, folder)
     if not keep_weights:  # a full model is ~90 MB per cell; the panel needs only the metrics
-        (folder / "weights.safetensors").unlink(missing_ok=True)
-        (folder / "fisher.safetensors").unlink(missing_ok=True)  # as large; ewc's cache keeps a copy
-        shutil.rmtree(folder / "adapter", ignore_errors=True)
+        sweep.drop_weights(cell.name)
     if tracker is not None:
-        row["mlflow_run_id"] = tracker.log_cell(cell.name, asdict(cell.cfg), _numeric(row), folder,
+        row["mlflow_run_id"] = tracker.log_cell(cell.name, asdict(cell.cfg), _numeric(row), folder.path,
                                                 {"strategy": cell.strategy, "n": cell.n, "seed": cell.seed})
-    atomic_write_text(folder / CELL_DONE, json.dumps(row, indent=2) + "\n")
+    sweep.write_record(cell.name, row)
     gc.collect()
     _trim()
     return row
 
 
-def _row(cell: Cell, metrics: dict, seconds: float, peak_mb: float, resumed: bool, folder: Path) -> dict:
+def _row(cell: Cell, metrics: dict, seconds: float, peak_mb: float, resumed: bool, folder: RunFolder) -> dict:
     n = cell.n
     if n == ALL:  # the per-class size the whole pool amounts to, so 'all' sits on the same axis
-        classes = json.loads((folder / "labels.json").read_text()).get("classes") or [None]
+        classes = folder.read_labels().get("classes") or [None]
         n = round((metrics["n_train"] + metrics["n_val"]) / len(classes))
     row = {"cell": cell.name, "strategy": cell.strategy, "n": n, "n_label": str(cell.n), "seed": cell.seed,
            "n_train": metrics["n_train"], "n_val": metrics["n_val"], "n_test": metrics["n_test"]}
@@ -362,13 +307,11 @@ def _write_results(out: Path, cells: list[Cell], rows: dict) -> pd.DataFrame:
     frame = pd.DataFrame(chosen)
     if len(frame):
         frame = frame.sort_values(["strategy", "n", "seed"], key=lambda s: s.map(order) if s.name == "strategy" else s)
-    atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+    atomic_write_text(out / RESULTS, frame.to_csv(index=False))
     return frame.reset_index(drop=True)
 
 
 def _write_report(out: Path, results: pd.DataFrame, meta: dict, complete: bool) -> dict:
-    from .report import write_report_with_recommendation
-
     meta = dict(meta, complete=complete, n_test=int(results["n_test"].iloc[0]) if len(results) else 0)
     files, recommendation = write_report_with_recommendation(out, results, meta)
     return {**files, "recommendation": recommendation}
@@ -395,9 +338,3 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

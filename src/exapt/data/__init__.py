@@ -34,6 +34,8 @@ __all__ = [
     "is_builtin",
     "load_builtin",
     "load_data",
+    "load_table",
+    "fit_splits",
     "read_table",
     "sample_per_class",
     "select_columns",
@@ -89,3 +91,36 @@ def load_data(source: str | os.PathLike, *, text: str | Sequence[str] | None = N
     if close and not path.suffix:
         hint = f"; did you mean {close[0]!r}?"
     raise ExaptError(f"data file not found: {source} (built-in data sets: {names}){hint}")
+
+
+def load_table(data, loader=load_data) -> Table:
+    """The table a `DataConfig` names (its file or built-in, with its columns)."""
+    return loader(data.source, text=data.text, label=data.label, features=data.features, image_size=data.image_size)
+
+
+def fit_splits(data, table: Table, kind: str, loader=load_data) -> tuple[Table, Table, Table]:
+    """The (train, val, test) tables of one fit, as `data` (a DataConfig) describes them:
+    the test set is `data.test`'s file or a stratified `test_fraction` (capped at
+    `max_test`); the rest is sampled to `n_per_class` (classification only) and split
+    into train and val. Deterministic in `data.seed`, so every command that needs a
+    fit's splits (interpolate, rank, compare, the source side of --init) gets the same."""
+    stratify = kind == "classification"
+    if data.test:
+        test = loader(data.test, text=data.text, label=data.label, features=data.features,
+                      image_size=data.image_size)
+        pool = table
+    else:
+        # named "train" so that every class keeps at least one example on the training side
+        parts = stratified_split(table.labels, {"train": 1 - data.test_fraction, "test": data.test_fraction},
+                                 seed=data.seed, stratify=stratify)
+        pool, test_idx = table.subset(parts["train"]), parts["test"]
+        if len(test_idx) > data.max_test:
+            test_idx = np.sort(np.random.default_rng(data.seed).choice(test_idx, data.max_test, replace=False))
+        test = table.subset(test_idx)
+    if data.n_per_class:
+        if kind != "classification":
+            raise ExaptError("--n-per-class needs a single-label classification task")
+        pool = pool.subset(sample_per_class(pool.labels, data.n_per_class, data.seed))
+    parts = stratified_split(pool.labels, {"train": 1 - data.val_fraction, "val": data.val_fraction},
+                             seed=data.seed, stratify=stratify)
+    return pool.subset(parts["train"]), pool.subset(parts["val"]), test

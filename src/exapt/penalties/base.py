@@ -24,23 +24,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from ..errors import ExaptError
 from ..registry import Registry
+from ..train.batches import Step
 from ..strategies.base import parse_options
 
 PENALTIES: Registry = Registry("penalty")
-
-
-@dataclass
-class Step:
-    """One training batch, as a penalty sees it."""
-    idx: np.ndarray            # its rows in the training split
-    features: torch.Tensor     # the encoder's output for them (what the target head reads)
-    epoch: int
-    batch: int                 # the batch's number within the epoch
 
 
 @dataclass
@@ -57,7 +48,7 @@ class Context:
     target: object = None               # TargetDomain of --adapt-to (adapt/target.py) or None
     train: object = None                # Split of the target training examples (raw items)
     start: dict | None = None           # start values of every parameter, by name
-    run_dir: Path | None = None
+    run_dir: Path | None = None        # the run folder (RunFolder(run_dir) names its files)
     unlabelled: object = None           # Split of the unlabelled target examples (with --adapt-to)
     start_features: object = None       # StartFeatures: the start encoder's features of a raw split, once
     progress: bool = True

@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..train.checkpoint import atomic_save_tensors, load_tensors
+from ..files import atomic_save_tensors, load_tensors
+from ..run_folder import RunFolder
 from ..train.features import cache_root
 
-FILE = "fisher.safetensors"
 MASK_SEED = 4321
 
 
 def load_or_estimate(ctx, names: list[str], samples: int) -> dict[str, torch.Tensor]:
     key = fisher_key(ctx, names, samples)
-    run_file = ctx.run_dir / FILE
+    run_file = RunFolder(ctx.run_dir).fisher
     cached = cache_root() / "fisher" / f"{key}.safetensors"
     for path in (run_file, cached):
         fisher = _read(path, key, names)

@@ -468,10 +468,10 @@ def _load_state(path, model, optimizer, schedule, rng):
 
 def _write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, history, speed, step, n_params,
                  init_folder: Path | None):
-    from ..train.checkpoint import _umask_mode
+    from ..files import file_mode
 
     model.save_pretrained(out, safe_serialization=True)
-    (out / "model.safetensors").chmod(_umask_mode())  # shared like any file, not 0600
+    (out / "model.safetensors").chmod(file_mode())  # shared like any file, not 0600
     tokenizer.save_pretrained(out)
     atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     _plot_history(history, out / "loss.png")

@@ -105,8 +105,7 @@ def _one_hot(prob: np.ndarray) -> np.ndarray:
 
 def run_outputs(run_path, domains, classes: list[str], *, source_spec: str, log=print) -> SourceOutputs:
     """Predictions of an `exapt fit` run on held-out source rows and on the target."""
-    from ..data import load_data
-    from ..fit import _splits
+    from ..data import fit_splits, load_table
     from ..run import Run
 
     run = Run.load(run_path)
@@ -119,8 +118,7 @@ def run_outputs(run_path, domains, classes: list[str], *, source_spec: str, log=
     columns = [run.task.classes.index(c) for c in classes]
     d = run.config.data
     if not domains.control and str(d.source) == str(source_spec):
-        table = load_data(d.source, text=d.text, label=d.label, features=d.features)
-        _, _, heldout = _splits(run.config, table, "classification")
+        _, _, heldout = fit_splits(d, load_table(d), "classification")
         where = f"the run's test split of {d.source} ({len(heldout)} rows)"
     else:
         heldout = domains.source

@@ -7,7 +7,10 @@ while every epoch still sees a different order. An epoch's order depends only on
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 WINDOW_BATCHES = 50
 
@@ -29,3 +32,12 @@ def eval_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:
     """Sorted by length (fastest with dynamic padding); callers restore the order."""
     order = np.argsort(lengths, kind="stable")
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class Step:
+    """One training batch, as a penalty sees it."""
+    idx: np.ndarray            # its rows in the training split
+    features: torch.Tensor     # the encoder's output for them (what the target head reads)
+    epoch: int
+    batch: int                 # the batch's number within the epoch

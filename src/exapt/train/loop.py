@@ -20,38 +20,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..penalties.base import Step
-from .batches import epoch_batches, eval_batches
+from ..config import TrainConfig  # noqa: F401  (callers build the loop's options from here)
+from .batches import Step, epoch_batches, eval_batches
 from .checkpoint import (atomic_save_tensors, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                          rng_state, set_rng_state)
 
 CHECKPOINT = "checkpoint.safetensors"
-
-
-@dataclass
-class TrainConfig:
-    epochs: int | None = None      # None: enough epochs for `min_steps` optimiser steps
-    min_steps: int = 120
-    max_epochs: int = 40
-    batch_size: int = 16
-    lr: float | None = None        # None: the strategy's default
-    head_lr: float | None = None   # None: the strategy's default (3e-3 for a new head)
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    clip: float = 1.0
-    patience: int = 5              # epochs without validation gain before stopping; 0: off
-    seed: int = 0
-    cache_prefix: bool = True
-    # Recompute activations in the backward pass instead of keeping them. None: on for
-    # strategies that train new modules only (lora, adapters...), whose memory is then
-    # little more than the frozen model's; off otherwise.
-    activation_checkpointing: bool | None = None
-
-    def resolved_epochs(self, n_train: int) -> int:
-        if self.epochs:
-            return self.epochs
-        steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
-        return int(min(self.max_epochs, max(3, math.ceil(self.min_steps / steps_per_epoch))))
 
 
 @dataclass
