@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import exapt
-from exapt.adapt.density import density_ratios
+from exapt.estimators.density import density_ratios
 from exapt.cli import main
 from exapt.penalties.alignment import coral_loss, mk_mmd2
 from exapt.penalties.dann import dann_lambda, reverse_gradient

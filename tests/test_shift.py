@@ -17,11 +17,11 @@ from exapt.cli import main
 from exapt.errors import ExaptError
 from exapt.shift import diagnose
 from exapt.shift.concept import concept_shift
-from exapt.shift.covariate import (delong_ci, delong_components, domain_classifier, median_bandwidth, mmd_test,
+from exapt.estimators.covariate import (delong_ci, delong_components, domain_classifier, median_bandwidth, mmd_test,
                                    weighted_auc_ci)
-from exapt.shift.label_shift import (adjust_posteriors, bbse, confusion_joint, em_priors, estimate_priors,
+from exapt.estimators.label_shift import (adjust_posteriors, bbse, confusion_joint, em_priors, estimate_priors,
                                      total_variation)
-from exapt.shift.source_model import cross_fitted_probe
+from exapt.estimators.probes import cross_fitted_probe
 
 from conftest import quiet
 
@@ -352,7 +352,7 @@ def test_minilm_flags_airline_to_self_driving(tmp_path):
 
 def test_verdict_thresholds():
     from exapt.shift import report
-    from exapt.shift.covariate import DomainClassifierResult, MMDResult
+    from exapt.estimators.covariate import DomainClassifierResult, MMDResult
 
     def dc(auc, lo, hi):
         return DomainClassifierResult(auc, (lo, hi), 0.95, 5, 100, 100, np.zeros(0), np.zeros(0))

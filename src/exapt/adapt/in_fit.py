@@ -65,7 +65,7 @@ def weighted_validation(features: StartFeatures, train: Split, val: Split, unlab
                         seed: int) -> tuple[Split, dict]:
     """The source validation split carrying density-ratio weights from a domain classifier
     fitted on the start encoder's features of source training rows vs target rows."""
-    from .density import density_ratios
+    from ..estimators.density import density_ratios
 
     ratios, val_w = density_ratios(features(train), features(unlabelled), seed=seed, extra=features(val))
     info = {"domain_auc": round(ratios.domain_auc, 4), "val_effective_sample_size":

@@ -2,13 +2,13 @@
 
 `importance-weights` (covariate shift, p(x) moves, p(y|x) stays): each source example's
 loss is weighted by w(x) = p_target(x) / p_source(x), estimated once from a domain
-classifier on the start encoder's features (adapt/density.py: out of fold, clipped,
+classifier on the start encoder's features (estimators/density.py: out of fold, clipped,
 mean 1). Minimising the weighted source loss then minimises an estimate of the target
 loss (Shimodaira 2000; Sugiyama et al. 2007).
 
 `label-shift` (p(y) moves, p(x|y) stays): each source example of class y is weighted by
 w(y) = q(y) / p(y), q the target's class priors estimated without target labels by BBSE
-(Lipton et al. 2018, exapt.shift.label_shift) from a cross-fitted probe on the start
+(Lipton et al. 2018, exapt.estimators.label_shift) from a cross-fitted probe on the start
 encoder's features, p the source training priors.
 
 Both act through the loss, as a penalty term that turns the task's mean loss into the
@@ -61,7 +61,7 @@ class ImportanceWeights(WeightsTheLoss):
             raise ValueError("clip must be > 1")
 
     def weights(self, ctx, source, target):
-        from ..adapt.density import density_ratios
+        from ..estimators.density import density_ratios
 
         ratios, _ = density_ratios(source, target, clip=self.clip, seed=ctx.cfg.data.seed)
         ctx.log(f"importance weights: domain classifier AUC {ratios.domain_auc:.3f}; {ratios.clipped} of "
@@ -76,8 +76,8 @@ class LabelShift(WeightsTheLoss):
     summary = "weight source classes by q(y)/p(y), target priors q estimated by BBSE; needs --adapt-to"
 
     def weights(self, ctx, source, target):
-        from ..shift.label_shift import bbse, confusion_joint
-        from ..shift.source_model import cross_fitted_probe
+        from ..estimators.label_shift import bbse, confusion_joint
+        from ..estimators.probes import cross_fitted_probe
 
         k = len(ctx.task.classes)
         y = ctx.train.targets.numpy()

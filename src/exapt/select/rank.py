@@ -137,8 +137,8 @@ class _Data:
 
 def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text") -> _Data:
     from ..config import DataConfig, FitConfig
-    from ..data import load_data
-    from ..fit import _check_options, _splits
+    from ..data import fit_splits, load_data
+    from ..fit import check_options
     from ..tasks import Task
     from ..train.loop import TrainConfig
 
@@ -148,14 +148,14 @@ def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text
                                     val_fraction=s["val_fraction"], n_per_class=s["n_per_class"], seed=s["seed"]),
                     task=s["task"], max_length=s["max_length"],
                     train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=s["seed"]))
-    _check_options(cfg)
+    check_options(cfg)
     table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label)
     if table.kind != input_kind:
         has = {"features": "numeric features", "image": "images", "text": "texts"}.get(table.kind, table.kind)
         wants = "image models (efficientnet-lite0)" if input_kind == "image" else "text encoders"
         raise ExaptError(f"{table.source}: the candidates are {wants}, but this data has {has}")
     task = Task.from_labels(cfg.task, table.labels, table.source)
-    train, val, test = _splits(cfg, table, task.kind)
+    train, val, test = fit_splits(cfg.data, table, task.kind)
     task = Task.from_labels(task.kind, train.labels, f"{table.source} (training split)")
     y = task.encode(train.labels, train.rows, train.source).numpy()
     return _Data(train, test, task, y, len(val))

@@ -9,9 +9,10 @@
     rep.priors.bbse, rep.priors.em   # label shift: target priors without target labels
     rep.concept.table             # concept shift: per-class recall, source model vs target probe
 
-Modules: `covariate` (domain classifier, DeLong, MMD), `label_shift` (BBSE, EM),
-`source_model` (the cross-fitted probe or a run), `concept` (target probes), `domains`
-(loading, subsampling, features), `report` (verdict, figures, folder), `cli`.
+Modules: `source_model` (the cross-fitted probe or a run), `concept` (target probes),
+`domains` (loading, subsampling, features), `report` (verdict, figures, folder), `cli`;
+the statistics themselves live in `exapt.estimators` (covariate: domain classifier,
+DeLong, MMD; label_shift: BBSE, EM; probes), which fit's adaptation uses too.
 """
 from .diagnose import ShiftReport, diagnose
 

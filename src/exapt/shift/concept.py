@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .label_shift import adjust_posteriors
+from ..estimators.label_shift import adjust_posteriors
 
 DEFAULT_N_PER_CLASS = 20
 DEFAULT_REPEATS = 5

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExaptError
-from . import covariate, label_shift, report
+from ..estimators import covariate, label_shift
+from . import report
 from .concept import DEFAULT_N_PER_CLASS, ConceptResult, concept_shift
 from .domains import Domains, domain_features, load_domains, resolve_model
 from .source_model import SourceOutputs, cross_fitted_probe, run_outputs

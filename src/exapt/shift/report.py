@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ExaptError
 from ..figures import png_bytes
-from .label_shift import total_variation
+from ..estimators.label_shift import total_variation
 
 META = "shift.json"
 # Effect-size words for the domain classifier's AUC (0.5: indistinguishable, 1: disjoint).
@@ -147,7 +147,7 @@ def advice(rep) -> list[str]:
             f"{acc['source_em']:.2f}" if "source_em" in acc else "")
     if f.get("label") and f.get("label_estimates_reliable"):
         out.append("Label shift: re-weight the source model's class probabilities by the estimated priors "
-                   "(`exapt.shift.label_shift.adjust_posteriors`) or weight source examples by q(y)/p(y) when "
+                   "(`exapt.estimators.label_shift.adjust_posteriors`) or weight source examples by q(y)/p(y) when "
                    f"training{lift}.")
     if f.get("label") and not f.get("label_estimates_reliable"):
         out.append("Label shift is uncertain while p(x | y) also moves: a few target labels give the target's class "

@@ -24,7 +24,8 @@ import yaml
 from ..config import DataConfig, FitConfig
 from ..data import load_data
 from ..errors import ExaptError
-from ..train.checkpoint import atomic_write_text
+from ..files import atomic_write_text
+from ..sweep_folder import SweepFolder
 from ..train.loop import TrainConfig
 from .domains import Domain, check_sizes, fingerprint, load_domains, parse_domains, split_files, split_texts
 
@@ -53,7 +54,7 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
 
     >>> transfer_map("tweets-airline,tweets-apple", n_per_class=16, seeds=2, out="tm")  # doctest: +SKIP
     """
-    from ..fit import _check_options
+    from ..fit import check_options
     from ..strategies import parse_strategy
 
     if isinstance(text, str) and "," in text:
@@ -67,7 +68,7 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
     base = FitConfig(data=DataConfig(val_fraction=val_fraction, n_per_class=n_per_class),
                      model=model, strategy=strategy, max_length=max_length,
                      train=TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience))
-    _check_options(base)
+    check_options(base)
     found = load_domains(names, text=text, label=label, test_fraction=test_fraction, max_test=max_test)
     check_sizes(found, n_per_class)
     _check_model(base, parsed)
@@ -79,10 +80,8 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
                 "domains": {d.name: {"source": d.source, **({"text": text, "label": label} if d.is_file else {}),
                                      "n_pool": len(d.pool), "n_test": len(d.test),
                                      "examples": fingerprint(*splits[d.name])} for d in found}}
-    from ..compare.runner import prepare_settings_folder
-
-    prepare_settings_folder(out, settings, overwrite, marker_name=SETTINGS, kind="transfer map",  # user errors are behind us
-                            normalize=_current_spec)
+    sweep = SweepFolder(out, SETTINGS, FIT_DONE, "transfer map")
+    sweep.prepare(settings, overwrite, normalize=_current_spec)  # user errors are behind us
     for d in found:
         for path, content in zip(split_files(out, d), splits[d.name]):
             if not path.exists() or path.read_text() != content:

@@ -13,7 +13,7 @@ the outputs of a classifier trained on the source:
   renormalise, and set the new priors to the mean adjusted posterior, until nothing moves.
   It uses the full probabilities, so it is sharper when the classifier is calibrated.
 
-    from exapt.shift.label_shift import bbse, em_priors
+    from exapt.estimators.label_shift import bbse, em_priors
     est = bbse(confusion, target_predictions.mean(0), source_priors)   # hard predictions, one-hot
     q = em_priors(target_probabilities, source_priors)
 """

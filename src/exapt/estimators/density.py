@@ -35,7 +35,7 @@ def density_ratios(source: np.ndarray, target: np.ndarray, *, clip: float = 10.0
                    ) -> tuple[DensityRatios, np.ndarray | None]:
     """Ratios for the `source` rows; `extra` rows (e.g. source validation rows, not used to
     fit) get ratios from a classifier fitted on all rows, normalised like the source's."""
-    from ..shift.covariate import domain_classifier
+    from .covariate import domain_classifier
 
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     result = domain_classifier(source, target, folds=folds, C=C, seed=seed)   # out-of-fold P(target | x)
@@ -52,7 +52,7 @@ def density_ratios(source: np.ndarray, target: np.ndarray, *, clip: float = 10.0
     weights = clipped / scale
     extra_weights = None
     if extra is not None and len(extra):
-        from ..shift.source_model import logistic_probe
+        from .probes import logistic_probe
 
         x = np.concatenate([source, target])
         d = np.concatenate([np.zeros(len(source)), np.ones(len(target))])

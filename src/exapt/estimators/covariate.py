@@ -15,7 +15,7 @@ Two complementary tests on the same features:
 The AUC measures *how much* the domains differ (an effect size that is comparable across
 data sets); the MMD p-value says whether a difference is *there at all*.
 
-    from exapt.shift.covariate import domain_classifier, mmd_test
+    from exapt.estimators.covariate import domain_classifier, mmd_test
     dc = domain_classifier(source_features, target_features, seed=0)
     print(dc.auc, dc.ci)                     # e.g. 0.97 (0.96, 0.98)
     mmd = mmd_test(source_features, target_features, permutations=1000, seed=0)
@@ -82,7 +82,7 @@ def domain_classifier(source, target, *, folds: int = DEFAULT_FOLDS, C: float = 
     difference; the CI is then a percentile bootstrap over rows (DeLong's is unweighted)."""
     from sklearn.model_selection import StratifiedKFold
 
-    from .source_model import logistic_probe
+    from .probes import logistic_probe
 
     source, target = _check_pair(source, target)
     x = np.vstack([source, target])
