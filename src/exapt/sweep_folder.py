@@ -27,8 +27,10 @@ from .run_folder import RunFolder, check_can_be_folder
 class SweepFolder:
     RUNS = "runs"
 
-    def __init__(self, path, marker: str, record: str, kind: str):
+    def __init__(self, path, marker: str, record: str, kind: str, same=None):
+        """`same(old, new)`: whether a fit's saved config is the one asked for (default: equal)."""
         self.path, self.marker, self.record, self.kind = Path(path), marker, record, kind
+        self.same = same or (lambda old, new: old == new)
 
     def run(self, name: str) -> RunFolder:
         return RunFolder(self.path / self.RUNS / name)
@@ -65,7 +67,7 @@ class SweepFolder:
     # -- its fits -------------------------------------------------------------------
     def same_config(self, name: str, cfg: FitConfig) -> bool:
         try:
-            return self.run(name).read_config() == cfg
+            return self.same(self.run(name).read_config(), cfg)
         except ExaptError:
             return False
 

@@ -12,7 +12,6 @@ settings is refused, naming what changed.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,8 @@ from ..config import DataConfig, FitConfig
 from ..data import load_data
 from ..errors import ExaptError
 from ..files import atomic_write_text
+from ..fit import check_options, fit_config
+from ..run import Run
 from ..sweep_folder import SweepFolder
 from ..train.loop import TrainConfig
 from .domains import Domain, check_sizes, fingerprint, load_domains, parse_domains, split_files, split_texts
@@ -54,7 +55,6 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
 
     >>> transfer_map("tweets-airline,tweets-apple", n_per_class=16, seeds=2, out="tm")  # doctest: +SKIP
     """
-    from ..fit import check_options
     from ..strategies import parse_strategy
 
     if isinstance(text, str) and "," in text:
@@ -80,8 +80,7 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
                 "domains": {d.name: {"source": d.source, **({"text": text, "label": label} if d.is_file else {}),
                                      "n_pool": len(d.pool), "n_test": len(d.test),
                                      "examples": fingerprint(*splits[d.name])} for d in found}}
-    sweep = SweepFolder(out, SETTINGS, FIT_DONE, "transfer map")
-    sweep.prepare(settings, overwrite, normalize=_current_spec)  # user errors are behind us
+    sweep_folder(out).prepare(settings, overwrite, normalize=_current_spec)  # user errors are behind us
     for d in found:
         for path, content in zip(split_files(out, d), splits[d.name]):
             if not path.exists() or path.read_text() != content:
@@ -159,60 +158,48 @@ def _bar(total: int, done: int, progress: bool):
                 dynamic_ncols=True, file=sys.stderr)
 
 
-def _run_folder(out: Path, d: Domain, seed: int) -> Path:
-    return out / "runs" / f"{d.slug}-s{seed}"
+def sweep_folder(out: Path) -> SweepFolder:
+    return SweepFolder(out, SETTINGS, FIT_DONE, "transfer map", same=_same_fit)
 
 
-def _same_fit(folder: Path, cfg: FitConfig) -> bool:
+def _fit_name(d: Domain, seed: int) -> str:
+    return f"{d.slug}-s{seed}"
+
+
+def _same_fit(old: FitConfig, cfg: FitConfig) -> bool:
     """The folder holds (part of) this fit. The split files are compared by name, not by
     path, so a map folder that was moved or reached by another path is still resumed (the
     settings' fingerprint has already checked that the splits hold the same examples)."""
-    try:
-        old = FitConfig.load(folder / "config.yaml")
-    except ExaptError:
-        return False
-    new = FitConfig.from_dict(asdict(cfg))
+    old, new = FitConfig.from_dict(asdict(old)), FitConfig.from_dict(asdict(cfg))
     for c in (old, new):
         c.data.source, c.data.test = Path(c.data.source).name, Path(c.data.test or "").name
     return old == new
 
 
 def _finished(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Domain]) -> dict | None:
-    folder = _run_folder(out, d, seed)
-    try:
-        record = json.loads((folder / FIT_DONE).read_text())
-    except (OSError, ValueError):
-        return None
-    same = _same_fit(folder, cfg)
-    scored = [r.get("target") for r in record.get("targets", [])]
-    return record if same and scored == [x.name for x in domains] else None
+    record = sweep_folder(out).read_record(_fit_name(d, seed), cfg)
+    scored = [r.get("target") for r in (record or {}).get("targets", [])]
+    return record if record is not None and scored == [x.name for x in domains] else None
 
 
 def _run_fit(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Domain], evaluator,
              keep_weights: bool, progress: bool) -> dict:
-    from ..fit import fit_config
-    from ..run import Run, is_complete
-
-    folder = _run_folder(out, d, seed)
-    same = _same_fit(folder, cfg)
+    sweep, name = sweep_folder(out), _fit_name(d, seed)
+    folder, same = sweep.start_fit(name, cfg)   # a stale fit of this map, made under another configuration, is removed
     started = time.perf_counter()
-    if same and is_complete(folder):
-        run = Run.load(folder)   # fitted, but stopped before every target was scored
-    else:
-        if folder.exists() and not same:
-            shutil.rmtree(folder)   # a stale fit of this map, made under another configuration
-        # same configuration, not finished: an interrupted fit continues from its checkpoint
-        run = fit_config(cfg, out=folder, resume=same, progress=progress, log=lambda *a, **k: None,
+    if same and folder.is_complete():
+        run = Run.load(folder.path)   # fitted, but stopped before every target was scored
+    else:  # same configuration, not finished: an interrupted fit continues from its checkpoint
+        run = fit_config(cfg, out=folder.path, resume=same, progress=progress, log=lambda *a, **k: None,
                          loader=evaluator.loader)
     metrics = run.metrics
     record = {"source": d.name, "seed": seed, "n_train": metrics.get("n_train"), "n_val": metrics.get("n_val"),
               "train_seconds": metrics.get("train_seconds"),
               "targets": [{"target": t.name, **evaluator.score(run, t)} for t in domains]}
     record["fit_seconds"] = round(time.perf_counter() - started, 2)
-    atomic_write_text(folder / FIT_DONE, json.dumps(record, indent=2) + "\n")
-    if not keep_weights:   # the map needs only the scores; a fine-tuned encoder is ~90 MB per fit
-        (folder / "weights.safetensors").unlink(missing_ok=True)
-        shutil.rmtree(folder / "adapter", ignore_errors=True)
+    sweep.write_record(name, record)
+    if not keep_weights:   # the map needs only the scores
+        sweep.drop_weights(name)
     return record
 
 
