@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import analysis as A
 from . import forgetting_report as F
+from .recommendation import recommend
 from ..figures import png_bytes
 
 FIGURE_IDS = ("fig-learning-curve", "fig-gain", "fig-labels-saved", "fig-cost")
@@ -130,7 +131,7 @@ class _Report:
         self.gain = A.transfer_gain(self.results, self.col, self.baseline)
         self.saved = A.labels_saved(self.summary, self.baseline, self.higher)
         self.forgetting = F.forgetting_summary(self.results, self.col)
-        self.rec = A.recommend(self.results, self.col, self.higher, self.baseline)
+        self.rec = recommend(self.results, self.col, self.higher, self.baseline)
         self.sizes = sorted(self.summary["n"].unique())
         self.has_baseline = self.baseline in self.order
         self.others = [s for s in self.order if s != self.baseline]
@@ -181,12 +182,12 @@ class _Report:
             total = col("total_parameters").replace(0, np.nan)
             rows.append({
                 "strategy": s, "cells": len(r),
-                "cell_seconds": A._mean_or_nan(col("cell_seconds")),
-                "train_seconds": A._mean_or_nan(col("train_seconds")),
-                "peak_rss_mb": A._mean_or_nan(col("peak_rss_mb")),
-                "trainable_parameters": A._mean_or_nan(col("trainable_parameters")),
-                "trainable_fraction": A._mean_or_nan(col("trainable_parameters") / total),
-                "epochs_run": A._mean_or_nan(col("epochs_run")),
+                "cell_seconds": A.mean_or_nan(col("cell_seconds")),
+                "train_seconds": A.mean_or_nan(col("train_seconds")),
+                "peak_rss_mb": A.mean_or_nan(col("peak_rss_mb")),
+                "trainable_parameters": A.mean_or_nan(col("trainable_parameters")),
+                "trainable_fraction": A.mean_or_nan(col("trainable_parameters") / total),
+                "epochs_run": A.mean_or_nan(col("epochs_run")),
             })
         return pd.DataFrame(rows)
 
