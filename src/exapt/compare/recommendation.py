@@ -62,6 +62,8 @@ class _Panel:
     common: list            # the sizes every strategy finished
     higher_is_better: bool
     tie_tolerance: float
+    means: pd.Series = field(init=False)   # (strategy, n) -> mean metric over seeds
+    stds: pd.Series = field(init=False)
     score: dict = field(default_factory=dict)     # mean over sizes of the per-size mean metric
     cost: dict = field(default_factory=dict)      # mean seconds per cell
     memory: dict = field(default_factory=dict)    # mean peak RSS (MB)
@@ -82,13 +84,9 @@ class _Panel:
             panel._measure(s)
         return panel
 
-    @property
-    def means(self) -> pd.Series:
-        return self.summary.set_index(["strategy", "n"])["mean"]
-
-    @property
-    def stds(self) -> pd.Series:
-        return self.summary.set_index(["strategy", "n"])["std"]
+    def __post_init__(self):
+        self.means = self.summary.set_index(["strategy", "n"])["mean"]
+        self.stds = self.summary.set_index(["strategy", "n"])["std"]
 
     def sizes_for(self, s: str) -> list:
         return self.common if self.common else sorted(self.sizes_of[s])

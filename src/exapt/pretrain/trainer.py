@@ -32,8 +32,8 @@ from ..errors import ExaptError
 from ..train.checkpoint import atomic_write_text
 from .corpus import BUILTIN_CORPORA, build_corpus, corpus_records, resolve_corpus
 from .masking import mask_tokens
-# mlm_loss and evaluate are looked up here at call time: tests and benchmarks/pretrain_bench.py
-# wrap trainer.mlm_loss to interrupt or time the training steps
+# The training step calls mlm_loss through this module's name: tests and benchmarks/pretrain_bench.py
+# replace trainer.mlm_loss to interrupt or time it. evaluate stays importable from here (mlm_source).
 from .mlm import Batcher, evaluate, mlm_loss, special_mask, to_device, training_device
 from .output import STATE_DIR, load_state, prepare_out, save_state, write_model
 from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model, load_vocabulary
