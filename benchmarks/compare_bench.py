@@ -103,7 +103,7 @@ def accuracy(out: Path, strategies: str) -> dict:
     subprocess.run(cmd, check=True)
     seconds = time.perf_counter() - started
     frame = pd.read_csv(out / "results.csv")
-    from exapt.compare.analysis import recommend
+    from exapt.compare.recommendation import recommend
 
     best = recommend(frame, "accuracy", True)["strategy"]
     means = frame.groupby(["strategy", "n"])["test_accuracy"].mean()

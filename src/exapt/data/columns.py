@@ -242,21 +242,7 @@ def select_columns(df: pd.DataFrame, *, source: str,
     else:
         input_cols = _column_list(text, df, source, "text")
 
-    labels = None
-    if label is None or (isinstance(label, str) and not label.strip()):
-        if require_label:
-            raise ExaptError("option label: a label column is required")
-    else:
-        label = str(label).strip()
-        if label in input_cols:
-            raise ExaptError(
-                f"{source}: column {label!r} is both an input and the label column"
-            )
-        if label in df.columns:
-            labels = _labels(df, label, source, require_label)
-        elif require_label:
-            _check_column(df, label, source, "label")
-
+    labels = _label_values(df, label, input_cols, source, require_label)
     rows = np.arange(1, len(df) + 1, dtype=np.int64)
     if features is not None:
         mat = _feature_matrix(df, input_cols, source)
@@ -264,3 +250,22 @@ def select_columns(df: pd.DataFrame, *, source: str,
     parts = [_text_values(df, c, source) for c in input_cols]
     inputs = parts[0] if len(parts) == 1 else [TEXT_JOIN.join(t) for t in zip(*parts)]
     return Table(inputs, labels, "text", source, rows)
+
+
+def _label_values(df: pd.DataFrame, label, input_cols, source: str, require_label: bool):
+    """The label column's values, or None when no label is named (or, with
+    require_label=False, none is present)."""
+    if label is None or (isinstance(label, str) and not label.strip()):
+        if require_label:
+            raise ExaptError("option label: a label column is required")
+        return None
+    label = str(label).strip()
+    if label in input_cols:
+        raise ExaptError(
+            f"{source}: column {label!r} is both an input and the label column"
+        )
+    if label in df.columns:
+        return _labels(df, label, source, require_label)
+    if require_label:
+        _check_column(df, label, source, "label")
+    return None

@@ -208,8 +208,6 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
                  holdout: float = 0.05, max_tokens: int | None = None, min_tokens: int = 8,
                  progress: bool = True) -> Corpus:
     """Read, tokenize and window a corpus; hold out `holdout` of it for evaluation."""
-    from tqdm.auto import tqdm
-
     if not 0 < holdout < 0.5:
         raise ExaptError(f"--holdout must be in (0, 0.5) (got {holdout})")
     if max_length < 8:
@@ -219,7 +217,26 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     if cls_id is None or sep_id is None:
         raise ExaptError("the tokenizer has no [CLS]/[SEP] tokens; exapt pretrain needs a BERT-style tokenizer")
-    body = max_length - 2
+    per_record, n_chars = _read_windows(records, tokenizer, seq_input, max_length - 2, max_tokens, min_tokens,
+                                        progress)
+    if not per_record:
+        raise ExaptError(f"corpus {source!r}: no record has {min_tokens} tokens or more; nothing to train on")
+    train, held = _hold_out(per_record, holdout)
+    if not train or not held:
+        raise ExaptError(f"corpus {source!r} is too small to hold out {holdout:.0%} for evaluation "
+                         f"({sum(len(w) for w in per_record)} windows)")
+    dtype = np.int16 if len(tokenizer) < 32000 else np.int32
+    pad = tokenizer.pad_token_id or 0
+    return Corpus(_pack(train, max_length, cls_id, sep_id, pad, dtype), _pack(held, max_length, cls_id, sep_id, pad, dtype),
+                  records=len(per_record), characters=n_chars, source=str(path), digest=file_sha256(path))
+
+
+def _read_windows(records, tokenizer, seq_input: SequenceInput, body: int, max_tokens: int | None,
+                  min_tokens: int, progress: bool) -> tuple[list[list[list[int]]], int]:
+    """Each record's windows of up to `body` tokens (those of at least `min_tokens`; records
+    with none are left out), stopping at `max_tokens`; and the characters read."""
+    from tqdm.auto import tqdm
+
     per_record: list[list[list[int]]] = []
     n_chars = 0
     total = 0
@@ -238,8 +255,12 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
         if max_tokens and total >= max_tokens:
             break
     bar.close()
-    if not per_record:
-        raise ExaptError(f"corpus {source!r}: no record has {min_tokens} tokens or more; nothing to train on")
+    return per_record, n_chars
+
+
+def _hold_out(per_record: list[list[list[int]]], holdout: float) -> tuple[list, list]:
+    """(training windows, held-out windows): every round(1/holdout)-th record, or window
+    when there are too few records to split by record."""
     every = max(2, round(1 / holdout))
     train, held = [], []
     if len(per_record) >= RECORDS_FOR_RECORD_SPLIT:
@@ -249,13 +270,7 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
         flat = [w for wins in per_record for w in wins]
         for i, w in enumerate(flat):
             (held if i % every == every // 2 else train).append(w)
-    if not train or not held:
-        raise ExaptError(f"corpus {source!r} is too small to hold out {holdout:.0%} for evaluation "
-                         f"({sum(len(w) for w in per_record)} windows)")
-    dtype = np.int16 if len(tokenizer) < 32000 else np.int32
-    pad = tokenizer.pad_token_id or 0
-    return Corpus(_pack(train, max_length, cls_id, sep_id, pad, dtype), _pack(held, max_length, cls_id, sep_id, pad, dtype),
-                  records=len(per_record), characters=n_chars, source=str(path), digest=file_sha256(path))
+    return train, held
 
 
 def _pack(windows: list[list[int]], width: int, cls_id: int, sep_id: int, pad: int, dtype) -> Windows:

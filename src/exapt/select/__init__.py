@@ -4,7 +4,8 @@
     logme(features, labels)                      # higher = more transferable
     SCORES["h-score"](features, labels, "classification")
 
-See `exapt.select.scores` for the formulas and the papers they come from.
+See `exapt.select.scores` (and closed_form.py for LogME and H-score) for the formulas and the
+papers they come from.
 """
 from .scores import (FEATURE_SCORE_TASKS, SCORES, SOURCE_SCORE_TASKS, SOURCE_SCORES, TASKS, LogMEResult,
                      ScoreInputError, h_score, kendall_tau, knn_accuracy, leep, linear_probe_cv, logme, logme_fit,

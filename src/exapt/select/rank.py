@@ -29,15 +29,13 @@ score and that accuracy. ``MODEL@K`` is fine-tuned as a truncated copy of the mo
 folder (`layer_cache.truncated_model_folder`); a run as a folder of its encoder's weights.
 
 The pieces: `candidates` (what --models names), `layer_cache` (features of every layer,
-cached; truncated copies), `scores` (the formulas), `rank_report` (the files written).
+cached; truncated copies), `scores` (the formulas), `rank_validate` (fine-tuning each
+candidate, the taus), `rank_report` (the files written).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +46,15 @@ import pandas as pd
 from ..errors import ExaptError
 from ..train.checkpoint import atomic_write_bytes
 from .candidates import Candidate, _parse_list, parse_candidates
-from .layer_cache import LayerCache, _materialize
+from .layer_cache import LayerCache
 from .rank_report import META, OUTPUT_FILES, write_outputs
-from .scores import FEATURE_SCORE_TASKS, SCORES, SOURCE_SCORE_TASKS, SOURCE_SCORES, kendall_tau, weighted_kendall_tau
+from .rank_validate import FINETUNE_DIR, tau_table, validate_candidates
+from .scores import FEATURE_SCORE_TASKS, SCORES, SOURCE_SCORE_TASKS, SOURCE_SCORES
 from .suggest import suggest
 
 DEFAULT_SCORES = ("logme", "h-score", "knn", "linear-probe-cv")
 ALL_SCORES = tuple(SCORES) + tuple(SOURCE_SCORES)
 SCORE_TASKS = {**FEATURE_SCORE_TASKS, **SOURCE_SCORE_TASKS}
-FINETUNE_DIR = "finetune"
 
 
 def parse_scores(scores) -> list[str]:
@@ -212,93 +210,22 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
     Data options mean what they mean for `exapt.fit`; ``val_fraction`` defaults to 0 here,
     so every labelled training example is scored and the fine-tuning runs its full schedule.
     """
-    from ..strategies import parse_strategy
-    from ..threads import configure_threads
-
     log = log or _quiet
     started = time.perf_counter()
     if isinstance(text, str) and "," in text:
         text = [c.strip() for c in text.split(",") if c.strip()]
-    listed = tuple(_parse_list(scores, "--scores")) if scores is not None else DEFAULT_SCORES
-    explicit_scores = listed != DEFAULT_SCORES and [x.lower() for x in listed] != ["all"]
-    score_names = parse_scores(scores)
-    if validate:
-        parse_strategy(strategy)
     settings = _settings(data, test, text, label, task, n_per_class, seed, val_fraction, test_fraction, max_test,
                          max_length, strategy, epochs, batch_size)
-    candidates = parse_candidates(models, layers)
-    input_kind = _input_kind(candidates, validate)
-    if validate and len(candidates) < 2:
-        raise ExaptError("--validate needs at least 2 candidates to correlate scores with accuracy")
-    out = Path(out) if out is not None else None
-    clear = out is not None and _check_out(out, settings, overwrite)
-    configure_threads()
-    d = _load_split(settings, batch_size, epochs, input_kind)
-    kind = d.task.kind
-    score_names = _check_scores(score_names, kind, explicit_scores, candidates, log)
-    if clear:   # every user error is behind us: only now replace an earlier output
-        _clear_out(out)
-    if out is not None and not (out / META).exists():
-        # mark the folder as ours before any fine-tuning, so an interrupted --validate can resume in it
-        atomic_write_bytes(out / META, json.dumps({"exapt_rank": 1, "settings": settings, "complete": False}).encode())
-    texts = list(d.train.inputs)
-    log(f"rank {len(candidates)} candidate(s) on {len(texts)} training examples of {d.train.source} ({kind}): "
-        f"{', '.join(score_names)}")
-
-    # -- features and scores: one pass per source, cached --------------------------------
-    rows, feature_seconds = [], {}
-    by_source: dict[int, list[Candidate]] = {}
-    for c in candidates:
-        by_source.setdefault(id(c.source), []).append(c)
-    for group in by_source.values():
-        src = group[0].source
-        t0 = time.perf_counter()
-        cache = LayerCache(src, max_length, seed)
-        names = sorted({f"layer.{c.layer}" for c in group}) + (["probs"] if any(c.has_head for c in group) else [])
-        feats = cache.get(texts, names, progress, log=log)
-        share = (time.perf_counter() - t0) / len(group)   # one pass serves every layer of this source
-        for c in group:
-            t1 = time.perf_counter()
-            f = feats[f"layer.{c.layer}"].astype(np.float64)
-            row = {"candidate": c.name, "model": src.spec, "layer": c.layer, "n_layers": src.n_layers,
-                   "dim": f.shape[1], "kind": src.kind, "source_head": c.has_head}
-            for s in score_names:
-                if s in SOURCE_SCORES:
-                    row[s] = SOURCE_SCORES[s](feats["probs"], d.y, kind) if c.has_head else float("nan")
-                else:
-                    row[s] = SCORES[s](f, d.y, kind)
-            row["score_seconds"] = round(share + time.perf_counter() - t1, 4)
-            row["cache_hits"] = cache.hits
-            rows.append(row)
-            log(f"  {c.name}: " + ", ".join(f"{s} {row[s]:.4g}" for s in score_names))
-        feature_seconds[src.spec] = cache.encoded_seconds
+    job = _prepare(settings, models, layers, scores, validate, out, overwrite, log)
+    texts = list(job.data.train.inputs)
+    log(f"rank {len(job.candidates)} candidate(s) on {len(texts)} training examples of {job.data.train.source} "
+        f"({job.data.task.kind}): {', '.join(job.scores)}")
+    frame, feature_seconds = _score_all(job, texts, progress, log)
     rank_seconds = time.perf_counter() - started
-    frame = pd.DataFrame(rows)
-    for s in score_names:
-        frame[f"{s}_rank"] = _ranks(frame[s])
-
-    # -- validation: fine-tune each candidate on the same examples -----------------------
-    metric = d.task.primary_metric
-    tau = None
-    finetune_total = 0.0
-    if validate:
-        results = _validate(candidates, settings, d, out, max_length, seed, epochs, batch_size, log)
-        frame[f"test_{metric}"] = [r["metrics"].get(metric, float("nan")) for r in results]
-        frame["finetune_seconds"] = [round(r["seconds"], 2) for r in results]
-        finetune_total = float(sum(r["seconds"] for r in results))
-        truth = frame[f"test_{metric}"] * (1.0 if d.task.higher_is_better else -1.0)
-        frame[f"test_{metric}_rank"] = _ranks(truth)
-        tau = _tau_table(frame, score_names, truth, metric)
-    columns = (["candidate", "model", "layer", "n_layers", "dim", "kind", "source_head"]
-               + [x for s in score_names for x in (s, f"{s}_rank")]
-               + ([f"test_{metric}", f"test_{metric}_rank", "finetune_seconds"] if validate else [])
-               + ["score_seconds", "cache_hits"])
-    frame = frame[columns]
-    meta = {"exapt_rank": 1, "settings": settings, "task": kind, "classes": d.task.classes, "metric": metric,
-            "n_train": len(d.train), "n_val": d.n_val, "n_test": len(d.test), "scores": score_names,
-            "candidates": [c.name for c in candidates], "rank_seconds": round(rank_seconds, 3),
-            "encode_seconds": {k: round(v, 3) for k, v in feature_seconds.items()},
-            "suggestion": suggest(frame, score_names, len(d.train))}
+    tau, finetune_total = _validate_into(frame, job, log) if validate else (None, 0.0)
+    metric = job.data.task.primary_metric
+    frame = frame[_columns(job.scores, metric, validate)]
+    meta = _meta(job, frame, rank_seconds, feature_seconds)
     if validate:
         meta.update(finetune_seconds=round(finetune_total, 2), strategy=strategy,
                     rank_to_finetune_ratio=round(rank_seconds / finetune_total, 5) if finetune_total > 0 else None)
@@ -310,93 +237,113 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
         r = meta["rank_to_finetune_ratio"]
         log(f"ranking took {rank_seconds:.1f} s, fine-tuning {finetune_total:.1f} s"
             + (f" (ranking = {r:.1%} of fine-tuning)" if r is not None else ""))
-    if out is not None:
-        frame.attrs["files"] = write_outputs(out, frame, tau, meta)
+    if job.out is not None:
+        frame.attrs["files"] = write_outputs(job.out, frame, tau, meta)
     return frame
 
 
-def _tau_table(frame: pd.DataFrame, score_names: list[str], truth: pd.Series, metric: str) -> pd.DataFrame:
-    rows = []
-    for s in score_names:
-        ok = frame[s].notna() & truth.notna()
-        n = int(ok.sum())
-        wt = kt = float("nan")
-        if n >= 2:
-            wt = weighted_kendall_tau(frame.loc[ok, s].to_numpy(), truth[ok].to_numpy())
-            kt = kendall_tau(frame.loc[ok, s].to_numpy(), truth[ok].to_numpy())
-        pick = frame.loc[frame.loc[ok, s].idxmax()] if n else None
-        best = frame.loc[truth[ok].idxmax()] if n else None
-        rows.append({"score": s, "weighted_tau": wt, "kendall_tau": kt, "n_candidates": n,
-                     "pick": None if pick is None else pick["candidate"],
-                     f"pick_test_{metric}": float("nan") if pick is None else float(pick[f"test_{metric}"]),
-                     "best": None if best is None else best["candidate"],
-                     f"best_test_{metric}": float("nan") if best is None else float(best[f"test_{metric}"]),
-                     "picks_best": None if pick is None else bool(truth[pick.name] == truth[ok].max())})
-    return pd.DataFrame(rows)
+@dataclass
+class _Job:
+    """A checked rank request: what is scored, with which scores, on which examples, written where."""
+    settings: dict
+    candidates: list[Candidate]
+    scores: list[str]
+    data: _Data
+    out: Path | None
 
 
-def _slug(name: str) -> str:
-    short = re.sub(r"[^A-Za-z0-9_.@-]+", "-", name).strip("-")[-60:]
-    return f"{short}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+def _prepare(settings: dict, models, layers, scores, validate: bool, out, overwrite: bool, log) -> _Job:
+    """Check every option and load the data before anything is written; then claim `out`."""
+    from ..strategies import parse_strategy
+    from ..threads import configure_threads
+
+    listed = tuple(_parse_list(scores, "--scores")) if scores is not None else DEFAULT_SCORES
+    explicit_scores = listed != DEFAULT_SCORES and [x.lower() for x in listed] != ["all"]
+    score_names = parse_scores(scores)
+    if validate:
+        parse_strategy(settings["strategy"])
+    candidates = parse_candidates(models, layers)
+    input_kind = _input_kind(candidates, validate)
+    if validate and len(candidates) < 2:
+        raise ExaptError("--validate needs at least 2 candidates to correlate scores with accuracy")
+    out = Path(out) if out is not None else None
+    clear = out is not None and _check_out(out, settings, overwrite)
+    configure_threads()
+    d = _load_split(settings, settings["batch_size"], settings["epochs"], input_kind)
+    score_names = _check_scores(score_names, d.task.kind, explicit_scores, candidates, log)
+    if clear:   # every user error is behind us: only now replace an earlier output
+        _clear_out(out)
+    if out is not None and not (out / META).exists():
+        # mark the folder as ours before any fine-tuning, so an interrupted --validate can resume in it
+        atomic_write_bytes(out / META, json.dumps({"exapt_rank": 1, "settings": settings, "complete": False}).encode())
+    return _Job(settings, candidates, score_names, d, out)
 
 
-def _validate(candidates, settings, d: _Data, out: Path | None, max_length: int, seed: int, epochs,
-              batch_size: int, log) -> list[dict]:
-    """Fine-tune each candidate with `exapt.fit` on the scored examples; metrics + seconds.
+def _score_all(job: _Job, texts: list, progress: bool, log) -> tuple[pd.DataFrame, dict]:
+    """Every candidate's scores (one row each, with ranks) and the seconds spent encoding per source:
+    one forward pass per source model serves all its layers, cached."""
+    rows, feature_seconds = [], {}
+    by_source: dict[int, list[Candidate]] = {}
+    for c in job.candidates:
+        by_source.setdefault(id(c.source), []).append(c)
+    for group in by_source.values():
+        src = group[0].source
+        t0 = time.perf_counter()
+        cache = LayerCache(src, job.settings["max_length"], job.settings["seed"])
+        names = sorted({f"layer.{c.layer}" for c in group}) + (["probs"] if any(c.has_head for c in group) else [])
+        feats = cache.get(texts, names, progress, log=log)
+        share = (time.perf_counter() - t0) / len(group)   # one pass serves every layer of this source
+        for c in group:
+            rows.append(_score_row(c, feats, job, share, cache.hits))
+            log(f"  {c.name}: " + ", ".join(f"{s} {rows[-1][s]:.4g}" for s in job.scores))
+        feature_seconds[src.spec] = cache.encoded_seconds
+    frame = pd.DataFrame(rows)
+    for s in job.scores:
+        frame[f"{s}_rank"] = _ranks(frame[s])
+    return frame, feature_seconds
 
-    With ``out``, each result is kept in out/finetune/<candidate>.json and reused by a
-    later call with the same settings (so an interrupted --validate picks up where it stopped)."""
-    from ..fit import fit
 
-    results = []
-    with tempfile.TemporaryDirectory(prefix="exapt-rank-") as work:
-        for i, c in enumerate(candidates):
-            src = c.source
-            record = out / FINETUNE_DIR / f"{_slug(c.name)}.json" if out is not None else None
-            ident = {"candidate": c.name, "source_key": src.key, "layer": c.layer, "settings": settings}
-            if record is not None and record.exists():
-                try:
-                    saved = json.loads(record.read_text())
-                except (OSError, ValueError):
-                    saved = {}
-                if saved.get("identity") == ident:
-                    results.append(saved)
-                    log(f"  fine-tuned {c.name} before: test {d.task.primary_metric} "
-                        f"{saved['metrics'].get(d.task.primary_metric, float('nan')):.4f}")
-                    continue
-            t0 = time.perf_counter()
-            plain = src.kind in ("pretrained", "scratch", "classifier") and not c.truncated
-            init = str(src.run) if src.image and src.run is not None else None   # an image run: --init RUN
-            if init:
-                model, pooling = None, None
-            else:
-                model = src.spec if plain else str(_materialize(src, c.layer, max_length, seed))
-                pooling = None if plain else src.pooling
-            log(f"  fine-tuning {c.name} ({settings['strategy']}) [{i + 1}/{len(candidates)}]")
-            try:
-                run = fit(settings["data"], settings["strategy"], model, text=settings["text"], label=settings["label"],
-                          task=settings["task"], test=settings["test"], n_per_class=settings["n_per_class"],
-                          seed=seed, val_fraction=settings["val_fraction"], test_fraction=settings["test_fraction"],
-                          max_test=settings["max_test"], pooling=pooling, max_length=max_length, epochs=epochs,
-                          batch_size=batch_size, init=init, out=Path(work) / f"run-{i}", progress=False, log=_quiet)
-            except ExaptError as e:
-                raise ExaptError(f"--validate: fine-tuning {c.name}: {e}") from None
-            seconds = time.perf_counter() - t0
-            m = run.metrics
-            if m.get("n_train") != len(d.train):   # fit must train on exactly what was scored
-                raise ExaptError(f"--validate: fine-tuning {c.name} trained on {m.get('n_train')} examples, "
-                                 f"but {len(d.train)} were scored")
-            result = {"identity": ident, "candidate": c.name, "metrics": m["test"], "seconds": seconds,
-                      "train_seconds": m.get("train_seconds"), "n_train": m.get("n_train"), "n_test": m.get("n_test"),
-                      "model": model or run.config.model, "init": init}
-            shutil.rmtree(run.path, ignore_errors=True)
-            del run
-            if record is not None:
-                from ..train.checkpoint import atomic_write_text
+def _score_row(c: Candidate, feats: dict, job: _Job, share: float, cache_hits) -> dict:
+    t1 = time.perf_counter()
+    src, d, kind = c.source, job.data, job.data.task.kind
+    f = feats[f"layer.{c.layer}"].astype(np.float64)
+    row = {"candidate": c.name, "model": src.spec, "layer": c.layer, "n_layers": src.n_layers,
+           "dim": f.shape[1], "kind": src.kind, "source_head": c.has_head}
+    for s in job.scores:
+        if s in SOURCE_SCORES:
+            row[s] = SOURCE_SCORES[s](feats["probs"], d.y, kind) if c.has_head else float("nan")
+        else:
+            row[s] = SCORES[s](f, d.y, kind)
+    row["score_seconds"] = round(share + time.perf_counter() - t1, 4)
+    row["cache_hits"] = cache_hits
+    return row
 
-                atomic_write_text(record, json.dumps(result, indent=2) + "\n")
-            log(f"    test {d.task.primary_metric} {m['test'].get(d.task.primary_metric, float('nan')):.4f} "
-                f"in {seconds:.1f} s")
-            results.append(result)
-    return results
 
+def _validate_into(frame: pd.DataFrame, job: _Job, log) -> tuple[pd.DataFrame, float]:
+    """Fine-tune each candidate on the same examples; add the test metric, its rank and the
+    seconds to `frame`; return the tau table and the total fine-tuning seconds."""
+    d, metric, s = job.data, job.data.task.primary_metric, job.settings
+    results = validate_candidates(job.candidates, s, d, job.out, log)
+    frame[f"test_{metric}"] = [r["metrics"].get(metric, float("nan")) for r in results]
+    frame["finetune_seconds"] = [round(r["seconds"], 2) for r in results]
+    finetune_total = float(sum(r["seconds"] for r in results))
+    truth = frame[f"test_{metric}"] * (1.0 if d.task.higher_is_better else -1.0)
+    frame[f"test_{metric}_rank"] = _ranks(truth)
+    return tau_table(frame, job.scores, truth, metric), finetune_total
+
+
+def _columns(score_names: list[str], metric: str, validate: bool) -> list[str]:
+    return (["candidate", "model", "layer", "n_layers", "dim", "kind", "source_head"]
+            + [x for s in score_names for x in (s, f"{s}_rank")]
+            + ([f"test_{metric}", f"test_{metric}_rank", "finetune_seconds"] if validate else [])
+            + ["score_seconds", "cache_hits"])
+
+
+def _meta(job: _Job, frame: pd.DataFrame, rank_seconds: float, feature_seconds: dict) -> dict:
+    d = job.data
+    return {"exapt_rank": 1, "settings": job.settings, "task": d.task.kind, "classes": d.task.classes,
+            "metric": d.task.primary_metric, "n_train": len(d.train), "n_val": d.n_val, "n_test": len(d.test),
+            "scores": job.scores, "candidates": [c.name for c in job.candidates],
+            "rank_seconds": round(rank_seconds, 3),
+            "encode_seconds": {k: round(v, 3) for k, v in feature_seconds.items()},
+            "suggestion": suggest(frame, job.scores, len(d.train))}

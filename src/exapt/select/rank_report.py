@@ -111,8 +111,6 @@ def _fmt(v) -> str:
 
 def markdown(frame: pd.DataFrame, tau: pd.DataFrame | None, meta: dict) -> str:
     s = meta["settings"]
-    scores = meta["scores"]
-    metric = meta.get("metric", "accuracy")
     lines = ["# exapt rank", "",
              f"Data: `{s['data']}`" + (f", test `{s['test']}`" if s.get("test") else "")
              + f"; {meta['n_train']} scored training examples ({meta['task']}"
@@ -121,12 +119,30 @@ def markdown(frame: pd.DataFrame, tau: pd.DataFrame | None, meta: dict) -> str:
              "Scores are computed on frozen features (pooled hidden state after the candidate's last layer); "
              "higher is better for every score; rank 1 = best.", "",
              "![scores](rank.png)", ""]
+    lines += _md_scores(frame, meta["scores"], meta.get("metric", "accuracy"))
+    said = suggestion_lines(meta.get("suggestion"))
+    if said:
+        lines += ["", "**" + said[0][0].upper() + said[0][1:] + ".**"] + [f"- {x.strip()}." for x in said[1:]]
+    missing = [x for x in meta["scores"] if frame[x].isna().any()]
+    if missing:
+        lines += ["", f"n/a: {', '.join(missing)} need a source classifier (a run of a classification fit or a "
+                  "...ForSequenceClassification checkpoint, at its last layer); other candidates have none."]
+    if tau is not None:
+        lines += _md_tau(tau, meta)
+    else:
+        lines += ["", f"Ranking took {meta['rank_seconds']:.1f} s. `exapt rank --validate --strategy S` also "
+                  "fine-tunes each candidate and reports how well each score predicted the accuracy reached."]
+    return "\n".join(lines) + "\n"
+
+
+def _md_scores(frame: pd.DataFrame, scores: list[str], metric: str) -> list[str]:
+    """The candidates' table (each score and its rank), then the best candidate by each score."""
     head = ["candidate"] + [f"{x} (rank)" for x in scores]
     validated = f"test_{metric}" in frame.columns
     if validated:
         head.append(f"test {metric} (rank)")
     head.append("scoring s")
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         cells = [f"`{r['candidate']}`"] + [f"{_fmt(r[x])} ({_fmt(r[x + '_rank'])})" for x in scores]
         if validated:
@@ -138,28 +154,23 @@ def markdown(frame: pd.DataFrame, tau: pd.DataFrame | None, meta: dict) -> str:
         ok = frame[x].notna()
         if ok.any():
             lines.append(f"- best by {x}: `{frame.loc[frame.loc[ok, x].idxmax(), 'candidate']}`")
-    said = suggestion_lines(meta.get("suggestion"))
-    if said:
-        lines += ["", "**" + said[0][0].upper() + said[0][1:] + ".**"] + [f"- {x.strip()}." for x in said[1:]]
-    missing = [x for x in scores if frame[x].isna().any()]
-    if missing:
-        lines += ["", f"n/a: {', '.join(missing)} need a source classifier (a run of a classification fit or a "
-                  "...ForSequenceClassification checkpoint, at its last layer); other candidates have none."]
-    if tau is not None:
-        lines += ["", f"## Scores against fine-tuning ({meta.get('strategy')})", "",
-                  f"Each candidate fine-tuned with `{meta.get('strategy')}` on the same {meta['n_train']} examples, "
-                  f"tested on {meta['n_test']} held-out examples. Weighted Kendall tau (Vigna 2015, hyperbolic "
-                  "weights: the top of the ranking counts most) between each score and the test "
-                  f"{metric}: 1 = the same order, -1 = reversed.", "",
-                  "| score | weighted tau | Kendall tau | picks | its test " + metric + " | best |",
-                  "|---|---|---|---|---|---|"]
-        for _, r in tau.iterrows():
-            lines.append(f"| {r['score']} | {_fmt(r['weighted_tau'])} | {_fmt(r['kendall_tau'])} | `{r['pick']}` | "
-                         f"{_fmt(r[f'pick_test_{metric}'])} | `{r['best']}` ({_fmt(r[f'best_test_{metric}'])}) |")
-        ratio = meta.get("rank_to_finetune_ratio")
-        lines += ["", f"Ranking took {meta['rank_seconds']:.1f} s; fine-tuning every candidate "
-                  f"{meta['finetune_seconds']:.1f} s" + (f" (ranking = {ratio:.1%} of it)." if ratio else ".")]
-    else:
-        lines += ["", f"Ranking took {meta['rank_seconds']:.1f} s. `exapt rank --validate --strategy S` also "
-                  "fine-tunes each candidate and reports how well each score predicted the accuracy reached."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _md_tau(tau: pd.DataFrame, meta: dict) -> list[str]:
+    """How well each score predicted the fine-tuned test metric, and what ranking cost against it."""
+    metric = meta.get("metric", "accuracy")
+    lines = ["", f"## Scores against fine-tuning ({meta.get('strategy')})", "",
+             f"Each candidate fine-tuned with `{meta.get('strategy')}` on the same {meta['n_train']} examples, "
+             f"tested on {meta['n_test']} held-out examples. Weighted Kendall tau (Vigna 2015, hyperbolic "
+             "weights: the top of the ranking counts most) between each score and the test "
+             f"{metric}: 1 = the same order, -1 = reversed.", "",
+             "| score | weighted tau | Kendall tau | picks | its test " + metric + " | best |",
+             "|---|---|---|---|---|---|"]
+    for _, r in tau.iterrows():
+        lines.append(f"| {r['score']} | {_fmt(r['weighted_tau'])} | {_fmt(r['kendall_tau'])} | `{r['pick']}` | "
+                     f"{_fmt(r[f'pick_test_{metric}'])} | `{r['best']}` ({_fmt(r[f'best_test_{metric}'])}) |")
+    ratio = meta.get("rank_to_finetune_ratio")
+    lines += ["", f"Ranking took {meta['rank_seconds']:.1f} s; fine-tuning every candidate "
+              f"{meta['finetune_seconds']:.1f} s" + (f" (ranking = {ratio:.1%} of it)." if ratio else ".")]
+    return lines

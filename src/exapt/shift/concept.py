@@ -95,7 +95,6 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
     """Per-class recalls of the source model (`source`: a `SourceOutputs`) and of target probes.
 
     Returns None when fewer than two target classes have rows to train on."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     k = len(classes)
@@ -104,6 +103,19 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
         return None
     # unlabelled target features are free, so the scaler sees all of them (no labels involved)
     x = StandardScaler().fit_transform(np.asarray(target_x, float))
+    predictions = _source_predictions(source, k, bbse_priors, em_priors)
+    recalls, acc, n_eval = _repeated_probes(x, y, predictions, k, n_per_class, repeats, seed, C)
+    home = _recalls(source.heldout_probabilities.argmax(1), source.heldout_labels, k)
+    mean = {name: _nanmean(np.array(r), 0) for name, r in recalls.items()}
+    table = _recall_table(classes, n_eval, home, mean)
+    accuracy = {name: round(float(np.mean(v)), 4) for name, v in acc.items()}
+    balanced = {name: round(float(_nanmean(m)), 4) for name, m in mean.items()}
+    return ConceptResult(n_per_class, repeats, table, accuracy, balanced)
+
+
+def _source_predictions(source, k: int, bbse_priors, em_priors) -> dict[str, np.ndarray]:
+    """The source model's target predictions: as is, with balanced priors, and with the
+    BBSE / EM priors when given."""
     prob, trained = source.target_probabilities, source.training_priors
     predictions = {"source": prob.argmax(1),
                    "source_balanced": adjust_posteriors(prob, trained, np.full(k, 1.0 / k)).argmax(1)}
@@ -111,6 +123,15 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
         predictions["source_bbse"] = adjust_posteriors(prob, trained, bbse_priors).argmax(1)
     if em_priors is not None:
         predictions["source_em"] = adjust_posteriors(prob, trained, em_priors).argmax(1)
+    return predictions
+
+
+def _repeated_probes(x, y, predictions: dict, k: int, n_per_class: int, repeats: int, seed: int, C: float):
+    """Over `repeats` draws of n_per_class labelled target rows: a probe trained on them, and
+    every prediction's per-class recalls and accuracy on the rest. Returns (recalls, accuracies,
+    mean rows evaluated per class)."""
+    from sklearn.linear_model import LogisticRegression
+
     rng = np.random.default_rng(seed)
     recalls = {name: [] for name in (*predictions, "probe")}
     acc = {name: [] for name in recalls}
@@ -124,8 +145,10 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
             recalls[name].append(_recalls(pred, y[test], k))
             acc[name].append(float((pred == y[test]).mean()))
         n_eval += np.bincount(y[test], minlength=k) / repeats
-    home = _recalls(source.heldout_probabilities.argmax(1), source.heldout_labels, k)
-    mean = {name: _nanmean(np.array(r), 0) for name, r in recalls.items()}
+    return recalls, acc, n_eval
+
+
+def _recall_table(classes: list[str], n_eval, home, mean: dict) -> pd.DataFrame:
     table = pd.DataFrame({"n_eval": np.round(n_eval).astype(int), "source_recall_on_source": home,
                           "source_recall_on_target": mean["source"]}, index=pd.Index(classes, name="class"))
     for name in ("source_bbse", "source_em", "source_balanced"):
@@ -136,6 +159,4 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
     table["gap_to_probe"] = 100 * (table["probe_recall_on_target"] - table["source_balanced_recall_on_target"])
     table.loc[table["n_eval"] == 0, [c for c in table.columns if c.endswith("_on_target")]
               + ["drop_from_source", "gap_to_probe"]] = np.nan
-    accuracy = {name: round(float(np.mean(v)), 4) for name, v in acc.items()}
-    balanced = {name: round(float(_nanmean(m)), 4) for name, m in mean.items()}
-    return ConceptResult(n_per_class, repeats, table, accuracy, balanced)
+    return table

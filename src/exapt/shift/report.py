@@ -323,57 +323,14 @@ def _f(v, digits: int = 3) -> str:
 
 
 def markdown(rep) -> str:
-    d, m = rep.domain, rep.mmd
     lines = [f"# Domain shift: {rep.source} -> {rep.target}", "",
              f"**Verdict.** {rep.verdict}", "",
-             f"Features: `{rep.model}`; {rep.n_source:,} source and {rep.n_target:,} target rows.", "",
-             "## Covariate shift", "",
-             "| test | value | meaning |", "|---|---|---|",
-             f"| domain classifier AUC | {d.auc:.3f} [{d.ci[0]:.3f}, {d.ci[1]:.3f}] | 0.5: the domains cannot be "
-             f"told apart; 1: perfectly ({d.folds}-fold out-of-fold logistic regression, {d.level:.0%} DeLong CI) |",
-             f"| MMD^2 (unbiased) | {m.mmd2:.4g} | Gaussian kernel, bandwidth {m.bandwidth:.3g} (median heuristic), "
-             f"{m.n_source:,} + {m.n_target:,} rows |",
-             f"| MMD permutation p-value | {m.p_value:.4g} | share of {m.permutations} random relabellings "
-             "reaching the observed MMD^2 |", "",
-             "![projection](projection.png) ![ROC](roc.png) ![MMD null](mmd.png)", ""]
+             f"Features: `{rep.model}`; {rep.n_source:,} source and {rep.n_target:,} target rows.", ""]
+    lines += _md_covariate(rep)
     if rep.priors is not None:
-        p = rep.priors
-        head = "| class | source prior | target, BBSE [95% CI] | target, EM [95% CI] |"
-        rule = "|---|---|---|---|"
-        if p.true_target is not None:
-            head, rule = head + " target, true |", rule + "---|"
-        lines += ["## Label shift", "", "Target priors estimated without target labels from the source model's "
-                  f"outputs ({rep.source_model}).", "", head, rule]
-        for i, c in enumerate(p.classes):
-            row = (f"| {c} | {p.source[i]:.3f} | {p.bbse[i]:.3f} [{p.bbse_ci[i, 0]:.3f}, {p.bbse_ci[i, 1]:.3f}] | "
-                   f"{p.em[i]:.3f} [{p.em_ci[i, 0]:.3f}, {p.em_ci[i, 1]:.3f}] |")
-            lines.append(row + (f" {p.true_target[i]:.3f} |" if p.true_target is not None else ""))
-        lines += ["", f"Predicted-class shares, held-out source vs target (chi-square test): p = "
-                  f"{p.prediction_shift_p:.3g}. Condition number of the confusion matrix: {p.condition:.3g}."]
-        r = rep.residual
-        if r is not None:
-            lines += ["", f"Domain classifier with each source row weighted by q(y)/p(y) (BBSE): AUC {r.auc:.3f} "
-                      f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}] (bootstrap). Near 0.5, the change of class priors explains the "
-                      "difference between the domains; well above it, p(x | y) changed too, which BBSE and EM assume "
-                      "it does not."]
-        lines += ["", "![priors](priors.png)", ""]
+        lines += _md_label(rep)
     if rep.concept is not None:
-        c = rep.concept
-        lines += ["## Concept shift", "", f"Recall per class on target rows not used for training, averaged over "
-                  f"{c.repeats} draws of {c.n_per_class} labelled target rows per class for the probe. Recall does not "
-                  "depend on the class priors, so *drop from home* is what a change of p(x | y) costs the source "
-                  "model. *Balanced* is the source model re-weighted to flat priors, the same prior the class-balanced "
-                  "probe assumes; *gap to probe* compares the two (points of recall; large: the labelling rule "
-                  "moved).", "",
-                  "| class | n | at home | on target | corrected (EM) | balanced | target probe | drop from home "
-                  "| gap to probe |", "|---|---|---|---|---|---|---|---|---|"]
-        for cls, r in c.table.iterrows():
-            lines.append(f"| {cls} | {int(r['n_eval'])} | {_f(r['source_recall_on_source'])} | "
-                         f"{_f(r['source_recall_on_target'])} | {_f(r.get('source_em_recall_on_target'))} | "
-                         f"{_f(r['source_balanced_recall_on_target'])} | {_f(r['probe_recall_on_target'])} | "
-                         f"{_f(r['drop_from_source'], 1)} | {_f(r['gap_to_probe'], 1)} |")
-        acc = ", ".join(f"{k} {v:.3f}" for k, v in c.accuracy.items())
-        lines += ["", f"Target accuracy: {acc}.", "", "![per-class drop](class_drop.png)", ""]
+        lines += _md_concept(rep.concept)
     lines += ["## What may close the gap", "", *[f"- {a}" for a in advice(rep)], ""]
     lines += ["## Settings", ""]
     if rep.settings.get("command"):
@@ -382,3 +339,57 @@ def markdown(rep) -> str:
     lines += [f"- note: {n}" for n in rep.notes]
     lines += [f"- {rep.seconds:.1f} s", ""]
     return "\n".join(lines)
+
+
+def _md_covariate(rep) -> list[str]:
+    d, m = rep.domain, rep.mmd
+    return ["## Covariate shift", "",
+            "| test | value | meaning |", "|---|---|---|",
+            f"| domain classifier AUC | {d.auc:.3f} [{d.ci[0]:.3f}, {d.ci[1]:.3f}] | 0.5: the domains cannot be "
+            f"told apart; 1: perfectly ({d.folds}-fold out-of-fold logistic regression, {d.level:.0%} DeLong CI) |",
+            f"| MMD^2 (unbiased) | {m.mmd2:.4g} | Gaussian kernel, bandwidth {m.bandwidth:.3g} (median heuristic), "
+            f"{m.n_source:,} + {m.n_target:,} rows |",
+            f"| MMD permutation p-value | {m.p_value:.4g} | share of {m.permutations} random relabellings "
+            "reaching the observed MMD^2 |", "",
+            "![projection](projection.png) ![ROC](roc.png) ![MMD null](mmd.png)", ""]
+
+
+def _md_label(rep) -> list[str]:
+    p = rep.priors
+    head = "| class | source prior | target, BBSE [95% CI] | target, EM [95% CI] |"
+    rule = "|---|---|---|---|"
+    if p.true_target is not None:
+        head, rule = head + " target, true |", rule + "---|"
+    lines = ["## Label shift", "", "Target priors estimated without target labels from the source model's "
+             f"outputs ({rep.source_model}).", "", head, rule]
+    for i, c in enumerate(p.classes):
+        row = (f"| {c} | {p.source[i]:.3f} | {p.bbse[i]:.3f} [{p.bbse_ci[i, 0]:.3f}, {p.bbse_ci[i, 1]:.3f}] | "
+               f"{p.em[i]:.3f} [{p.em_ci[i, 0]:.3f}, {p.em_ci[i, 1]:.3f}] |")
+        lines.append(row + (f" {p.true_target[i]:.3f} |" if p.true_target is not None else ""))
+    lines += ["", f"Predicted-class shares, held-out source vs target (chi-square test): p = "
+              f"{p.prediction_shift_p:.3g}. Condition number of the confusion matrix: {p.condition:.3g}."]
+    r = rep.residual
+    if r is not None:
+        lines += ["", f"Domain classifier with each source row weighted by q(y)/p(y) (BBSE): AUC {r.auc:.3f} "
+                  f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}] (bootstrap). Near 0.5, the change of class priors explains the "
+                  "difference between the domains; well above it, p(x | y) changed too, which BBSE and EM assume "
+                  "it does not."]
+    return lines + ["", "![priors](priors.png)", ""]
+
+
+def _md_concept(c) -> list[str]:
+    lines = ["## Concept shift", "", f"Recall per class on target rows not used for training, averaged over "
+             f"{c.repeats} draws of {c.n_per_class} labelled target rows per class for the probe. Recall does not "
+             "depend on the class priors, so *drop from home* is what a change of p(x | y) costs the source "
+             "model. *Balanced* is the source model re-weighted to flat priors, the same prior the class-balanced "
+             "probe assumes; *gap to probe* compares the two (points of recall; large: the labelling rule "
+             "moved).", "",
+             "| class | n | at home | on target | corrected (EM) | balanced | target probe | drop from home "
+             "| gap to probe |", "|---|---|---|---|---|---|---|---|---|"]
+    for cls, r in c.table.iterrows():
+        lines.append(f"| {cls} | {int(r['n_eval'])} | {_f(r['source_recall_on_source'])} | "
+                     f"{_f(r['source_recall_on_target'])} | {_f(r.get('source_em_recall_on_target'))} | "
+                     f"{_f(r['source_balanced_recall_on_target'])} | {_f(r['probe_recall_on_target'])} | "
+                     f"{_f(r['drop_from_source'], 1)} | {_f(r['gap_to_probe'], 1)} |")
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in c.accuracy.items())
+    return lines + ["", f"Target accuracy: {acc}.", "", "![per-class drop](class_drop.png)", ""]

@@ -74,33 +74,58 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
     _check_model(base, parsed)
     out = Path(out)
     splits = {d.name: split_texts(d) for d in found}
-    settings = {"model": model, "strategy": parsed.spec(), "n_per_class": n_per_class,
-                "test_fraction": test_fraction, "max_test": max_test, "val_fraction": val_fraction,
-                "max_length": max_length, "epochs": epochs, "batch_size": batch_size, "patience": patience,
-                "domains": {d.name: {"source": d.source, **({"text": text, "label": label} if d.is_file else {}),
-                                     "n_pool": len(d.pool), "n_test": len(d.test),
-                                     "examples": fingerprint(*splits[d.name])} for d in found}}
-    sweep_folder(out).prepare(settings, overwrite, normalize=_current_spec)  # user errors are behind us
+    settings = _settings(found, splits, text, label, model=model, strategy=parsed.spec(), n_per_class=n_per_class,
+                         test_fraction=test_fraction, max_test=max_test, val_fraction=val_fraction,
+                         max_length=max_length, epochs=epochs, batch_size=batch_size, patience=patience)
+    _claim_folder(out, settings, seeds, found, splits, overwrite)   # user errors are behind us
+    fits = [(d, seed, _fit_config(base, out, d, seed)) for d in found for seed in range(seeds)]
+    records = _finished_records(out, fits, found)
+    if records:
+        log(f"{out}: {len(records)} of {len(fits)} fits already done; running the other {len(fits) - len(records)}")
+    meta = {"domains": [d.name for d in found], "model": model, "strategy": parsed.spec(),
+            "n_per_class": n_per_class, "seeds": seeds, "max_length": max_length,
+            "n_test": {d.name: len(d.test) for d in found},
+            "majority": {d.name: _majority(d) for d in found},
+            "command": command or f"exapt.transfer_map({','.join(names)!r}, ...)"}
+    results, accuracy, files = _run_fits(out, found, fits, records, meta, keep_weights, progress, log)
+    log(f"transfer map: {files['png']}  (and {files['md']}, {files['csv']})")
+    return TransferMap(out, results, accuracy, meta, files)
+
+
+def _settings(found: list[Domain], splits: dict, text, label: str, **options) -> dict:
+    """What a map folder was made with (`options` in the order transfer-map.yaml lists them),
+    down to a fingerprint of each domain's examples."""
+    return {**options,
+            "domains": {d.name: {"source": d.source, **({"text": text, "label": label} if d.is_file else {}),
+                                 "n_pool": len(d.pool), "n_test": len(d.test),
+                                 "examples": fingerprint(*splits[d.name])} for d in found}}
+
+
+def _claim_folder(out: Path, settings: dict, seeds: int, found: list[Domain], splits: dict, overwrite: bool) -> None:
+    """Refuse a folder made with other settings; write each domain's split files and the settings."""
+    sweep_folder(out).prepare(settings, overwrite, normalize=_current_spec)
     for d in found:
         for path, content in zip(split_files(out, d), splits[d.name]):
             if not path.exists() or path.read_text() != content:
                 atomic_write_text(path, content)
     atomic_write_text(out / SETTINGS, yaml.safe_dump({"settings": settings, "seeds": seeds}, sort_keys=False))
 
-    fits = [(d, seed, _fit_config(base, out, d, seed)) for d in found for seed in range(seeds)]
+
+def _finished_records(out: Path, fits: list, found: list[Domain]) -> dict:
+    """{(source, seed): its transfer.json} for the fits an earlier run finished."""
     records = {}
     for d, seed, cfg in fits:
         record = _finished(out, d, seed, cfg, found)
         if record is not None:
             records[(d.name, seed)] = record
+    return records
+
+
+def _run_fits(out: Path, found: list[Domain], fits: list, records: dict, meta: dict, keep_weights: bool,
+              progress: bool, log) -> tuple:
+    """Run the fits not yet done, scoring each on every domain; write the map's files even
+    when interrupted (from the fits finished so far). Returns (results, accuracy, files)."""
     todo = [(d, s, c) for d, s, c in fits if (d.name, s) not in records]
-    if records:
-        log(f"{out}: {len(records)} of {len(fits)} fits already done; running the other {len(todo)}")
-    meta = {"domains": [d.name for d in found], "model": model, "strategy": parsed.spec(),
-            "n_per_class": n_per_class, "seeds": seeds, "max_length": max_length,
-            "n_test": {d.name: len(d.test) for d in found},
-            "majority": {d.name: _majority(d) for d in found},
-            "command": command or f"exapt.transfer_map({','.join(names)!r}, ...)"}
     evaluator = _Evaluator(out, found)
     started = time.perf_counter()
     bar = _bar(len(fits), len(records), progress)
@@ -122,13 +147,12 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
         if records:
             from .report import write_outputs
 
-            results = _results(found, seeds, records)
+            results = _results(found, meta["seeds"], records)
             meta["complete"] = len(records) == len(fits)
             files, accuracy = write_outputs(out, results, meta)
     if todo:
         log(f"{len(todo)} fits in {time.perf_counter() - started:.0f} s")
-    log(f"transfer map: {files['png']}  (and {files['md']}, {files['csv']})")
-    return TransferMap(out, results, accuracy, meta, files)
+    return results, accuracy, files
 
 
 def _check_model(base: FitConfig, strategy) -> None:
