@@ -22,7 +22,6 @@ from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
 from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
 from .data import Table, load_data, sample_per_class, stratified_split
-from .data.class_names import class_name_table
 from .errors import ExaptError
 from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, check_out_folder, is_complete, write_outputs
@@ -32,7 +31,6 @@ from .train.checkpoint import atomic_save_tensors, atomic_write_text
 from .train.features import FeatureCache, encode
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .train.loop import CHECKPOINT, Split, TrainConfig, predict_logits, train
-from .train.contrastive import contrastive_tuning
 from .train.probe import fit_linear_head
 from .threads import configure_threads
 
@@ -160,11 +158,7 @@ class _Prepared:
     context: Context = None  # what penalties see; also the source side (init run, source data)
     init: object = None      # InitRun or None
     target: object = None    # TargetDomain of --adapt-to (adapt/target.py) or None
-    names: Table = None      # the class names as extra probe examples (names=R), or None
-
-
-# strategy options that only make sense with one class per example: what each needs, said
-_CLASSIFICATION_ONLY = {"pairs": "contrastive pairs (same class / other class) need", "names": "names= needs"}
+    names: Table = None      # the strategy's extra probe examples (class names, names=R), or None
 
 
 def resolve_defaults(cfg: FitConfig, init=None) -> None:
@@ -194,12 +188,8 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     task = Task.from_labels(cfg.task, table.labels, table.source)
     tables = dict(zip(("train", "val", "test"), _splits(cfg, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
-    for option, what in _CLASSIFICATION_ONLY.items():
-        if getattr(strategy, option, 0) and task.kind != "classification":
-            raise ExaptError(f"--strategy {cfg.strategy}: {what} single-label classification; this task is {task.kind}")
-    names = None
-    if getattr(strategy, "names", 0):  # linear-probe / lp-ft :names=R: class names as extra probe examples
-        names = class_name_table(tables["train"], task.classes, strategy.names, cfg.strategy)
+    strategy.check_task(task.kind, cfg.strategy)
+    names = strategy.extra_probe_examples(tables["train"], task.classes, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     start = {**init.state, **init.head} if init is not None else None
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
@@ -286,21 +276,20 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
     test_features = None
     forgetting = Forgetting(prep.context)
     result["source_before"] = forgetting.scores(model)  # before anything changes the encoder
-    pairs = getattr(strategy, "pairs", 0)
-    if pairs:  # lp-ft:pairs=N: the encoder is tuned on pairs first, then probed
-        result["contrastive"] = contrastive_tuning(model, items["train"], prep.targets["train"].numpy(), pairs,
-                                                   cfg.train.lr or strategy.default_lr, cfg.train.seed,
-                                                   progress=progress, log=log)
-    if not strategy.trains_encoder or strategy.fits_probe_first:
+    stage = strategy.before_training(model, items["train"], prep.targets["train"].numpy(),
+                                     cfg.train.lr or strategy.default_lr, cfg.train.seed, progress=progress, log=log)
+    if stage:  # e.g. lp-ft:pairs=N's contrastive stage
+        result["contrastive"] = stage
+    if strategy.fits_probe:
         parts = {n: (prep.tables[n], items[n]) for n in ("train", "test")}
         probe_targets = prep.targets["train"]
         if prep.names is not None:
             parts["names"] = (prep.names, bb.prepare_inputs(prep.names.inputs))
             probe_targets = torch.cat([probe_targets, prep.task.encode(prep.names.labels)])
-        # the cache holds the untuned encoder's features: not for a run tuned on pairs or started from a run
-        feats = _features(bb, parts, progress, cached=prep.init is None and not pairs)
+        # the cache holds the untuned encoder's features: not for a run tuned first or started from a run
+        feats = _features(bb, parts, progress, cached=prep.init is None and strategy.probe_features_cacheable)
         probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
-        result["probe"] = fit_linear_head(model.head, probe_features, probe_targets, prep.task, C=strategy.C)
+        result["probe"] = fit_linear_head(model.head, probe_features, probe_targets, prep.task, C=strategy.probe_C)
         test_features = feats["test"]
     target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
     prep.context.start_features = StartFeatures(model)

@@ -66,7 +66,7 @@ class Context:
 
 @dataclass
 class Penalty:
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by @PENALTIES.register(name)
     summary: ClassVar[str] = ""
     # What it cannot do without, checked before anything is built (compare checks a
     # whole panel with it): "init" (a source head), "source" (a run or a corpus),

@@ -201,10 +201,7 @@ def _resolve_run(spec: str, path: Path) -> Source:
 
 def _check_plain_strategy(strategy, spec: str) -> None:
     """Runs whose encoder is plain weights (after merging LoRA / IA3) can be ranked."""
-    from ..strategies.adapter import BottleneckAdapter
-    from ..strategies.new_modules import VirtualTokenStrategy
-
-    if isinstance(strategy, (BottleneckAdapter, VirtualTokenStrategy)):
+    if not strategy.plain_encoder:
         raise ExaptError(f"--models {spec!r}: a run trained with {strategy.spec()} adds modules that are not part "
                          "of an encoder's layers, so it cannot be ranked or fine-tuned as a source model "
                          "(runs of lora and ia3 can: they are merged first)")

@@ -124,7 +124,7 @@ def _make_plain(bb, strategy_spec: str, spec: str) -> None:
 
     strategy = parse_strategy(strategy_spec)
     _check_plain_strategy(strategy, spec)
-    if getattr(strategy, "mergeable", False) and hasattr(bb.model, "merge_and_unload"):
+    if strategy.mergeable and hasattr(bb.model, "merge_and_unload"):
         bb.model = bb.model.merge_and_unload()
 
 

@@ -46,9 +46,9 @@ class BottleneckAdapter(NewModuleStrategy):
     size: int = 64
     layer_decay: float = 1.0
     unfreeze_top: int = 0
-    name = "adapter"
     summary = "bottleneck adapters after attention and feed-forward (Houlsby)"
     new_param_tags = (".adapter.",)
+    plain_encoder = False  # bottlenecks are modules of their own inside each layer
 
     def __post_init__(self):
         super().__post_init__()

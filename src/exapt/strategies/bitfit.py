@@ -10,7 +10,6 @@ from .new_modules import NewModuleStrategy
 @dataclass
 class BitFit(NewModuleStrategy):
     layer_decay: float = 1.0
-    name = "bitfit"
     summary = "only the encoder's bias terms (and the head) train"
     default_lr = 1e-3
 

@@ -13,7 +13,6 @@ class IA3(PeftStrategy):
     feedforward: str = ""
     layer_decay: float = 1.0
     unfreeze_top: int = 0
-    name = "ia3"
     summary = "learned rescaling of keys, values, feed-forward (PEFT); mergeable"
     new_param_tags = ("ia3_",)
     mergeable = True

@@ -16,7 +16,6 @@ class LoRA(PeftStrategy):
     targets: str = ""
     layer_decay: float = 1.0
     unfreeze_top: int = 0
-    name = "lora"
     summary = "low-rank adapters on attention (PEFT); base frozen, mergeable"
     new_param_tags = ("lora_",)
     mergeable = True
