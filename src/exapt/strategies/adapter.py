@@ -55,6 +55,12 @@ class BottleneckAdapter(NewModuleStrategy):
         if self.size < 1:
             raise ValueError("size must be >= 1")
 
+    def block_decay(self) -> float:
+        return self.layer_decay
+
+    def top_unfrozen(self) -> int:
+        return self.unfreeze_top
+
     def inject(self, model: nn.Module) -> None:
         bb = self.require_hf_backbone(model)
         for layer in bb.layers:

@@ -13,5 +13,8 @@ class BitFit(NewModuleStrategy):
     summary = "only the encoder's bias terms (and the head) train"
     default_lr = 1e-3
 
+    def block_decay(self) -> float:
+        return self.layer_decay
+
     def is_new(self, name: str) -> bool:
         return name.startswith("backbone.") and name.endswith(".bias")

@@ -18,6 +18,12 @@ class IA3(PeftStrategy):
     mergeable = True
     default_lr = 3e-3
 
+    def block_decay(self) -> float:
+        return self.layer_decay
+
+    def top_unfrozen(self) -> int:
+        return self.unfreeze_top
+
     def peft_config(self, backbone):
         from peft import IA3Config, TaskType
 

@@ -27,6 +27,12 @@ class LoRA(PeftStrategy):
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
 
+    def block_decay(self) -> float:
+        return self.layer_decay
+
+    def top_unfrozen(self) -> int:
+        return self.unfreeze_top
+
     def peft_config(self, backbone):
         from peft import LoraConfig, TaskType
 

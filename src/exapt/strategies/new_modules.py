@@ -29,16 +29,11 @@ class NewModuleStrategy(Strategy):
     # Few trainable weights: optimiser state is small, so stored activations dominate
     # memory; recomputing them is what makes these methods light.
     checkpoints_activations: ClassVar[bool] = True
-    # Options most subclasses declare as fields (layer_decay=..., unfreeze_top=...). Plain
-    # class attributes, not fields, so each subclass keeps its own option order; these
-    # defaults stand for the subclasses without the option (prompt, prefix, bitfit).
-    layer_decay = 1.0
-    unfreeze_top = 0
 
     def __post_init__(self):
-        if not 0 < self.layer_decay <= 1:
+        if not 0 < self.block_decay() <= 1:
             raise ValueError("layer_decay must be in (0, 1]")
-        if self.unfreeze_top < 0:
+        if self.top_unfrozen() < 0:
             raise ValueError("unfreeze_top must be >= 0")
 
     def is_new(self, name: str) -> bool:
@@ -50,8 +45,19 @@ class NewModuleStrategy(Strategy):
             raise ExaptError(f"--strategy {self.name} needs a Hugging Face backbone (got {bb.identity()['model']})")
         return bb
 
+    # The two options most subclasses offer as fields, `layer_decay` and `unfreeze_top`;
+    # a subclass with the field returns it here (each keeps its own option order, and
+    # prompt / prefix have neither).
+    def block_decay(self) -> float:
+        """The lr factor per block below the top (1: one lr for every block)."""
+        return 1.0
+
+    def top_unfrozen(self) -> int:
+        """How many top pretrained blocks train in full beside the new modules."""
+        return 0
+
     def unfrozen_blocks(self, n_blocks: int) -> int:
-        return min(self.unfreeze_top, n_blocks)
+        return min(self.top_unfrozen(), n_blocks)
 
     def trainable_names(self, model: nn.Module, epoch: int) -> set[str]:
         blocks = self.block_names(model)
@@ -69,7 +75,7 @@ class NewModuleStrategy(Strategy):
         params = dict(model.named_parameters())
         blocks = self.block_names(model)
         n = len(blocks)
-        decay = self.layer_decay
+        decay = self.block_decay()
         placed, groups = set(), []
         for i, names in enumerate(blocks):
             new = [params[x] for x in names if self.is_new(x)]
