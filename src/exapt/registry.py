@@ -52,4 +52,5 @@ def import_submodules(package: str, path) -> None:
 
 
 STRATEGIES: Registry = Registry("strategy")
+PENALTIES: Registry = Registry("penalty")
 BACKBONES: Registry = Registry("backbone")

@@ -62,7 +62,7 @@ def input_size(table) -> int | tuple[int, ...] | None:
 
 def check_input_kind(backbone: Backbone, kind: str, model: str) -> None:
     """The data's kind must be one the backbone takes (the mlp also takes images, flattened)."""
-    if kind == backbone.input_kind or kind in getattr(backbone, "also_accepts", ()):
+    if kind == backbone.input_kind or kind in backbone.also_accepts:
         return
     hint = {"features": "numeric --features need --model mlp",
             "image": "images need an image model: cnn, efficientnet-lite0, or mlp (pixels flattened)",

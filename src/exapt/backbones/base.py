@@ -24,7 +24,8 @@ from torch import nn
 
 
 class Backbone(nn.Module):
-    input_kind: str = "text"  # or "features"
+    input_kind: str = "text"  # or "image", "features"
+    also_accepts: tuple[str, ...] = ()  # other data kinds it takes (the mlp: images, flattened)
     feature_dim: int
     supports_prefix: bool = False
 

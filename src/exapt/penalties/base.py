@@ -28,10 +28,8 @@ import numpy as np
 import torch
 
 from ..errors import ExaptError
-from ..registry import Registry
+from ..registry import PENALTIES
 from ..strategies.base import parse_options
-
-PENALTIES: Registry = Registry("penalty")
 
 
 @dataclass
