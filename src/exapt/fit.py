@@ -281,27 +281,11 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
     if stage:  # e.g. lp-ft:pairs=N's contrastive stage
         result["contrastive"] = stage
     if strategy.fits_probe:
-        parts = {n: (prep.tables[n], items[n]) for n in ("train", "test")}
-        probe_targets = prep.targets["train"]
-        if prep.names is not None:
-            parts["names"] = (prep.names, bb.prepare_inputs(prep.names.inputs))
-            probe_targets = torch.cat([probe_targets, prep.task.encode(prep.names.labels)])
-        # the cache holds the untuned encoder's features: not for a run tuned first or started from a run
-        feats = _features(bb, parts, progress, cached=prep.init is None and strategy.probe_features_cacheable)
-        probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
-        result["probe"] = fit_linear_head(model.head, probe_features, probe_targets, prep.task, C=strategy.probe_C)
-        test_features = feats["test"]
+        result["probe"], test_features = _fit_probe(strategy, prep, items, progress)
     target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
     prep.context.start_features = StartFeatures(model)
     if prep.target is not None:  # which validation chooses the epoch: said in metrics.json
-        choice = prep.target.selection if strategy.trains_encoder else "none"
-        info = None
-        if choice == "target-labels":
-            splits["val"] = target["val"]
-        elif choice == "weighted-val":
-            splits["val"], info = weighted_validation(prep.context.start_features, splits["train"], splits["val"],
-                                                      target["unlabelled"], cfg.data.seed)
-        result["selection"] = selection_record(choice, len(splits["val"].items) if choice != "none" else 0, info)
+        result["selection"] = _choose_validation(strategy, prep, splits, target, cfg.data.seed)
     if strategy.trains_encoder:
         if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
             atomic_save_tensors({n: p for n, p in model.named_parameters() if n.startswith("head.")},
@@ -335,6 +319,35 @@ def _run_strategy(cfg, strategy, prep: _Prepared, path, resume, progress, log, m
         result["target_test"] = prep.task.metrics(predict_logits(model, target["test"]), target["test"].targets)
     result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
     return test_logits, result
+
+
+def _choose_validation(strategy, prep: _Prepared, splits: dict, target: dict, seed: int) -> dict:
+    """With --adapt-to: the validation split that picks the epoch (replaced in `splits`),
+    and its record for metrics.json."""
+    choice = prep.target.selection if strategy.trains_encoder else "none"
+    info = None
+    if choice == "target-labels":
+        splits["val"] = target["val"]
+    elif choice == "weighted-val":
+        splits["val"], info = weighted_validation(prep.context.start_features, splits["train"], splits["val"],
+                                                  target["unlabelled"], seed)
+    return selection_record(choice, len(splits["val"].items) if choice != "none" else 0, info)
+
+
+def _fit_probe(strategy, prep: _Prepared, items: dict, progress: bool) -> tuple[dict, torch.Tensor]:
+    """The head fitted on frozen features of the training split (+ the strategy's extra
+    examples); returns what the probe reports and the test split's features."""
+    bb = prep.model.backbone
+    parts = {n: (prep.tables[n], items[n]) for n in ("train", "test")}
+    probe_targets = prep.targets["train"]
+    if prep.names is not None:
+        parts["names"] = (prep.names, bb.prepare_inputs(prep.names.inputs))
+        probe_targets = torch.cat([probe_targets, prep.task.encode(prep.names.labels)])
+    # the cache holds the untuned encoder's features: not for a run tuned first or started from a run
+    feats = _features(bb, parts, progress, cached=prep.init is None and strategy.probe_features_cacheable)
+    probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
+    probe = fit_linear_head(prep.model.head, probe_features, probe_targets, prep.task, C=strategy.probe_C)
+    return probe, feats["test"]
 
 
 def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: float) -> dict:
