@@ -18,7 +18,6 @@ from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
 from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
 from .data import Table, fit_splits, load_data, load_table
-from .data.class_names import class_name_table
 from .errors import ExaptError
 from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, write_outputs
@@ -28,7 +27,6 @@ from .tasks import Task
 from .train.features import FeatureCache, encode
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .train.loop import Split, TrainConfig, predict_logits, train
-from .train.contrastive import contrastive_tuning
 from .train.probe import fit_linear_head
 from .threads import configure_threads
 
@@ -120,11 +118,7 @@ class _Prepared:
     context: Context = None  # what penalties see; also the source side (init run, source data)
     init: object = None      # InitRun or None
     target: object = None    # TargetDomain of --adapt-to (adapt/target.py) or None
-    names: Table = None      # the class names as extra probe examples (names=R), or None
-
-
-# strategy options that only make sense with one class per example: what each needs, said
-_CLASSIFICATION_ONLY = {"pairs": "contrastive pairs (same class / other class) need", "names": "names= needs"}
+    names: Table = None      # the strategy's extra probe examples (class names, names=R), or None
 
 
 def resolve_defaults(cfg: FitConfig, init=None) -> None:
@@ -153,12 +147,8 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     task = Task.from_labels(cfg.task, table.labels, table.source)
     tables = dict(zip(("train", "val", "test"), fit_splits(cfg.data, table, task.kind, loader)))
     task = Task.from_labels(task.kind, tables["train"].labels, f"{table.source} (training split)")
-    for option, what in _CLASSIFICATION_ONLY.items():
-        if getattr(strategy, option, 0) and task.kind != "classification":
-            raise ExaptError(f"--strategy {cfg.strategy}: {what} single-label classification; this task is {task.kind}")
-    names = None
-    if getattr(strategy, "names", 0):  # linear-probe / lp-ft :names=R: class names as extra probe examples
-        names = class_name_table(tables["train"], task.classes, strategy.names, cfg.strategy)
+    strategy.check_task(task.kind, cfg.strategy)
+    names = strategy.extra_probe_examples(tables["train"], task.classes, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     start = {**init.state, **init.head} if init is not None else None
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
@@ -245,33 +235,16 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
     test_features = None
     forgetting = Forgetting(prep.context)
     result["source_before"] = forgetting.scores(model)  # before anything changes the encoder
-    pairs = getattr(strategy, "pairs", 0)
-    if pairs:  # lp-ft:pairs=N: the encoder is tuned on pairs first, then probed
-        result["contrastive"] = contrastive_tuning(model, items["train"], prep.targets["train"].numpy(), pairs,
-                                                   cfg.train.lr or strategy.default_lr, cfg.train.seed,
-                                                   progress=progress, log=log)
-    if not strategy.trains_encoder or strategy.fits_probe_first:
-        parts = {n: (prep.tables[n], items[n]) for n in ("train", "test")}
-        probe_targets = prep.targets["train"]
-        if prep.names is not None:
-            parts["names"] = (prep.names, bb.prepare_inputs(prep.names.inputs))
-            probe_targets = torch.cat([probe_targets, prep.task.encode(prep.names.labels)])
-        # the cache holds the untuned encoder's features: not for a run tuned on pairs or started from a run
-        feats = _features(bb, parts, progress, cached=prep.init is None and not pairs)
-        probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
-        result["probe"] = fit_linear_head(model.head, probe_features, probe_targets, prep.task, C=strategy.C)
-        test_features = feats["test"]
+    stage = strategy.before_training(model, items["train"], prep.targets["train"].numpy(),
+                                     cfg.train.lr or strategy.default_lr, cfg.train.seed, progress=progress, log=log)
+    if stage:  # e.g. lp-ft:pairs=N's contrastive stage
+        result["contrastive"] = stage
+    if strategy.fits_probe:
+        result["probe"], test_features = _fit_probe(strategy, prep, items, progress)
     target = target_splits(bb, prep.task, prep.target) if prep.target is not None else {}
     prep.context.start_features = StartFeatures(model)
     if prep.target is not None:  # which validation chooses the epoch: said in metrics.json
-        choice = prep.target.selection if strategy.trains_encoder else "none"
-        info = None
-        if choice == "target-labels":
-            splits["val"] = target["val"]
-        elif choice == "weighted-val":
-            splits["val"], info = weighted_validation(prep.context.start_features, splits["train"], splits["val"],
-                                                      target["unlabelled"], cfg.data.seed)
-        result["selection"] = selection_record(choice, len(splits["val"].items) if choice != "none" else 0, info)
+        result["selection"] = _choose_validation(strategy, prep, splits, target, cfg.data.seed)
     if strategy.trains_encoder:
         if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
             folder.write_start({n: p for n, p in model.named_parameters() if n.startswith("head.")})
@@ -304,6 +277,35 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
         result["target_test"] = prep.task.metrics(predict_logits(model, target["test"]), target["test"].targets)
     result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
     return test_logits, result
+
+
+def _choose_validation(strategy, prep: _Prepared, splits: dict, target: dict, seed: int) -> dict:
+    """With --adapt-to: the validation split that picks the epoch (replaced in `splits`),
+    and its record for metrics.json."""
+    choice = prep.target.selection if strategy.trains_encoder else "none"
+    info = None
+    if choice == "target-labels":
+        splits["val"] = target["val"]
+    elif choice == "weighted-val":
+        splits["val"], info = weighted_validation(prep.context.start_features, splits["train"], splits["val"],
+                                                  target["unlabelled"], seed)
+    return selection_record(choice, len(splits["val"].items) if choice != "none" else 0, info)
+
+
+def _fit_probe(strategy, prep: _Prepared, items: dict, progress: bool) -> tuple[dict, torch.Tensor]:
+    """The head fitted on frozen features of the training split (+ the strategy's extra
+    examples); returns what the probe reports and the test split's features."""
+    bb = prep.model.backbone
+    parts = {n: (prep.tables[n], items[n]) for n in ("train", "test")}
+    probe_targets = prep.targets["train"]
+    if prep.names is not None:
+        parts["names"] = (prep.names, bb.prepare_inputs(prep.names.inputs))
+        probe_targets = torch.cat([probe_targets, prep.task.encode(prep.names.labels)])
+    # the cache holds the untuned encoder's features: not for a run tuned first or started from a run
+    feats = _features(bb, parts, progress, cached=prep.init is None and strategy.probe_features_cacheable)
+    probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
+    probe = fit_linear_head(prep.model.head, probe_features, probe_targets, prep.task, C=strategy.probe_C)
+    return probe, feats["test"]
 
 
 def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: float) -> dict:

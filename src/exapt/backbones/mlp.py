@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import ExaptError
-from .base import Backbone
+from ..registry import BACKBONES
+from .base import Backbone, BackboneFamily, LoadOptions
 
 
 class MLPBackbone(Backbone):
@@ -64,3 +65,28 @@ class MLPBackbone(Backbone):
     def identity(self):
         return {"model": "mlp:" + ",".join(map(str, self.hidden)), "family": "mlp", "n_inputs": self.n_inputs,
                 "seed": self.seed, "sha256": None, "scratch": True}
+
+
+@BACKBONES.register("mlp")
+class MLPFamily(BackboneFamily):
+    """`mlp` (two layers of 256) or `mlp:H1,H2,...`."""
+    input_kind = "features"
+    pretrained = False
+
+    def load(self, base: str, options: LoadOptions) -> MLPBackbone:
+        n_inputs = options.n_inputs
+        if n_inputs is None:
+            raise ExaptError("the mlp backbone takes numeric --features columns or images, not text")
+        if not isinstance(n_inputs, int):  # images: the pixels, flattened
+            n_inputs = int(np.prod(n_inputs))
+        hidden = (256, 256)
+        if ":" in base:
+            try:
+                hidden = tuple(int(h) for h in base.split(":", 1)[1].split(","))
+            except ValueError:
+                raise ExaptError(f"--model {base!r}: write mlp:H1,H2 with integer widths") from None
+        return MLPBackbone(n_inputs, hidden, seed=options.seed)
+
+    def rows(self) -> list[dict]:
+        return [{"name": "mlp[:H1,H2,...]", "installed": True,
+                 "description": "MLP for numeric --features columns or images, flattened (random init)"}]

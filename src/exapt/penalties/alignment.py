@@ -67,7 +67,6 @@ class UsesTargetDomain(Penalty):
 @dataclass
 class Coral(UsesTargetDomain):
     weight: float = 1.0
-    name = "coral"
     summary = "match source and target feature covariances (Deep CORAL, Sun & Saenko 2016); needs --adapt-to"
 
     def __post_init__(self):
@@ -83,7 +82,6 @@ class Coral(UsesTargetDomain):
 class MMD(UsesTargetDomain):
     weight: float = 1.0
     kernels: int = 5
-    name = "mmd"
     summary = "multi-kernel MMD between source and target features (DAN, Long et al. 2015); needs --adapt-to"
 
     def __post_init__(self):

@@ -27,11 +27,9 @@ from typing import ClassVar
 import torch
 
 from ..errors import ExaptError
-from ..registry import Registry
+from ..registry import PENALTIES
 from ..train.batches import Step
 from ..strategies.base import parse_options
-
-PENALTIES: Registry = Registry("penalty")
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Context:
 
 @dataclass
 class Penalty:
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by @PENALTIES.register(name)
     summary: ClassVar[str] = ""
     # What it cannot do without, checked before anything is built (compare checks a
     # whole panel with it): "init" (a source head), "source" (a run or a corpus),

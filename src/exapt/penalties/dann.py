@@ -50,7 +50,6 @@ class DANN(UsesTargetDomain):
     weight: float = 1.0
     hidden: int = 256
     gamma: float = 10.0
-    name = "dann"
     summary = "domain-adversarial features via gradient reversal (Ganin et al. 2016); needs --adapt-to"
 
     def __post_init__(self):

@@ -24,7 +24,6 @@ class EWC(Penalty):
     weight: float = 1e4
     samples: int = 256
     needs = "source"
-    name = "ewc"
     summary = "Fisher-weighted pull towards the start weights (Kirkpatrick et al. 2017)"
 
     def __post_init__(self):

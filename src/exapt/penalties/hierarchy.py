@@ -36,7 +36,6 @@ SEP = ";"
 class Hierarchy(Penalty):
     weight: float = 0.01
     taxonomy: str = ""
-    name = "hierarchy"
     summary = "pull each class's head weights towards its parent's in a label tree"
 
     def __post_init__(self):

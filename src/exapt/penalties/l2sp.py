@@ -26,7 +26,6 @@ from .base import PENALTIES, Context, Penalty, Step, anchored_names, needs_start
 class L2SP(Penalty):
     alpha: float = 0.1
     beta: float = 0.01
-    name = "l2sp"
     summary = "alpha/2 ||w - w0||^2 over the start weights + beta/2 ||w||^2 over new ones (Li et al. 2018)"
 
     def __post_init__(self):
@@ -66,7 +65,6 @@ class L2SPDecoupled(Penalty):
     run) is the share of the drift taken back, so with full's 5e-5 over ~120 steps the
     useful alpha is in the hundreds (docs/forgetting.md)."""
     alpha: float = 300.0
-    name = "l2sp-decoupled"
     summary = "before each step w <- w - lr*alpha*(w - w0): L2-SP decoupled from Adam's scaling, as AdamW's decay"
 
     def __post_init__(self):

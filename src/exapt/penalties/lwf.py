@@ -25,7 +25,6 @@ class LwF(Penalty):
     weight: float = 1.0
     temperature: float = 2.0
     needs = "init"
-    name = "lwf"
     summary = "distil the source head's outputs on the target inputs (Li & Hoiem 2016)"
 
     def __post_init__(self):

@@ -65,7 +65,6 @@ class PairAlign(Penalty):
     weight: float = 1.0
     temperature: float = 0.1
     batch: int = 16
-    name = "pair-align"
     summary = "contrastive loss pulling given (source, target) pairs together, from a CSV of pairs (InfoNCE)"
 
     def __post_init__(self):

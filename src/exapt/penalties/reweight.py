@@ -53,7 +53,6 @@ class WeightsTheLoss(UsesTargetDomain):
 @dataclass
 class ImportanceWeights(WeightsTheLoss):
     clip: float = 10.0
-    name = "importance-weights"
     summary = "weight source examples by p_target(x)/p_source(x) from a domain classifier; needs --adapt-to"
 
     def __post_init__(self):
@@ -72,7 +71,6 @@ class ImportanceWeights(WeightsTheLoss):
 @PENALTIES.register("label-shift")
 @dataclass
 class LabelShift(WeightsTheLoss):
-    name = "label-shift"
     summary = "weight source classes by q(y)/p(y), target priors q estimated by BBSE; needs --adapt-to"
 
     def weights(self, ctx, source, target):

@@ -23,7 +23,6 @@ from .base import PENALTIES, Context, Penalty, Step
 class SourceHead(Penalty):
     weight: float = 1.0
     needs = "init"
-    name = "source-head"
     summary = "keep a weighted loss on labelled source examples (multi-task)"
 
     def __post_init__(self):

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backbones import ALIASES, family_of, resolve_alias, split_scratch
+from ..backbones.hf import sentence_transformers_pooling
 from ..errors import ExaptError
 
 
@@ -91,22 +93,13 @@ def _classifier_classes(folder: Path) -> list[str] | None:
     return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
 
-def _split_scratch(spec: str) -> tuple[str, bool]:
-    """`scratch:NAME` -> (NAME, True); any other spec -> (spec, False)."""
-    from ..backbones import SCRATCH_PREFIX
-
-    return (spec[len(SCRATCH_PREFIX):], True) if spec.startswith(SCRATCH_PREFIX) else (spec, False)
-
-
 def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
     """(folder, scratch, the spec without scratch:) of a model spec; ExaptError when unknown."""
-    from ..backbones import ALIASES, resolve_alias
-
-    base, scratch = _split_scratch(spec)
-    for name in ("mlp", "cnn"):
-        if base == name or base.startswith(f"{name}:"):
-            raise ExaptError(f"{what} {spec!r}: the {name} backbone has no pretrained weights to rank; exapt rank "
-                             "compares text encoders, efficientnet-lite0 and runs (a cnn run included)")
+    base, scratch = split_scratch(spec)
+    family = family_of(base)
+    if not family.pretrained:
+        raise ExaptError(f"{what} {spec!r}: the {family.name} backbone has no pretrained weights to rank; exapt rank "
+                         "compares text encoders, efficientnet-lite0 and runs (a cnn run included)")
     if base in ALIASES:
         return resolve_alias(base), scratch, base
     folder = Path(base).expanduser()
@@ -121,39 +114,30 @@ def _model_folder(spec: str, what: str) -> tuple[Path, bool, str]:
 
 def _image_layers(model_spec: str) -> int | None:
     """How many blocks an image model spec has (its candidate layers); None for other specs."""
-    from ..backbones import cnn_widths, efficientnet
-
-    base, _ = _split_scratch(model_spec)
-    name = base.partition(":")[0]
-    if name == efficientnet.NAME:
-        return efficientnet.N_BLOCKS
-    if name == "cnn":
-        return len(cnn_widths(base))
-    return None
+    base, _ = split_scratch(model_spec)
+    family = family_of(base)
+    return family.block_count(base) if family.input_kind == "image" else None
 
 
 def _image_source(spec: str) -> Source | None:
-    """`efficientnet-lite0[:SIZE]` or its scratch twin -> a `Source` whose layers are the
-    network's blocks (stem, 7 stages, head); None for any other spec (a bare `cnn` has no
-    pretrained weights: `_model_folder` refuses it)."""
-    from ..backbones import efficientnet
-
-    base, scratch = _split_scratch(spec)
-    if base.partition(":")[0] != efficientnet.NAME:
+    """A pretrained image model (`efficientnet-lite0[:SIZE]`) or its scratch twin -> a
+    `Source` whose layers are the network's blocks; None for any other spec (an image
+    family without pretrained weights, a bare `cnn`, is refused by `_model_folder`)."""
+    base, scratch = split_scratch(spec)
+    family = family_of(base)
+    if family.input_kind != "image" or not family.pretrained:
         return None
-    efficientnet.parse_spec(base)            # a bad SIZE is refused here, before any work
-    weights = efficientnet.weights_path()
+    family.check_name(base)            # a bad SIZE is refused here, before any work
+    weights = family.weights_file(base)
     if weights is None and not scratch:
-        raise ExaptError(f"--models {spec!r}: its weights are not installed ({efficientnet.PACKAGES})")
+        raise ExaptError(f"--models {spec!r}: its weights are not installed ({family.install})")
     # folder: where the weights live (image sources key their cache on the weights file, not a folder)
     return Source(spec, "scratch" if scratch else "pretrained", (weights or Path(".")).parent, spec,
-                  _image_layers(base), "mean", False, image=True)
+                  family.block_count(base), "mean", False, image=True)
 
 
 def resolve_source(spec: str) -> Source:
     """A model spec or run folder -> `Source` (reads configs only, never weights)."""
-    from ..backbones.hf import sentence_transformers_pooling
-
     spec = str(spec).strip()
     path = Path(spec).expanduser()
     if _is_run(path):
@@ -169,7 +153,6 @@ def resolve_source(spec: str) -> Source:
 
 
 def _resolve_run(spec: str, path: Path) -> Source:
-    from ..backbones.hf import sentence_transformers_pooling
     from ..config import FitConfig
     from ..run import COMPLETE_MARKER, is_complete
     from ..strategies import parse_strategy
@@ -186,7 +169,7 @@ def _resolve_run(spec: str, path: Path) -> Source:
         strategy = parse_strategy(cfg.strategy)
     except ExaptError as e:
         raise ExaptError(f"--models {spec!r}: {e}") from None
-    _check_plain_strategy(strategy, spec)
+    check_plain_strategy(strategy, spec)
     classes = [str(c) for c in labels.get("classes", [])] if labels.get("task") == "classification" else None
     classes = classes if classes and len(classes) >= 2 else None
     n_image = _image_layers(cfg.model)
@@ -199,12 +182,9 @@ def _resolve_run(spec: str, path: Path) -> Source:
                   run=path, source_classes=classes)
 
 
-def _check_plain_strategy(strategy, spec: str) -> None:
+def check_plain_strategy(strategy, spec: str) -> None:
     """Runs whose encoder is plain weights (after merging LoRA / IA3) can be ranked."""
-    from ..strategies.adapter import BottleneckAdapter
-    from ..strategies.new_modules import VirtualTokenStrategy
-
-    if isinstance(strategy, (BottleneckAdapter, VirtualTokenStrategy)):
+    if not strategy.plain_encoder:
         raise ExaptError(f"--models {spec!r}: a run trained with {strategy.spec()} adds modules that are not part "
                          "of an encoder's layers, so it cannot be ranked or fine-tuned as a source model "
                          "(runs of lora and ia3 can: they are merged first)")

@@ -22,28 +22,22 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..backbones import family_of, load_backbone, pool, split_scratch
+from ..backbones.hf import file_sha256, layer_list, weights_sha256
 from ..errors import ExaptError
-from .candidates import Source, _check_plain_strategy, parse_layers, resolve_source
+from .candidates import Source, check_plain_strategy, parse_layers, resolve_source
 
 CACHE_VERSION = 1
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 _SMALL_FILE = 5 << 20          # folder files below this size are hashed into the cache key
 
 
-def _file_sha256(path: Path) -> str:
-    from ..backbones.hf import file_sha256
-
-    return file_sha256(path)
-
-
 def _folder_fingerprint(folder: Path, weights: bool) -> dict:
     """Hashes of a model folder's small files (config, tokenizer, pooling) and its weights."""
-    from ..backbones.hf import weights_sha256
-
     small = {}
     for f in sorted(folder.rglob("*")):
         if f.is_file() and f.stat().st_size < _SMALL_FILE and not f.name.endswith((".safetensors", ".bin", ".md")):
-            small[str(f.relative_to(folder))] = _file_sha256(f)
+            small[str(f.relative_to(folder))] = file_sha256(f)
     return {"files": small, "weights": weights_sha256(folder) if weights else None}
 
 
@@ -53,11 +47,10 @@ def _source_key(src: Source, max_length: int, seed: int) -> str:
     ident = {"version": CACHE_VERSION, "kind": src.kind, "seed": seed if src.kind == "scratch" else None,
              "torch": torch.__version__.split("+")[0]}
     if src.image:   # keyed on the weight files: the base network's (ImageNet) and a run's own
-        from ..backbones.efficientnet import NAME, weights_path
-
-        imagenet = src.kind == "pretrained" or (src.kind == "run" and src.load_spec.startswith(NAME))
-        ident.update(image=src.load_spec, weights=_file_sha256(weights_path()) if imagenet else None,
-                     run=_file_sha256(src.run / WEIGHTS) if src.run is not None else None)
+        base, scratch = split_scratch(src.load_spec)
+        weights = None if scratch else family_of(base).weights_file(base)
+        ident.update(image=src.load_spec, weights=file_sha256(weights) if weights is not None else None,
+                     run=file_sha256(src.run / WEIGHTS) if src.run is not None else None)
     else:
         ident.update(folder=_folder_fingerprint(src.folder, weights=src.kind != "scratch"), pooling=src.pooling,
                      normalize=src.normalize, max_length=int(max_length))
@@ -65,7 +58,7 @@ def _source_key(src: Source, max_length: int, seed: int) -> str:
             from ..config import FitConfig
 
             cfg = FitConfig.load(src.run / "config.yaml")
-            ident["run"] = {"weights": _file_sha256(src.run / WEIGHTS), "model": cfg.model,
+            ident["run"] = {"weights": file_sha256(src.run / WEIGHTS), "model": cfg.model,
                             "strategy": cfg.strategy, "seed": cfg.data.seed, "classes": src.source_classes}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -87,8 +80,6 @@ class _Encoder:
 
 def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
     """Load the weights of one source (the only expensive step a cache hit skips)."""
-    from ..backbones import load_backbone
-
     if src.run is not None:
         from ..run import Run
 
@@ -123,8 +114,8 @@ def _make_plain(bb, strategy_spec: str, spec: str) -> None:
     from ..strategies import parse_strategy
 
     strategy = parse_strategy(strategy_spec)
-    _check_plain_strategy(strategy, spec)
-    if getattr(strategy, "mergeable", False) and hasattr(bb.model, "merge_and_unload"):
+    check_plain_strategy(strategy, spec)
+    if strategy.mergeable and hasattr(bb.model, "merge_and_unload"):
         bb.model = bb.model.merge_and_unload()
 
 
@@ -182,7 +173,6 @@ def _encode(enc: _Encoder, texts: list, n_layers: int, batch_size: int = 64,
         return _encode_images(enc.backbone, enc.backbone.prepare_inputs(texts), n_layers, batch_size, progress,
                               desc, enc.head)
 
-    from ..backbones import pool
     from ..train.batches import eval_batches
 
     bb = enc.backbone
@@ -327,9 +317,7 @@ def _no_head_message(spec: str) -> str:
 
 # ============================================================================ truncated copies
 def _layer_path(model: torch.nn.Module) -> str:
-    from ..backbones.hf import _layer_list
-
-    layers = _layer_list(model)
+    layers = layer_list(model)
     for name, module in model.named_modules():
         if module is layers:
             return name

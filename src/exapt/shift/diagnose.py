@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backbones import family_of, split_scratch
 from ..errors import ExaptError
 from ..estimators import covariate, label_shift
 from . import report
@@ -89,8 +90,8 @@ def _run_model(run) -> str | None:
         spec = FitConfig.load(Path(run) / "config.yaml").model
     except Exception:  # an unreadable run is reported by run_outputs with its own message
         return None
-    base = str(spec or "").split(":", 1)[-1] if str(spec or "").startswith("scratch:") else str(spec or "")
-    if not base or base == "mlp" or base.startswith(("mlp:", "cnn")):
+    base, _ = split_scratch(str(spec or ""))
+    if not base or not family_of(base).pretrained:
         return None
     return spec
 
@@ -105,6 +106,63 @@ def _projection(xs: np.ndarray, xt: np.ndarray, seed: int, n: int = 1000) -> tup
     a, b = covariate.standardise_pooled(a, b)
     pca = PCA(2, random_state=seed).fit(np.vstack([a, b]))
     return pca.transform(a), pca.transform(b)
+
+
+def _check_options(run, target_labels, permutations: int, alpha: float) -> None:
+    if target_labels is not None and target_labels < 0:
+        raise ExaptError(f"--target-labels {target_labels}: give a number of labelled target rows per class (>= 0)")
+    if permutations < 0:
+        raise ExaptError(f"--permutations {permutations}: give 0 or more")
+    if not 0 < alpha < 1:
+        raise ExaptError(f"--alpha {alpha}: give a level between 0 and 1")
+    if run is not None and not Path(run).is_dir():
+        raise ExaptError(f"--run {run}: no such run folder")
+
+
+def _covariate(xs, xt, permutations: int, seed: int, log):
+    log("covariate shift: domain classifier ...")
+    dc = covariate.domain_classifier(xs, xt, seed=seed)
+    log(f"  AUC {dc.auc:.3f} [{dc.ci[0]:.3f}, {dc.ci[1]:.3f}]; MMD permutation test ...")
+    mmd = covariate.mmd_test(xs, xt, permutations=permutations, seed=seed)
+    log(f"  MMD^2 {mmd.mmd2:.4g}, p = {mmd.p_value:.4g}")
+    return dc, mmd
+
+
+@dataclass
+class _LabelSide:
+    """Label and concept shift, measured when the source has classes."""
+    priors: label_shift.PriorEstimate | None = None
+    residual: covariate.DomainClassifierResult | None = None
+    concept: ConceptResult | None = None
+    source_desc: str = ""
+
+
+def _label_side(d: Domains, xs, xt, run, source: str, target_labels, seed: int, notes: list, log) -> _LabelSide:
+    if d.classes is None:
+        if target_labels:
+            raise ExaptError(f"--target-labels {target_labels}: the source has no class labels to compare with")
+        return _LabelSide()
+    log("label shift: source classifier, BBSE and EM ...")
+    outputs = _source_outputs(d, xs, xt, run, source, seed, log)
+    true_target = (np.bincount(d.target_y, minlength=len(d.classes)) / len(d.target_y)
+                   if d.target_y is not None else None)
+    priors = label_shift.estimate_priors(outputs.heldout_probabilities, outputs.heldout_labels,
+                                         outputs.target_probabilities, d.classes,
+                                         target_votes=outputs.target_votes,
+                                         training_priors=outputs.training_priors, seed=seed,
+                                         true_target=true_target)
+    log("  domain classifier with the source re-weighted to those priors ...")
+    w = priors.bbse / np.clip(priors.source, 1e-12, None)
+    side = _LabelSide(priors, covariate.domain_classifier(xs, xt, seed=seed, source_weights=w[d.source_y]),
+                      source_desc=outputs.description)
+    n = DEFAULT_N_PER_CLASS if target_labels is None else target_labels
+    if d.target_y is not None and n > 0:
+        log(f"concept shift: probes on {n} target labels per class ...")
+        side.concept = concept_shift(xt, d.target_y, outputs, d.classes, n_per_class=n, seed=seed,
+                                     bbse_priors=priors.bbse, em_priors=priors.em)
+    elif d.target_y is None:
+        notes.append(f"{d.target_name} has no labels: concept shift is not measured")
+    return side
 
 
 def diagnose(source: str, target: str | None = None, model: str | None = None, *, control: bool = False,
@@ -125,14 +183,7 @@ def diagnose(source: str, target: str | None = None, model: str | None = None, *
         text = [c.strip() for c in text.split(",") if c.strip()]
     if isinstance(features, str):
         features = [c.strip() for c in features.split(",") if c.strip()]
-    if target_labels is not None and target_labels < 0:
-        raise ExaptError(f"--target-labels {target_labels}: give a number of labelled target rows per class (>= 0)")
-    if permutations < 0:
-        raise ExaptError(f"--permutations {permutations}: give 0 or more")
-    if not 0 < alpha < 1:
-        raise ExaptError(f"--alpha {alpha}: give a level between 0 and 1")
-    if run is not None and not Path(run).is_dir():
-        raise ExaptError(f"--run {run}: no such run folder")
+    _check_options(run, target_labels, permutations, alpha)
     path = Path(out) if out else default_out(source, target, control)
     if write:
         report.check_out(path, overwrite)
@@ -146,45 +197,17 @@ def diagnose(source: str, target: str | None = None, model: str | None = None, *
     log(f"source {d.source_name}: {len(d.source):,} rows; target {d.target_name}: {len(d.target):,} rows; "
         f"features: {model_name}")
     xs, xt = domain_features(d, model_name, max_length=max_length, progress=progress)
-    log("covariate shift: domain classifier ...")
-    dc = covariate.domain_classifier(xs, xt, seed=seed)
-    log(f"  AUC {dc.auc:.3f} [{dc.ci[0]:.3f}, {dc.ci[1]:.3f}]; MMD permutation test ...")
-    mmd = covariate.mmd_test(xs, xt, permutations=permutations, seed=seed)
-    log(f"  MMD^2 {mmd.mmd2:.4g}, p = {mmd.p_value:.4g}")
-    priors = concept = residual = None
-    source_desc = ""
+    dc, mmd = _covariate(xs, xt, permutations, seed, log)
     notes = list(d.notes)
-    if d.classes is not None:
-        log("label shift: source classifier, BBSE and EM ...")
-        outputs = _source_outputs(d, xs, xt, run, source, seed, log)
-        source_desc = outputs.description
-        true_target = (np.bincount(d.target_y, minlength=len(d.classes)) / len(d.target_y)
-                       if d.target_y is not None else None)
-        priors = label_shift.estimate_priors(outputs.heldout_probabilities, outputs.heldout_labels,
-                                             outputs.target_probabilities, d.classes,
-                                             target_votes=outputs.target_votes,
-                                             training_priors=outputs.training_priors, seed=seed,
-                                             true_target=true_target)
-        log("  domain classifier with the source re-weighted to those priors ...")
-        w = priors.bbse / np.clip(priors.source, 1e-12, None)
-        residual = covariate.domain_classifier(xs, xt, seed=seed, source_weights=w[d.source_y])
-        n = DEFAULT_N_PER_CLASS if target_labels is None else target_labels
-        if d.target_y is not None and n > 0:
-            log(f"concept shift: probes on {n} target labels per class ...")
-            concept = concept_shift(xt, d.target_y, outputs, d.classes, n_per_class=n, seed=seed,
-                                    bbse_priors=priors.bbse, em_priors=priors.em)
-        elif d.target_y is None:
-            notes.append(f"{d.target_name} has no labels: concept shift is not measured")
-    elif target_labels:
-        raise ExaptError(f"--target-labels {target_labels}: the source has no class labels to compare with")
-    flags, verdict = report.verdict(dc, mmd, priors, concept, alpha=alpha, residual=residual)
+    side = _label_side(d, xs, xt, run, source, target_labels, seed, notes, log)
+    flags, verdict = report.verdict(dc, mmd, side.priors, side.concept, alpha=alpha, residual=side.residual)
     settings = {"source": str(source), "target": None if target is None else str(target), "model": model_name,
                 "control": d.control, "text": text, "label": label, "features": features,
                 "run": None if run is None else str(run), "target_labels": target_labels,
                 "max_per_domain": max_per_domain, "permutations": permutations, "seed": seed,
                 "max_length": max_length, "alpha": alpha, "command": command}
     rep = ShiftReport(d.source_name, d.target_name, model_name, d.control, len(d.source), len(d.target), dc, mmd,
-                      priors, residual, concept, flags, verdict, settings, notes, source_desc,
+                      side.priors, side.residual, side.concept, flags, verdict, settings, notes, side.source_desc,
                       _projection=_projection(xs, xt, seed))
     rep.seconds = time.perf_counter() - started
     if write:

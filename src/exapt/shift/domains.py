@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backbones import family_of
 from ..errors import ExaptError
 
 RAW = "raw"
@@ -139,10 +140,10 @@ def resolve_model(model: str | None, kind: str) -> str:
     if model is None:
         return DEFAULT_TEXT_MODEL if kind == "text" else RAW
     model = str(model).strip()
-    base = model.split(":", 1)[1] if model.startswith("scratch:") else model
-    if base == "mlp" or base.startswith("mlp:"):
-        raise ExaptError(f"--model {model}: the mlp backbone has random weights, so its features show nothing "
-                         "about the data; use --model raw for numeric inputs")
+    family = family_of(model)
+    if family.input_kind == "features" and not family.pretrained:  # the mlp
+        raise ExaptError(f"--model {model}: the {family.name} backbone has random weights, so its features show "
+                         "nothing about the data; use --model raw for numeric inputs")
     if model == RAW and kind == "text":
         raise ExaptError("--model raw: text has no raw numeric values; name a text encoder (default: minilm-l6)")
     return model

@@ -1,7 +1,8 @@
-"""Strategies: what trains. One file each, registered by name."""
-from ..registry import STRATEGIES
-from . import (adapter, bitfit, freeze, full, gradual_unfreeze, ia3, layerwise_lr, linear_probe,  # noqa: F401
-               lora, lp_ft, prefix, prompt, scratch)
+"""Strategies: what trains. One file each, registered by name; every module of this
+package is imported here, so a new file is found without an import list."""
+from ..registry import STRATEGIES, import_submodules
 from .base import Strategy, parse_strategy
+
+import_submodules(__name__, __path__)
 
 __all__ = ["STRATEGIES", "Strategy", "parse_strategy"]

@@ -46,14 +46,20 @@ class BottleneckAdapter(NewModuleStrategy):
     size: int = 64
     layer_decay: float = 1.0
     unfreeze_top: int = 0
-    name = "adapter"
     summary = "bottleneck adapters after attention and feed-forward (Houlsby)"
     new_param_tags = (".adapter.",)
+    plain_encoder = False  # bottlenecks are modules of their own inside each layer
 
     def __post_init__(self):
         super().__post_init__()
         if self.size < 1:
             raise ValueError("size must be >= 1")
+
+    def block_decay(self) -> float:
+        return self.layer_decay
+
+    def top_unfrozen(self) -> int:
+        return self.unfreeze_top
 
     def inject(self, model: nn.Module) -> None:
         bb = self.require_hf_backbone(model)

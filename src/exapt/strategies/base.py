@@ -9,7 +9,14 @@ through three small methods over the backbone's ordered blocks (input side first
 - `fits_probe_first`: fit the head on frozen features before any gradient step (LP-FT).
 
 The base class turns those into `requires_grad` flags and AdamW parameter groups, so a
-new strategy is usually a dozen lines in one file plus `@STRATEGIES.register(name)`.
+new strategy is usually a dozen lines in one file plus `@STRATEGIES.register(name)`
+(which sets `name`; the package finds the file by itself).
+
+What a strategy needs around training it declares here too, so `fit` asks and never
+tests a strategy's name or options: `check_task` (refuse a task kind its options cannot
+serve), `extra_probe_examples` (more examples for the probe: class names),
+`before_training` (a stage of its own on the encoder: contrastive pairs), `probe_C` and
+`probe_features_cacheable` (how the probe is fitted).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from ..registry import STRATEGIES
 
 @dataclass
 class Strategy:
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by @STRATEGIES.register(name)
     summary: ClassVar[str] = ""
     default_lr: ClassVar[float] = 5e-5
     # A new, random head needs bigger steps than pretrained weights; a head that is
@@ -35,6 +42,43 @@ class Strategy:
     fits_probe_first: ClassVar[bool] = False
     changes_over_epochs: ClassVar[bool] = False  # True: freezing changes between epochs
     checkpoints_activations: ClassVar[bool] = False  # default of train.activation_checkpointing
+    mergeable: ClassVar[bool] = False  # its new weights fold into the encoder (`exapt merge`)
+    # False: a run's encoder carries modules outside its layers (adapters, virtual tokens),
+    # so it cannot be ranked or fine-tuned as a source model
+    plain_encoder: ClassVar[bool] = True
+
+    # -- what a strategy needs before and around training ---------------------------
+    def check_task(self, kind: str, spec: str) -> None:
+        """Raise ExaptError when this strategy, with its options, cannot serve a task of
+        this kind; `spec` is the --strategy as the user wrote it. Every kind by default."""
+
+    @property
+    def fits_probe(self) -> bool:
+        """A linear head is fitted in closed form on frozen features (alone, or first)."""
+        return not self.trains_encoder or self.fits_probe_first
+
+    @property
+    def probe_C(self) -> float:
+        """The probe's inverse L2 regularisation (scikit-learn's C)."""
+        return 1.0
+
+    @property
+    def probe_features_cacheable(self) -> bool:
+        """False when `before_training` changes the encoder: the on-disk feature cache
+        holds the untuned encoder's features."""
+        return True
+
+    def extra_probe_examples(self, train, classes: list, spec: str):
+        """A Table of examples the probe fits on beside the training split (never the
+        gradient stage), or None; `train` is the training split's Table."""
+        return None
+
+    def before_training(self, model: nn.Module, items: list, labels, lr: float, seed: int,
+                        progress: bool = True, log=print) -> dict:
+        """A stage of its own on the encoder before the head is fitted or trained, on the
+        prepared training `items` and their class ids; returns what it reports for
+        metrics.json. Most strategies have none."""
+        return {}
 
     # -- what a strategy decides ----------------------------------------------------
     def inject(self, model: nn.Module) -> None:
@@ -115,6 +159,13 @@ class Strategy:
         """`lora:r=8,alpha=16.0,...`: every option, named, so `parse_strategy(spec)` gives it back."""
         values = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
         return self.name + (":" + ",".join(values) if values else "")
+
+
+def single_label_only(spec: str, kind: str, what: str) -> None:
+    """Refuse an option that needs one class per example: `what` says which (it reads
+    "<what> single-label classification")."""
+    if kind != "classification":
+        raise ExaptError(f"--strategy {spec}: {what} single-label classification; this task is {kind}")
 
 
 def parse_strategy(spec: str) -> Strategy:

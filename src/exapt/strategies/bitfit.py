@@ -10,9 +10,11 @@ from .new_modules import NewModuleStrategy
 @dataclass
 class BitFit(NewModuleStrategy):
     layer_decay: float = 1.0
-    name = "bitfit"
     summary = "only the encoder's bias terms (and the head) train"
     default_lr = 1e-3
+
+    def block_decay(self) -> float:
+        return self.layer_decay
 
     def is_new(self, name: str) -> bool:
         return name.startswith("backbone.") and name.endswith(".bias")

@@ -13,7 +13,6 @@ from .base import Strategy
 @dataclass
 class FreezeFirstK(Strategy):
     k: int = 4
-    name = "freeze"
     summary = "first k blocks frozen (their outputs cached), the rest fine-tuned"
 
     def __post_init__(self):

@@ -8,5 +8,4 @@ from .base import Strategy
 @STRATEGIES.register("full")
 @dataclass
 class FullFineTune(Strategy):
-    name = "full"
     summary = "all weights train (small lr, warm-up, linear decay, weight decay, clipping)"

@@ -11,7 +11,6 @@ from .base import Strategy
 @dataclass
 class GradualUnfreeze(Strategy):
     blocks_per_epoch: int = 1
-    name = "gradual-unfreeze"
     summary = "top block first, one more block unfrozen each epoch"
     changes_over_epochs = True
 

@@ -13,11 +13,16 @@ class IA3(PeftStrategy):
     feedforward: str = ""
     layer_decay: float = 1.0
     unfreeze_top: int = 0
-    name = "ia3"
     summary = "learned rescaling of keys, values, feed-forward (PEFT); mergeable"
     new_param_tags = ("ia3_",)
     mergeable = True
     default_lr = 3e-3
+
+    def block_decay(self) -> float:
+        return self.layer_decay
+
+    def top_unfrozen(self) -> int:
+        return self.unfreeze_top
 
     def peft_config(self, backbone):
         from peft import IA3Config, TaskType

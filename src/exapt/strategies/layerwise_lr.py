@@ -10,7 +10,6 @@ from .base import Strategy
 @dataclass
 class LayerwiseLR(Strategy):
     decay: float = 0.8
-    name = "layerwise-lr"
     summary = "all weights train; learning rate decays geometrically towards the input"
     default_lr = 1e-4
 

@@ -9,8 +9,9 @@ head fitted to convergence with L-BFGS on an L2-regularised loss.
 """
 from dataclasses import dataclass
 
+from ..data.class_names import class_name_table
 from ..registry import STRATEGIES
-from .base import Strategy
+from .base import Strategy, single_label_only
 
 
 @STRATEGIES.register("linear-probe")
@@ -18,7 +19,6 @@ from .base import Strategy
 class LinearProbe(Strategy):
     C: float = 1.0
     names: int = 0
-    name = "linear-probe"
     summary = "frozen encoder + linear head fitted to convergence on cached features"
     trains_encoder = False
 
@@ -30,3 +30,14 @@ class LinearProbe(Strategy):
 
     def first_trainable(self, n_blocks, epoch):
         return n_blocks
+
+    @property
+    def probe_C(self) -> float:
+        return self.C
+
+    def check_task(self, kind, spec):
+        if self.names:
+            single_label_only(spec, kind, "names= needs")
+
+    def extra_probe_examples(self, train, classes, spec):
+        return class_name_table(train, classes, self.names, spec) if self.names else None

@@ -16,7 +16,6 @@ class LoRA(PeftStrategy):
     targets: str = ""
     layer_decay: float = 1.0
     unfreeze_top: int = 0
-    name = "lora"
     summary = "low-rank adapters on attention (PEFT); base frozen, mergeable"
     new_param_tags = ("lora_",)
     mergeable = True
@@ -27,6 +26,12 @@ class LoRA(PeftStrategy):
             raise ValueError("r must be >= 1")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
+
+    def block_decay(self) -> float:
+        return self.layer_decay
+
+    def top_unfrozen(self) -> int:
+        return self.unfreeze_top
 
     def peft_config(self, backbone):
         from peft import LoraConfig, TaskType

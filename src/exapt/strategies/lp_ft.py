@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.class_names import class_name_table
 from ..registry import STRATEGIES
-from .base import Strategy
+from ..train.contrastive import contrastive_tuning
+from .base import Strategy, single_label_only
 
 
 @STRATEGIES.register("lp-ft")
@@ -36,7 +38,6 @@ class LinearProbeThenFineTune(Strategy):
     decay: float = 1.0
     pairs: int = 0
     names: int = 0
-    name = "lp-ft"
     summary = "linear probe first, then full fine-tuning from that head"
     fits_probe_first = True
     default_lr = 2e-5
@@ -53,6 +54,29 @@ class LinearProbeThenFineTune(Strategy):
             raise ValueError("pairs must be >= 0 (0: no contrastive stage)")
         if self.names < 0:
             raise ValueError("names must be >= 0 (copies of each class name added to the probe's examples)")
+
+    @property
+    def probe_C(self) -> float:
+        return self.C
+
+    @property
+    def probe_features_cacheable(self) -> bool:
+        return not self.pairs  # the contrastive stage tunes the encoder the cache was made with
+
+    def check_task(self, kind, spec):
+        if self.pairs:
+            single_label_only(spec, kind, "contrastive pairs (same class / other class) need")
+        if self.names:
+            single_label_only(spec, kind, "names= needs")
+
+    def extra_probe_examples(self, train, classes, spec):
+        return class_name_table(train, classes, self.names, spec) if self.names else None
+
+    def before_training(self, model, items, labels, lr, seed, progress=True, log=print):
+        """pairs=N: the encoder is tuned on N pairs first, then probed."""
+        if not self.pairs:
+            return {}
+        return contrastive_tuning(model, items, labels, self.pairs, lr, seed, progress=progress, log=log)
 
     def lr_scale(self, block, n_blocks):
         return self.decay ** (n_blocks - 1 - block)

@@ -31,9 +31,9 @@ class NewModuleStrategy(Strategy):
     checkpoints_activations: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not 0 < getattr(self, "layer_decay", 1.0) <= 1:
+        if not 0 < self.block_decay() <= 1:
             raise ValueError("layer_decay must be in (0, 1]")
-        if getattr(self, "unfreeze_top", 0) < 0:
+        if self.top_unfrozen() < 0:
             raise ValueError("unfreeze_top must be >= 0")
 
     def is_new(self, name: str) -> bool:
@@ -45,8 +45,19 @@ class NewModuleStrategy(Strategy):
             raise ExaptError(f"--strategy {self.name} needs a Hugging Face backbone (got {bb.identity()['model']})")
         return bb
 
+    # The two options most subclasses offer as fields, `layer_decay` and `unfreeze_top`;
+    # a subclass with the field returns it here (each keeps its own option order, and
+    # prompt / prefix have neither).
+    def block_decay(self) -> float:
+        """The lr factor per block below the top (1: one lr for every block)."""
+        return 1.0
+
+    def top_unfrozen(self) -> int:
+        """How many top pretrained blocks train in full beside the new modules."""
+        return 0
+
     def unfrozen_blocks(self, n_blocks: int) -> int:
-        return min(getattr(self, "unfreeze_top", 0), n_blocks)
+        return min(self.top_unfrozen(), n_blocks)
 
     def trainable_names(self, model: nn.Module, epoch: int) -> set[str]:
         blocks = self.block_names(model)
@@ -64,7 +75,7 @@ class NewModuleStrategy(Strategy):
         params = dict(model.named_parameters())
         blocks = self.block_names(model)
         n = len(blocks)
-        decay = getattr(self, "layer_decay", 1.0)
+        decay = self.block_decay()
         placed, groups = set(), []
         for i, names in enumerate(blocks):
             new = [params[x] for x in names if self.is_new(x)]
@@ -89,7 +100,7 @@ class NewModuleStrategy(Strategy):
 class PeftStrategy(NewModuleStrategy):
     """A method Hugging Face PEFT implements: its config, injected with get_peft_model."""
 
-    mergeable: ClassVar[bool] = False
+    targets = ""  # module names, `query+value` ("": PEFT's default); a field where offered
 
     def peft_config(self, backbone):
         raise NotImplementedError
@@ -109,7 +120,7 @@ class PeftStrategy(NewModuleStrategy):
 
     def _check_targets(self, bb) -> None:
         """PEFT only complains when no target matches; a misspelt one among several must not pass silently."""
-        wanted = split_targets(getattr(self, "targets", "") or "")
+        wanted = split_targets(self.targets)
         if not wanted:
             return
         hit = list(getattr(bb.model.base_model, "targeted_module_names", []))
@@ -138,6 +149,7 @@ class VirtualTokenStrategy(PeftStrategy):
     default_lr: ClassVar[float] = 3e-3
     peft_config_name: ClassVar[str] = ""  # PromptTuningConfig / PrefixTuningConfig
     checkpoints_activations: ClassVar[bool] = False  # prefixes travel as cached keys/values
+    plain_encoder: ClassVar[bool] = False  # virtual tokens sit outside the encoder's layers
 
     def __post_init__(self):
         super().__post_init__()

@@ -9,6 +9,5 @@ from .new_modules import VirtualTokenStrategy
 @STRATEGIES.register("prefix")
 @dataclass
 class PrefixTuning(VirtualTokenStrategy):
-    name = "prefix"
     summary = "prefix tuning: trainable key/value prefixes in every layer (PEFT)"
     peft_config_name = "PrefixTuningConfig"

@@ -10,6 +10,5 @@ from .new_modules import VirtualTokenStrategy
 @STRATEGIES.register("prompt")
 @dataclass
 class PromptTuning(VirtualTokenStrategy):
-    name = "prompt"
     summary = "soft prompt tuning: trainable virtual tokens before the input (PEFT)"
     peft_config_name = "PromptTuningConfig"

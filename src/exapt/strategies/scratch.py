@@ -9,7 +9,6 @@ from .base import Strategy
 @STRATEGIES.register("scratch")
 @dataclass
 class Scratch(Strategy):
-    name = "scratch"
     summary = "same architecture, random init, all weights train (the baseline)"
     default_lr = 3e-4
     uses_pretrained = False
