@@ -22,7 +22,7 @@ from .strategies import parse_strategy
 def merge_run(run_dir, out=None, overwrite: bool = False) -> Run:
     run = Run.load(run_dir)
     strategy = parse_strategy(run.config.strategy)
-    if not getattr(strategy, "mergeable", False):
+    if not strategy.mergeable:
         raise ExaptError(f"{run_dir}: strategy {strategy.spec()} has nothing to merge (lora and ia3 do)")
     out = Path(out) if out else Path(f"{Path(run_dir)}-merged")
     RunFolder(out).check_new(overwrite)

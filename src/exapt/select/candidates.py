@@ -15,6 +15,7 @@ from pathlib import Path
 from ..backbones import ALIASES, family_of, resolve_alias, split_scratch
 from ..backbones.hf import sentence_transformers_pooling
 from ..errors import ExaptError
+from ..run_folder import RunFolder
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Candidate:
 
 
 def _is_run(path: Path) -> bool:
-    return path.is_dir() and (path / "config.yaml").exists()
+    return path.is_dir() and RunFolder(path).is_run()
 
 
 def _n_layers(folder: Path, spec: str) -> int:
@@ -153,18 +154,17 @@ def resolve_source(spec: str) -> Source:
 
 
 def _resolve_run(spec: str, path: Path) -> Source:
-    from ..config import FitConfig
-    from ..run import COMPLETE_MARKER, is_complete
     from ..strategies import parse_strategy
 
-    if not is_complete(path):
-        raise ExaptError(f"--models {spec!r}: {path} is not a complete run (no {COMPLETE_MARKER}); "
+    run = RunFolder(path)
+    if not run.is_complete():
+        raise ExaptError(f"--models {spec!r}: {path} is not a complete run (no {run.METRICS}); "
                          "finish it with `exapt fit --resume` first")
-    cfg = FitConfig.load(path / "config.yaml")
+    cfg = run.read_config()
     try:
-        labels = json.loads((path / "labels.json").read_text())
+        labels = run.read_labels()
     except (OSError, ValueError) as e:
-        raise ExaptError(f"--models {spec!r}: {path / 'labels.json'} unreadable ({str(e).splitlines()[0]})") from None
+        raise ExaptError(f"--models {spec!r}: {run.labels} unreadable ({str(e).splitlines()[0]})") from None
     try:
         strategy = parse_strategy(cfg.strategy)
     except ExaptError as e:

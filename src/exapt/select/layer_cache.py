@@ -25,6 +25,7 @@ import torch
 from ..backbones import family_of, load_backbone, pool, split_scratch
 from ..backbones.hf import file_sha256, layer_list, weights_sha256
 from ..errors import ExaptError
+from ..run_folder import RunFolder
 from .candidates import Source, check_plain_strategy, parse_layers, resolve_source
 
 CACHE_VERSION = 1
@@ -42,23 +43,20 @@ def _folder_fingerprint(folder: Path, weights: bool) -> dict:
 
 
 def _source_key(src: Source, max_length: int, seed: int) -> str:
-    from ..run import WEIGHTS
-
     ident = {"version": CACHE_VERSION, "kind": src.kind, "seed": seed if src.kind == "scratch" else None,
              "torch": torch.__version__.split("+")[0]}
     if src.image:   # keyed on the weight files: the base network's (ImageNet) and a run's own
         base, scratch = split_scratch(src.load_spec)
         weights = None if scratch else family_of(base).weights_file(base)
         ident.update(image=src.load_spec, weights=file_sha256(weights) if weights is not None else None,
-                     run=file_sha256(src.run / WEIGHTS) if src.run is not None else None)
+                     run=file_sha256(RunFolder(src.run).weights) if src.run is not None else None)
     else:
         ident.update(folder=_folder_fingerprint(src.folder, weights=src.kind != "scratch"), pooling=src.pooling,
                      normalize=src.normalize, max_length=int(max_length))
         if src.run is not None:
-            from ..config import FitConfig
-
-            cfg = FitConfig.load(src.run / "config.yaml")
-            ident["run"] = {"weights": file_sha256(src.run / WEIGHTS), "model": cfg.model,
+            run = RunFolder(src.run)
+            cfg = run.read_config()
+            ident["run"] = {"weights": file_sha256(run.weights), "model": cfg.model,
                             "strategy": cfg.strategy, "seed": cfg.data.seed, "classes": src.source_classes}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -20,11 +20,13 @@ import numpy as np
 
 from ..backbones import family_of, split_scratch
 from ..errors import ExaptError
+from ..run_folder import RunFolder
 from ..estimators import covariate, label_shift
 from . import report
 from .concept import DEFAULT_N_PER_CLASS, ConceptResult, concept_shift
 from .domains import Domains, domain_features, load_domains, resolve_model
-from .source_model import SourceOutputs, cross_fitted_probe, run_outputs
+from ..estimators.probes import SourceOutputs, cross_fitted_probe
+from .source_model import run_outputs
 
 DEFAULT_MAX_PER_DOMAIN = 2000
 
@@ -84,10 +86,8 @@ def _source_outputs(d: Domains, xs, xt, run, source: str, seed: int, log) -> Sou
 def _run_model(run) -> str | None:
     """The base model a run was fitted on: the features its predictions come from (None:
     not a pretrained one, e.g. an mlp, so the data's default applies)."""
-    from ..config import FitConfig
-
     try:
-        spec = FitConfig.load(Path(run) / "config.yaml").model
+        spec = RunFolder(run).read_config().model
     except Exception:  # an unreadable run is reported by run_outputs with its own message
         return None
     base, _ = split_scratch(str(spec or ""))

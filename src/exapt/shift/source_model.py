@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ExaptError
-from ..estimators.probes import SourceOutputs, cross_fitted_probe  # noqa: F401  (diagnose picks one of the two)
+from ..estimators.probes import SourceOutputs
 
 
 def _one_hot(prob: np.ndarray) -> np.ndarray:
