@@ -31,7 +31,7 @@ TARGET = 1.0
 
 def windows(max_tokens: int, max_length: int):
     from exapt.backbones.sequence_input import SequenceInput
-    from exapt.pretrain.corpus import build_corpus
+    from exapt.masked_lm.corpus import build_corpus
     from exapt.pretrain.setup import build_tokenizer
 
     si = SequenceInput("dna")

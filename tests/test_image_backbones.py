@@ -13,7 +13,7 @@ from exapt.backbones import load_backbone
 from exapt.cli import main
 from exapt.data import load_data
 from exapt.errors import ExaptError
-from exapt.train.checkpoint import load_tensors
+from exapt.files import load_tensors
 
 QUIET = {"progress": False, "log": lambda *a: None}
 

@@ -20,7 +20,7 @@ import yaml
 import exapt
 from exapt.cli import main
 from exapt.errors import ExaptError
-from exapt.train.checkpoint import load_tensors
+from exapt.files import load_tensors
 
 from conftest import TWEETS, interrupt_at
 

@@ -16,7 +16,7 @@ from exapt.backbones import load_backbone
 from exapt.cli import main
 from exapt.errors import ExaptError
 from exapt.interpolate import interpolate, parse_alphas
-from exapt.train.checkpoint import load_tensors
+from exapt.files import load_tensors
 
 from conftest import TWEETS
 

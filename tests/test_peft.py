@@ -19,7 +19,7 @@ from exapt.cli import main
 from exapt.data import load_data
 from exapt.errors import ExaptError
 from exapt.merge import merge_run
-from exapt.train.checkpoint import load_tensors
+from exapt.files import load_tensors
 
 LR = 1e-2  # large enough that two epochs move every adapter well away from its start
 

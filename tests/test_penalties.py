@@ -201,7 +201,7 @@ def test_ewc_fisher_is_saved_with_the_run_and_reused(tmp_path, tiny_bert, source
     b = exapt.fit(str(TARGET), "full", init=str(source_run), penalties=["ewc:weight=10,samples=4"], epochs=1,
                   max_length=32, seed=0, out=tmp_path / "b", progress=False, log=lines.append)
     assert any("Fisher information read from" in x for x in lines)  # from the cache, not recomputed
-    from exapt.train.checkpoint import load_tensors
+    from exapt.files import load_tensors
 
     fa, fb = load_tensors(a.path / "fisher.safetensors")[0], load_tensors(b.path / "fisher.safetensors")[0]
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
@@ -232,7 +232,7 @@ def test_ewc_masked_lm_fisher_matches_the_hf_model_loss(tmp_path, tiny_mlm, twee
     from transformers import BertForMaskedLM
 
     from exapt.penalties.fisher import MASK_SEED
-    from exapt.pretrain.masking import mask_tokens
+    from exapt.masked_lm.masking import mask_tokens
 
     folder, corpus = tiny_mlm
     prep, ctx, pset = prepared(tmp_path, tweets_small, folder, penalties=["ewc:weight=1,samples=3"], corpus=corpus)

@@ -12,8 +12,8 @@ import torch
 from exapt.backbones.sequence_input import SequenceInput
 from exapt.cli import main
 from exapt.errors import ExaptError
-from exapt.pretrain import corpus as corpus_mod
-from exapt.pretrain.masking import IGNORE, mask_tokens
+from exapt.masked_lm import corpus as corpus_mod
+from exapt.masked_lm.masking import IGNORE, mask_tokens
 from exapt.pretrain.setup import SPECIAL_TOKENS, build_tokenizer
 
 # A 2-layer, 32-wide BERT: every code path of a real run in a second or two.
@@ -450,7 +450,7 @@ def test_continued_pretraining_of_minilm_on_text(tmp_path):
 
 def test_long_text_records_are_not_padded_or_cut_by_a_saved_tokenizer_config():
     """all-MiniLM-L6-v2's tokenizer.json pads and truncates to 128; a corpus record must not be."""
-    from exapt.pretrain.corpus import _tokenize_record
+    from exapt.masked_lm.corpus import _tokenize_record
     from exapt.pretrain.setup import init_model
 
     _, tok, _, _ = init_model("minilm-l6")

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 import exapt
 from exapt.data import load_data
-from exapt.train.checkpoint import load_tensors
+from exapt.files import load_tensors
 from exapt.train.features import encode
 
 from conftest import TWEETS

@@ -36,7 +36,7 @@ from exapt.run import build_model
 from exapt.strategies import parse_strategy
 from exapt.tasks import Task
 from exapt.train import loop as loop_mod
-from exapt.train.checkpoint import load_tensors
+from exapt.files import load_tensors
 
 from conftest import interrupt_at
 

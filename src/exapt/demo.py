@@ -6,12 +6,12 @@ tested on the same 1,000 held-out tweets. It ends by saying where the report is.
 """
 from __future__ import annotations
 
+from .compare import compare
+
 DEMO_PANEL = dict(strategies="linear-probe,lp-ft,lora,scratch", n_per_class="8,32", seeds=2)
 
 
 def demo(out: str = "runs/demo", log=print):
-    from .compare import compare
-
     command = (f"exapt compare tweets --strategies {DEMO_PANEL['strategies']} --n-per-class "
                f"{DEMO_PANEL['n_per_class']} --seeds {DEMO_PANEL['seeds']} --max-test 1000 --max-length 64 --out {out}")
     log(f"demo: {command}")

@@ -31,8 +31,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .data import fit_splits, load_data, load_table
 from .errors import ExaptError
+from .files import atomic_write_text
+from .mlm_source import load_mlm_source
+from .run import Run, build_model, save_weights
 from .run_folder import RunFolder, publish_run
+from .source import load_init, load_source_data, prepared_split, source_metrics
+from .strategies import parse_strategy
+from .tasks import Task
+from .train.loop import predict_logits
 
 
 def parse_alphas(text) -> list[float]:
@@ -67,8 +75,6 @@ class Interpolation:
 
 def interpolate(run_dir, alphas="0:1:0.1", out=None, save=None, overwrite: bool = False,
                 progress: bool = True, log=print) -> Interpolation:
-    from .run import Run
-
     values = parse_alphas(alphas)
     run = Run.load(run_dir)
     out = Path(out) if out else run.path / "interpolation"
@@ -98,13 +104,6 @@ def interpolate(run_dir, alphas="0:1:0.1", out=None, save=None, overwrite: bool 
 
 def _prepare(run):
     """The start model, the source side and the target's validation/test splits."""
-    from .data import fit_splits, load_data, load_table
-    from .mlm_source import load_mlm_source
-    from .run import build_model
-    from .source import load_init, load_source_data, prepared_split
-    from .strategies import parse_strategy
-    from .tasks import Task
-
     cfg = run.config
     if not run.folder.start.exists():
         raise ExaptError(f"{run.path}: no {run.folder.START}, so its starting point is unknown (a linear probe never "
@@ -147,9 +146,6 @@ def _mix(model, begin: dict, end: dict, names: list[str], alpha: float) -> None:
 
 
 def _scores(run, splits: dict, source, mlm) -> dict:
-    from .source import source_metrics
-    from .train.loop import predict_logits
-
     row = {}
     for name, split in splits.items():
         logits = predict_logits(run.model, split)
@@ -187,8 +183,6 @@ def summary_lines(frame: pd.DataFrame, pick: dict | None, metric: str) -> list[s
 
 
 def _write(out: Path, frame: pd.DataFrame, pick: dict | None, run) -> dict:
-    from .train.checkpoint import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "interpolation.csv", "json": out / "interpolation.json", "png": out / "interpolation.png"}
     atomic_write_text(files["csv"], frame.to_csv(index=False))
@@ -232,8 +226,6 @@ def _plot(frame: pd.DataFrame, pick: dict | None, metric: str, path: Path) -> No
 
 def _save_run(run, out: Path, pick: dict, overwrite: bool) -> None:
     """The picked model as an ordinary run folder (same config; weights at that alpha)."""
-    from .run import save_weights
-
     trained = set(run.folder.read_weights()[0])
     metrics = {**run.metrics, "test": {k[5:]: v for k, v in pick.items() if k.startswith("test_") and k != "test_loss"},
                "interpolated": {"from": str(run.path), "alpha": pick["alpha"]}}

@@ -22,7 +22,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from .backbones.sequence_input import SETTINGS_FILE, SequenceInput
 from .errors import ExaptError
+from .masked_lm.corpus import build_corpus, resolve_corpus
+from .masked_lm.objective import evaluate
 
 MAX_TOKENS = 2_000_000  # enough windows for the Fisher and the held-out score; bounds reading time
 # (the held-out windows are chosen by position, so a capped read holds out a prefix of the same ones)
@@ -45,8 +48,6 @@ class MLMSource:
 
     def evaluate(self, model) -> dict[str, float]:
         """Held-out masked-LM loss and accuracy of the model's encoder (mode restored)."""
-        from .pretrain.trainer import evaluate
-
         was = model.training
         try:
             out = evaluate(self.with_head(model), self.heldout, self.pad_id, self.tok_ids, batch_size=32,
@@ -82,9 +83,6 @@ def load_mlm_source(cfg, model) -> MLMSource | None:
     corpus = cfg.source.corpus
     if not corpus:
         return None
-    from .backbones.sequence_input import SequenceInput
-    from .pretrain.corpus import build_corpus, resolve_corpus
-
     bb = model.backbone
     folder = getattr(bb, "folder", None)
     if folder is None or bb.identity().get("scratch"):
@@ -110,7 +108,6 @@ def _windowing(folder: Path, default_length: int) -> tuple[int, float]:
     (other lengths would cut a genome elsewhere). A folder from elsewhere: the fit's length."""
     import json
 
-    from .backbones.sequence_input import SETTINGS_FILE
 
     try:
         config = json.loads((folder / SETTINGS_FILE).read_text())["pretrain"]["config"]

@@ -74,7 +74,7 @@ class Task:
         if kind == "multilabel":
             classes = sorted({c for v in labels for c in _split_multi(v)})
         else:
-            classes = sorted({str(v) for v in labels}, key=_natural_key)
+            classes = sorted({str(v) for v in labels}, key=natural_key)
         if len(classes) < 2:
             raise ExaptError(
                 f"{source}: the label column has a single class ({classes[0] if classes else 'none'}); "
@@ -195,7 +195,7 @@ def _split_multi(value) -> list[str]:
     return [p.strip() for p in str(value).split(MULTILABEL_SEP) if p.strip()]
 
 
-def _natural_key(s: str):
+def natural_key(s: str):
     try:
         return (0, float(s), s)
     except ValueError:

@@ -4,10 +4,10 @@
 
 - target.py: the target domain, split into unlabelled rows, a target test set and (with
   --target-labels) a few labelled rows for model selection;
-- density.py: density ratios p_target(x)/p_source(x) from a domain classifier
-  (importance weights, importance-weighted validation);
-- stream.py: the target batch drawn beside each source batch (dann, coral, mmd);
 - in_fit.py: what fit does with all of that, and which validation chose the model.
+Below the plug-ins: estimators/density.py (density ratios p_target(x)/p_source(x) from a
+domain classifier: importance weights, importance-weighted validation) and
+train/target_stream.py (the target batch drawn beside each source batch: dann, coral, mmd).
 The penalties themselves live with the others: penalties/alignment.py (coral, mmd),
 penalties/dann.py, penalties/reweight.py (importance-weights, label-shift).
 """

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import ExaptError
+from ..estimators.density import density_ratios
+from ..train.features import encode
 from ..train.loop import Split
 
 DESCRIPTIONS = {
@@ -54,8 +56,6 @@ class StartFeatures:
         self._done: dict[int, tuple[Split, np.ndarray]] = {}
 
     def __call__(self, split: Split) -> np.ndarray:
-        from ..train.features import encode
-
         if id(split) not in self._done:  # the split is kept with its features, so its id stays its own
             self._done[id(split)] = (split, encode(self.model.backbone, split.items, progress=False).numpy())
         return self._done[id(split)][1]
@@ -65,8 +65,6 @@ def weighted_validation(features: StartFeatures, train: Split, val: Split, unlab
                         seed: int) -> tuple[Split, dict]:
     """The source validation split carrying density-ratio weights from a domain classifier
     fitted on the start encoder's features of source training rows vs target rows."""
-    from ..estimators.density import density_ratios
-
     ratios, val_w = density_ratios(features(train), features(unlabelled), seed=seed, extra=features(val))
     info = {"domain_auc": round(ratios.domain_auc, 4), "val_effective_sample_size":
             round(float(val_w.sum() ** 2 / (val_w ** 2).sum()), 1), "val_rows": len(val_w)}

@@ -25,7 +25,6 @@ from .hf import ALIASES, alias_tokenizer, resolve_alias  # noqa: E402
 from .mlp import MLPBackbone  # noqa: E402
 
 SCRATCH_PREFIX = "scratch:"
-_alias_tokenizer = alias_tokenizer  # the old name, still imported by pretrain/setup.py
 
 
 def split_scratch(spec: str) -> tuple[str, bool]:

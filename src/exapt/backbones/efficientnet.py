@@ -35,6 +35,7 @@ from torch import nn
 from ..errors import ExaptError
 from ..registry import BACKBONES
 from .base import Backbone, BackboneFamily, LoadOptions
+from .hf import file_sha256
 
 NAME = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224
@@ -165,8 +166,6 @@ class EfficientNetBackbone(Backbone):
         return NAME if self.image_size == DEFAULT_IMAGE_SIZE else f"{NAME}:{self.image_size}"
 
     def identity(self):
-        from .hf import file_sha256
-
         return {"model": ("scratch:" if self.scratch else "") + self.spec(), "family": "efficientnet",
                 "path": str(self.weights) if self.weights else None,
                 "sha256": None if self.scratch else file_sha256(self.weights),

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from ..config import FitConfig
 from ..errors import ExaptError
+from ..penalties import PENALTIES, parse_penalties
 from ..strategies import parse_strategy
-
 from .defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES  # noqa: F401  (re-exported)
 
 ALL = "all"
@@ -44,8 +44,6 @@ def split_label(label: str) -> tuple[str, list[str]]:
     """`full+ewc:1e4+lwf` -> ("full", ["ewc:1e4", "lwf"]): a panel entry is a strategy with
     penalties joined by `+`. A `+` inside the strategy's options (lora's
     `targets=query+value`) stays there: only a registered penalty's name starts a penalty."""
-    from ..penalties import PENALTIES
-
     parts = label.split("+")
     strategy, penalties = parts[0], []
     for part in parts[1:]:
@@ -84,7 +82,6 @@ def parse_strategies(text: str | list) -> list[str]:
     items = text if isinstance(text, (list, tuple)) else split_strategy_list(str(text))
     if not items:
         raise ExaptError("--strategies needs at least one strategy")
-    from ..penalties import parse_penalties
 
     out = []
     for item in items:

@@ -32,10 +32,11 @@ from ..run_folder import RunFolder
 from ..source import load_init, load_source_data
 from ..sweep_folder import SweepFolder
 from ..tasks import Task, higher_is_better, primary_metric
-from ..version import __version__
 from ..train.loop import TrainConfig
+from ..version import __version__
 from .panel import ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies
 from .report import write_report_with_recommendation
+from .tracking import Tracker
 
 SETTINGS = "compare.yaml"   # the panel's settings (its SweepFolder marker)
 CELL_DONE = "cell.json"     # a finished cell's row
@@ -131,7 +132,6 @@ def _open(sweep: SweepFolder, base: FitConfig, overwrite: bool, tracking: bool, 
     sweep.prepare(_settings(base), overwrite, defaults=_settings(FitConfig()))
     if not tracking:
         return None
-    from .tracking import Tracker  # MLflow is slow to import: only when a panel tracks
 
     try:
         return Tracker(sweep.path, tracking_uri)

@@ -32,6 +32,7 @@ import numpy as np
 
 from exapt.data.builtin_text import TWEET_TOPICS, tweet_topic, tweets
 from exapt.data.columns import Table
+from exapt.data.images import pool_like_optdigits, read_idx
 from exapt.errors import ExaptError
 
 BUILTINS: dict[str, str] = {
@@ -316,8 +317,6 @@ def _mnist() -> Table:
 
 @functools.lru_cache(maxsize=None)
 def _mnist_8x8() -> Table:
-    from exapt.data.images import pool_like_optdigits
-
     m = _mnist()
     return Table(pool_like_optdigits(m.inputs), m.labels, "image", "mnist-8x8", m.rows)
 
@@ -341,8 +340,6 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 @functools.lru_cache(maxsize=None)
 def _fashion_mnist() -> Table:
     """The 60,000 training images, then the 10,000 test images (rows 60,001-70,000)."""
-    from exapt.data.images import read_idx
-
     images, labels = [], []
     for part in ("train", "t10k"):
         rel = Path("fashion-mnist")

@@ -29,6 +29,8 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
+from .probes import logistic_probe
+
 DEFAULT_FOLDS = 5
 DEFAULT_C = 0.1               # inverse L2 strength on standardised features
 DEFAULT_PERMUTATIONS = 1000   # smallest reachable p-value: 1/1001
@@ -82,7 +84,6 @@ def domain_classifier(source, target, *, folds: int = DEFAULT_FOLDS, C: float = 
     difference; the CI is then a percentile bootstrap over rows (DeLong's is unweighted)."""
     from sklearn.model_selection import StratifiedKFold
 
-    from .probes import logistic_probe
 
     source, target = _check_pair(source, target)
     x = np.vstack([source, target])

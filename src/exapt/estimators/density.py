@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .covariate import domain_classifier
+from .probes import logistic_probe
+
 
 @dataclass
 class DensityRatios:
@@ -35,8 +38,6 @@ def density_ratios(source: np.ndarray, target: np.ndarray, *, clip: float = 10.0
                    ) -> tuple[DensityRatios, np.ndarray | None]:
     """Ratios for the `source` rows; `extra` rows (e.g. source validation rows, not used to
     fit) get ratios from a classifier fitted on all rows, normalised like the source's."""
-    from .covariate import domain_classifier
-
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     result = domain_classifier(source, target, folds=folds, C=C, seed=seed)   # out-of-fold P(target | x)
     p, auc = result.probabilities, float(result.auc)
@@ -52,8 +53,6 @@ def density_ratios(source: np.ndarray, target: np.ndarray, *, clip: float = 10.0
     weights = clipped / scale
     extra_weights = None
     if extra is not None and len(extra):
-        from .probes import logistic_probe
-
         x = np.concatenate([source, target])
         d = np.concatenate([np.zeros(len(source)), np.ones(len(target))])
         full = logistic_probe(C, seed).fit(x, d)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..adapt.stream import target_features
+from ..train.target_stream import target_features
 from .base import PENALTIES, Context, Penalty, Step
 
 

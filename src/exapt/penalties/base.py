@@ -27,9 +27,8 @@ from typing import ClassVar
 import torch
 
 from ..errors import ExaptError
-from ..registry import PENALTIES
+from ..registry import PENALTIES, parse_options
 from ..train.batches import Step
-from ..strategies.base import parse_options
 
 
 @dataclass

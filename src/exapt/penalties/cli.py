@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import SourceConfig
+from ..registry import PENALTIES
+
 
 def add_source_options(p: argparse.ArgumentParser, penalty: bool = True) -> None:
     """--init, --penalty (fit only: compare names penalties per cell, `full+ewc:1e4`), --source-*."""
@@ -28,8 +31,6 @@ def add_source_options(p: argparse.ArgumentParser, penalty: bool = True) -> None
 
 
 def source_config(a: argparse.Namespace):
-    from ..config import SourceConfig
-
     def columns(value):
         return [c.strip() for c in value.split(",")] if value and "," in value else value
 
@@ -50,8 +51,6 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from . import PENALTIES
-
     for name, cls in PENALTIES.items():
         defaults = cls()
         print(f"{name:<14} {cls.summary}  [default {defaults.spec().partition(':')[2]}]")

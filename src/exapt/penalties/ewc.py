@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import PENALTIES, Context, Penalty, Step, anchored_names, needs_start
+from .fisher import load_or_estimate
 
 
 @PENALTIES.register("ewc")
@@ -39,8 +40,6 @@ class EWC(Penalty):
                         "or --source-corpus CORPUS with a masked-LM --model (made by exapt pretrain)")
 
     def setup(self, ctx: Context) -> None:
-        from .fisher import load_or_estimate
-
         names = anchored_names(ctx.model)
         fisher = load_or_estimate(ctx, names, self.samples)
         params = dict(ctx.model.named_parameters())

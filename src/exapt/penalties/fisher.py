@@ -26,6 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..files import atomic_save_tensors, load_tensors
+from ..masked_lm.masking import mask_tokens
+from ..masked_lm.objective import mlm_loss
 from ..run_folder import RunFolder
 from ..train.features import cache_root
 
@@ -122,9 +124,6 @@ def _labelled(model, source, params, total, samples: int, progress: bool) -> int
 
 
 def _masked_lm(model, mlm, params, total, samples: int, progress: bool) -> int:
-    from ..pretrain.masking import mask_tokens
-    from ..pretrain.trainer import mlm_loss
-
     head = mlm.with_head(model)
     gen = torch.Generator().manual_seed(MASK_SEED)
     n = min(samples, len(mlm.train))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..train.loop import predict_logits
 from .base import PENALTIES, Context, Penalty, Step
 
 
@@ -40,8 +41,6 @@ class LwF(Penalty):
             self.refuse(f"distils class probabilities; the source task is {ctx.source.task.kind}")
 
     def setup(self, ctx: Context) -> None:
-        from ..train.loop import predict_logits
-
         logits = predict_logits(ctx.model, ctx.train, forward=ctx.model.source_logits)
         self._recorded = torch.softmax(logits / self.temperature, -1)
 

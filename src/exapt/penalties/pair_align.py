@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.readers import read_table
 from ..errors import ExaptError
 from .base import PENALTIES, Context, Penalty, Step
 
@@ -39,8 +40,6 @@ def info_nce(source: torch.Tensor, target: torch.Tensor, temperature: float) -> 
 
 
 def read_pairs(path: str) -> tuple[list[str], list[str]]:
-    from ..data.readers import read_table
-
     if not path:
         raise ExaptError("--penalty pair-align needs its pairs file: pair-align:pairs=PAIRS.csv (columns source, target)")
     df = read_table(path)

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..estimators.density import density_ratios
+from ..estimators.label_shift import bbse, confusion_joint
+from ..estimators.probes import cross_fitted_probe
 from .alignment import UsesTargetDomain
 from .base import PENALTIES, Context, Step
 
@@ -60,8 +63,6 @@ class ImportanceWeights(WeightsTheLoss):
             raise ValueError("clip must be > 1")
 
     def weights(self, ctx, source, target):
-        from ..estimators.density import density_ratios
-
         ratios, _ = density_ratios(source, target, clip=self.clip, seed=ctx.cfg.data.seed)
         ctx.log(f"importance weights: domain classifier AUC {ratios.domain_auc:.3f}; {ratios.clipped} of "
                 f"{len(source)} clipped at {self.clip:g}; effective sample size {ratios.effective_sample_size:.0f}")
@@ -74,9 +75,6 @@ class LabelShift(WeightsTheLoss):
     summary = "weight source classes by q(y)/p(y), target priors q estimated by BBSE; needs --adapt-to"
 
     def weights(self, ctx, source, target):
-        from ..estimators.label_shift import bbse, confusion_joint
-        from ..estimators.probes import cross_fitted_probe
-
         k = len(ctx.task.classes)
         y = ctx.train.targets.numpy()
         out = cross_fitted_probe(source, y, target, n_classes=k, seed=ctx.cfg.data.seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ExaptError
-from .corpus import BUILTIN_CORPORA
+from ..masked_lm.corpus import BUILTIN_CORPORA
 from .setup import ARCHS
 
 

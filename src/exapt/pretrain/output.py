@@ -12,8 +12,8 @@ import torch
 
 from ..backbones.sequence_input import SETTINGS_FILE
 from ..errors import ExaptError
-from ..train.checkpoint import atomic_save_tensors, atomic_write_text, load_tensors
-from .corpus import Corpus
+from ..files import atomic_save_tensors, atomic_write_text, file_mode, load_tensors
+from ..masked_lm.corpus import Corpus
 from .setup import vocabulary_sha256
 
 STATE_DIR = ".train"
@@ -80,8 +80,6 @@ def load_state(path, model, optimizer, schedule, rng):
 
 def write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, history, speed, step, n_params,
                 init_folder: Path | None):
-    from ..files import file_mode
-
     model.save_pretrained(out, safe_serialization=True)
     (out / "model.safetensors").chmod(file_mode())  # shared like any file, not 0600
     tokenizer.save_pretrained(out)

@@ -12,6 +12,7 @@ import itertools
 import json
 from pathlib import Path
 
+from ..backbones import ALIASES, alias_tokenizer, resolve_alias
 from ..backbones.sequence_input import DNA_LETTERS, PROTEIN_LETTERS, SequenceInput
 from ..errors import ExaptError
 
@@ -139,14 +140,11 @@ def init_model(spec: str):
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from ..backbones import ALIASES, resolve_alias
-    from ..backbones import _alias_tokenizer  # the aliases whose folders lack a tokenizer
-
     hf_logging.set_verbosity_error()
     folder = resolve_alias(spec) if spec in ALIASES else Path(spec).expanduser()
     if not (folder / "config.json").exists():
         raise ExaptError(f"--init {spec!r}: not an alias ({', '.join(ALIASES)}) nor a Hugging Face model folder")
-    tokenizer, seq_input = _alias_tokenizer(spec, folder)
+    tokenizer, seq_input = alias_tokenizer(spec, folder)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         if config.model_type != "bert":

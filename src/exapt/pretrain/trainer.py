@@ -29,12 +29,13 @@ import torch
 
 from ..backbones.sequence_input import SequenceInput
 from ..errors import ExaptError
-from ..train.checkpoint import atomic_write_text
-from .corpus import BUILTIN_CORPORA, build_corpus, corpus_records, resolve_corpus
-from .masking import mask_tokens
+from ..masked_lm.corpus import BUILTIN_CORPORA, build_corpus, corpus_records, resolve_corpus
+from ..masked_lm.masking import mask_tokens
+
 # The training step calls mlm_loss through this module's name: tests and benchmarks/pretrain_bench.py
 # replace trainer.mlm_loss to interrupt or time it. evaluate stays importable from here (mlm_source).
-from .mlm import Batcher, evaluate, mlm_loss, special_mask, to_device, training_device
+from ..masked_lm.objective import Batcher, evaluate, mlm_loss, special_mask, to_device, training_device
+from ..train.checkpoint import atomic_write_text
 from .output import STATE_DIR, load_state, prepare_out, save_state, write_model
 from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model, load_vocabulary
 

@@ -16,6 +16,7 @@ from ..backbones import ALIASES, family_of, resolve_alias, split_scratch
 from ..backbones.hf import sentence_transformers_pooling
 from ..errors import ExaptError
 from ..run_folder import RunFolder
+from ..strategies import parse_strategy
 
 
 @dataclass
@@ -154,8 +155,6 @@ def resolve_source(spec: str) -> Source:
 
 
 def _resolve_run(spec: str, path: Path) -> Source:
-    from ..strategies import parse_strategy
-
     run = RunFolder(path)
     if not run.is_complete():
         raise ExaptError(f"--models {spec!r}: {path} is not a complete run (no {run.METRICS}); "
@@ -203,7 +202,7 @@ def _split_layer(item: str) -> tuple[str, int | None]:
     return m.group("spec").strip(), int(raw)
 
 
-def _parse_list(value, option: str) -> list[str]:
+def parse_list(value, option: str) -> list[str]:
     if value is None:
         return []
     items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
@@ -238,7 +237,7 @@ def parse_layers(layers) -> str | list[int] | None:
 
 def parse_candidates(models, layers=None) -> list[Candidate]:
     """`--models` and `--layers` -> candidates, every layer checked against its model's depth."""
-    items = _parse_list(models, "--models")
+    items = parse_list(models, "--models")
     if not items:
         raise ExaptError("--models: name at least one candidate (an alias, model folder, scratch:NAME, MODEL@K "
                          "or run folder)")

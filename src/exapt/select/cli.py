@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import math
 
+from .rank import rank
 from .scores import SCORES, SOURCE_SCORES
+from .suggest import suggestion_lines
 
 DEFAULT_SCORES = "logme,h-score,knn,linear-probe-cv"
 
@@ -77,9 +79,6 @@ def format_table(frame) -> str:
 
 def run(args) -> None:
     """Run `exapt rank` from parsed arguments; prints the table (and the tau table)."""
-    from .rank import rank
-    from .suggest import suggestion_lines
-
     log = (lambda *_a, **_k: None) if args.quiet else print
     frame = rank(args.data, args.models, layers=args.layers, scores=args.scores, n_per_class=args.n_per_class,
                  seed=args.seed, validate=args.validate, strategy=args.strategy, out=args.out, text=args.text,

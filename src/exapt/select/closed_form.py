@@ -10,6 +10,7 @@ import numpy as np
 
 from .score_inputs import ScoreInputError, as_class_labels, as_features, as_targets, check_task
 
+
 # ----------------------------------------------------------------------------- LogME
 @dataclass(frozen=True)
 class LogMEResult:

@@ -25,7 +25,12 @@ import torch
 from ..backbones import family_of, load_backbone, pool, split_scratch
 from ..backbones.hf import file_sha256, layer_list, weights_sha256
 from ..errors import ExaptError
+from ..files import atomic_save_tensors
+from ..run import Run
 from ..run_folder import RunFolder
+from ..strategies import parse_strategy
+from ..train.batches import eval_batches
+from ..train.features import cache_root, item_key
 from .candidates import Source, check_plain_strategy, parse_layers, resolve_source
 
 CACHE_VERSION = 1
@@ -62,8 +67,6 @@ def _source_key(src: Source, max_length: int, seed: int) -> str:
 
 
 def _cache_dir() -> Path:
-    from ..train.features import cache_root
-
     return cache_root() / "rank"
 
 
@@ -79,8 +82,6 @@ class _Encoder:
 def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
     """Load the weights of one source (the only expensive step a cache hit skips)."""
     if src.run is not None:
-        from ..run import Run
-
         run = Run.load(src.run)
         bb = run.model.backbone
         head = run.model.head.eval() if src.has_head else None
@@ -109,8 +110,6 @@ def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
 
 def _make_plain(bb, strategy_spec: str, spec: str) -> None:
     """Fold LoRA / IA3 into plain weights, so hidden states and saved folders are ordinary."""
-    from ..strategies import parse_strategy
-
     strategy = parse_strategy(strategy_spec)
     check_plain_strategy(strategy, spec)
     if strategy.mergeable and hasattr(bb.model, "merge_and_unload"):
@@ -171,7 +170,6 @@ def _encode(enc: _Encoder, texts: list, n_layers: int, batch_size: int = 64,
         return _encode_images(enc.backbone, enc.backbone.prepare_inputs(texts), n_layers, batch_size, progress,
                               desc, enc.head)
 
-    from ..train.batches import eval_batches
 
     bb = enc.backbone
     items = bb.prepare_inputs(texts)
@@ -247,11 +245,8 @@ class LayerCache:
     def get(self, texts: list[str], names: Sequence[str] | None = None, progress: bool = False,
             batch_size: int = 64, log=None) -> dict[str, np.ndarray]:
         """{name: (n, d) float32 array} for the texts, encoding only texts never seen before."""
-        from ..train.checkpoint import atomic_save_tensors
-        from ..train.features import _item_key
-
         names = list(names or self._names())
-        keys = [_item_key(t) for t in texts]
+        keys = [item_key(t) for t in texts]
         index, shards = self._read(names)        # only the tensors asked for are read from disk
         todo = list(dict.fromkeys(k for k in keys if k not in index))
         self.hits, self.misses = len(keys) - sum(k not in index for k in keys), len(todo)
@@ -347,7 +342,7 @@ def _copy_sentence_transformers_files(src: Path, dest: Path) -> None:
             shutil.copytree(src / sub, dest / sub)
 
 
-def _materialize(src: Source, k: int | None, max_length: int, seed: int, dest: Path | None = None) -> Path:
+def materialize(src: Source, k: int | None, max_length: int, seed: int, dest: Path | None = None) -> Path:
     """A plain Hugging Face folder of the source's encoder, truncated to k layers if asked.
 
     Kept under ``$EXAPT_CACHE/rank/models/`` (or ``dest``); written to a temporary folder
@@ -388,5 +383,5 @@ def truncated_model_folder(model: str, k: int, dest=None, *, max_length: int = 1
     src = resolve_source(model)
     if not 1 <= int(k) <= src.n_layers:
         raise ExaptError(f"layer {k} is out of range; {model} has {src.n_layers} layers (1..{src.n_layers})")
-    return _materialize(src, int(k), max_length, seed, dest)
+    return materialize(src, int(k), max_length, seed, dest)
 

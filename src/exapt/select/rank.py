@@ -43,9 +43,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import DataConfig, FitConfig
+from ..data import fit_splits, load_data
 from ..errors import ExaptError
-from ..train.checkpoint import atomic_write_bytes
-from .candidates import Candidate, _parse_list, parse_candidates
+from ..files import atomic_write_bytes
+from ..fit import check_options
+from ..strategies import parse_strategy
+from ..tasks import Task
+from ..threads import configure_threads
+from ..train.loop import TrainConfig
+from .candidates import Candidate, parse_candidates, parse_list
 from .layer_cache import LayerCache
 from .rank_report import META, OUTPUT_FILES, write_outputs
 from .rank_validate import FINETUNE_DIR, tau_table, validate_candidates
@@ -60,7 +67,7 @@ SCORE_TASKS = {**FEATURE_SCORE_TASKS, **SOURCE_SCORE_TASKS}
 def parse_scores(scores) -> list[str]:
     if scores is None:
         return list(DEFAULT_SCORES)
-    items = _parse_list(scores, "--scores")
+    items = parse_list(scores, "--scores")
     if [s.lower() for s in items] == ["all"]:
         return list(ALL_SCORES)
     if not items:
@@ -134,12 +141,6 @@ class _Data:
 
 
 def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text") -> _Data:
-    from ..config import DataConfig, FitConfig
-    from ..data import fit_splits, load_data
-    from ..fit import check_options
-    from ..tasks import Task
-    from ..train.loop import TrainConfig
-
     s = settings
     cfg = FitConfig(data=DataConfig(source=s["data"], text=s["text"], label=s["label"], test=s["test"],
                                     test_fraction=s["test_fraction"], max_test=s["max_test"],
@@ -254,10 +255,7 @@ class _Job:
 
 def _prepare(settings: dict, models, layers, scores, validate: bool, out, overwrite: bool, log) -> _Job:
     """Check every option and load the data before anything is written; then claim `out`."""
-    from ..strategies import parse_strategy
-    from ..threads import configure_threads
-
-    listed = tuple(_parse_list(scores, "--scores")) if scores is not None else DEFAULT_SCORES
+    listed = tuple(parse_list(scores, "--scores")) if scores is not None else DEFAULT_SCORES
     explicit_scores = listed != DEFAULT_SCORES and [x.lower() for x in listed] != ["all"]
     score_names = parse_scores(scores)
     if validate:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..figures import png_bytes
-from ..train.checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes, atomic_write_text
 from .suggest import suggestion_lines
 
 META = "rank.json"
@@ -19,8 +19,6 @@ OUTPUT_FILES = ("rank.csv", "tau.csv", "rank.png", "rank.md", META)
 
 def write_outputs(out: Path, frame: pd.DataFrame, tau: pd.DataFrame | None, meta: dict) -> dict[str, Path]:
     """rank.csv, tau.csv (with validation), rank.png, rank.md, rank.json; each written atomically."""
-    from ..train.checkpoint import atomic_write_text
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "rank.csv", "png": out / "rank.png", "md": out / "rank.md", "json": out / META}

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ExaptError
-from ..train.checkpoint import atomic_write_text
-from .layer_cache import _materialize
+from ..files import atomic_write_text
+from ..fit import fit
+from .layer_cache import materialize
 from .scores import kendall_tau, weighted_kendall_tau
 
 FINETUNE_DIR = "finetune"
@@ -87,8 +88,6 @@ def _saved_result(record: Path | None, ident: dict) -> dict | None:
 
 
 def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) -> dict:
-    from ..fit import fit   # looked up at call time: tests replace exapt.fit.fit
-
     s, src = settings, c.source
     t0 = time.perf_counter()
     plain = src.kind in ("pretrained", "scratch", "classifier") and not c.truncated
@@ -96,7 +95,7 @@ def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) 
     if init:
         model, pooling = None, None
     else:
-        model = src.spec if plain else str(_materialize(src, c.layer, s["max_length"], s["seed"]))
+        model = src.spec if plain else str(materialize(src, c.layer, s["max_length"], s["seed"]))
         pooling = None if plain else src.pooling
     log(f"  fine-tuning {c.name} ({s['strategy']}) {counter}")
     try:

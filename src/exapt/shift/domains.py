@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backbones import family_of
+from ..backbones import family_of, load_backbone
+from ..data import load_data
 from ..errors import ExaptError
+from ..tasks import infer_task_kind, natural_key
+from ..train.features import FeatureCache, encode
 
 RAW = "raw"
 DEFAULT_TEXT_MODEL = "minilm-l6"
@@ -42,8 +45,6 @@ class Domains:
 
 
 def _load(name: str, text, label, features):
-    from ..data import load_data
-
     return load_data(name, text=text, label=label, features=features, require_label=False)
 
 
@@ -66,15 +67,13 @@ def _check_inputs(source, target) -> None:
 
 def _classes(source, target, notes: list[str]) -> tuple[list[str] | None, np.ndarray | None, np.ndarray | None]:
     """Source classes and both label vectors; a TARGET label the source lacks is an error."""
-    from ..tasks import _natural_key, infer_task_kind
-
     if source.labels is None:
         notes.append(f"{source.source} has no label column: label and concept shift are skipped")
         return None, None, None
     if infer_task_kind(source.labels) != "classification":
         notes.append(f"{source.source}: its labels are not single-label classes: label and concept shift are skipped")
         return None, None, None
-    classes = sorted({str(v) for v in source.labels}, key=_natural_key)
+    classes = sorted({str(v) for v in source.labels}, key=natural_key)
     if len(classes) < 2:
         notes.append(f"{source.source}: a single class ({classes[0]}): label and concept shift are skipped")
         return None, None, None
@@ -84,7 +83,7 @@ def _classes(source, target, notes: list[str]) -> tuple[list[str] | None, np.nda
         return classes, source_y, None
     if any(isinstance(v, list) for v in target.labels):
         raise ExaptError(f"{target.source}: its labels are lists (multi-label); exapt shift needs single-label classes")
-    foreign = sorted({str(v) for v in target.labels} - set(classes), key=_natural_key)
+    foreign = sorted({str(v) for v in target.labels} - set(classes), key=natural_key)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise ExaptError(f"{target.source}: labels {shown} are not classes of {source.source} "
@@ -163,9 +162,6 @@ def domain_features(domains: Domains, model: str | None = None, *, max_length: i
     model = resolve_model(model, kind)
     if model == RAW and backbone is None:
         return _raw(domains.source), _raw(domains.target)
-    from ..backbones import load_backbone
-    from ..train.features import FeatureCache, encode
-
     bb = backbone if backbone is not None else load_backbone(model, max_length=max_length)
     if bb.input_kind != kind:
         raise ExaptError(f"--model {model}: takes {bb.input_kind} inputs but the data has {kind}")

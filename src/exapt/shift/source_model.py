@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data import fit_splits, load_table
 from ..errors import ExaptError
 from ..estimators.probes import SourceOutputs
+from ..run import Run
 
 
 def _one_hot(prob: np.ndarray) -> np.ndarray:
@@ -19,9 +21,6 @@ def _one_hot(prob: np.ndarray) -> np.ndarray:
 
 def run_outputs(run_path, domains, classes: list[str], *, source_spec: str, log=print) -> SourceOutputs:
     """Predictions of an `exapt fit` run on held-out source rows and on the target."""
-    from ..data import fit_splits, load_table
-    from ..run import Run
-
     run = Run.load(run_path)
     if run.task.kind != "classification":
         raise ExaptError(f"--run {run_path}: a {run.task.kind} run; label and concept shift need a classification run")

@@ -26,7 +26,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..errors import ExaptError
-from ..registry import STRATEGIES
+from ..registry import STRATEGIES, parse_options
 
 
 @dataclass
@@ -175,30 +175,3 @@ def parse_strategy(spec: str) -> Strategy:
     """
     name = spec.partition(":")[0]
     return parse_options(STRATEGIES.get(name.strip()), spec, "--strategy")
-
-
-def parse_options(cls, spec: str, flag: str):
-    """`NAME:a,b=2` -> cls(first_field=a, b=2): options positional (in field order) or
-    key=value, typed by each field's default. Shared by strategies and penalties."""
-    name, _, arg = spec.partition(":")
-    params = {f.name: f for f in fields(cls)}
-    order = list(params)
-    kwargs = {}
-    for i, item in enumerate(v for v in arg.split(",") if v.strip()) if arg else ():
-        key, eq, raw = item.partition("=")
-        if not eq:
-            if i >= len(order):
-                raise ExaptError(f"{flag} {spec!r}: {name} takes {len(order)} option(s): {', '.join(order) or 'none'}")
-            key, raw = order[i], item
-        key = key.strip()
-        if key not in params:
-            raise ExaptError(f"{flag} {spec!r}: {name} has no option {key!r} (options: {', '.join(order) or 'none'})")
-        kind = type(params[key].default)
-        try:
-            kwargs[key] = kind(raw.strip()) if kind is not bool else raw.strip().lower() in ("1", "true", "yes")
-        except ValueError:
-            raise ExaptError(f"{flag} {spec!r}: {key} must be a {kind.__name__}, got {raw!r}") from None
-    try:
-        return cls(**kwargs)
-    except ValueError as e:
-        raise ExaptError(f"{flag} {spec!r}: {e}") from None

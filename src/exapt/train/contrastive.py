@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ExaptError
+from .loop import fused_adamw, linear_warmup_decay
 
 
 def contrastive_pairs(labels, total: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,8 +55,6 @@ def contrastive_tuning(model, items: list, labels, total: int, lr: float, seed: 
                        warmup: float = 0.1, weight_decay: float = 0.01, progress: bool = True, log=print) -> dict:
     """Tune model.backbone on `total` pairs of `items` (prepared training inputs) with
     AdamW, linear warm-up and decay; one pass over the pairs, `batch_size` pairs a step."""
-    from .loop import fused_adamw, linear_warmup_decay  # the main loop's optimiser and schedule
-
     first, second, target = contrastive_pairs(np.asarray(labels), total, seed)
     bb = model.backbone
     torch.manual_seed(seed)

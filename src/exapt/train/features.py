@@ -30,7 +30,7 @@ def _model_key(backbone) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _item_key(item) -> bytes:
+def item_key(item) -> bytes:
     data = item.encode("utf-8") if isinstance(item, str) else np.asarray(item, dtype=np.float32).tobytes()
     return hashlib.sha1(data).digest()
 
@@ -72,7 +72,7 @@ class FeatureCache:
         return table
 
     def features(self, raw_inputs, prepared: list, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-        keys = [_item_key(x) for x in raw_inputs]
+        keys = [item_key(x) for x in raw_inputs]
         table = self._load() if self.dir.exists() else {}
         missing = [i for i, k in enumerate(keys) if k not in table]
         todo = list(dict.fromkeys(keys[i] for i in missing))  # unique keys, in order

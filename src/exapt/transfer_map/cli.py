@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..commandline import typed_command
+from .runner import transfer_map
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """Add `transfer-map` to an argparse subparsers object; returns the new parser."""
@@ -44,16 +47,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def _command(args) -> str:
     """The command as typed, less options left at their defaults, for the report."""
-    from ..commandline import typed_command
-
     defaults = vars(add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--domains", "x"]))
     return typed_command(["exapt", "transfer-map"], args, defaults, always=("domains",))
 
 
 def run(args) -> None:
     """Run `exapt transfer-map` from parsed arguments; prints the accuracy matrix."""
-    from .runner import transfer_map
-
     log = (lambda *_a, **_k: None) if args.quiet else print
     result = transfer_map(args.domains, args.model, args.strategy, args.n_per_class, args.seeds, args.out,
                           text=args.text, label=args.label, test_fraction=args.test_fraction,

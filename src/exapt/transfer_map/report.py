@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..train.checkpoint import atomic_write_text
 from ..figures import png_bytes
+from ..files import atomic_write_bytes, atomic_write_text
 
 
 def write_outputs(out: Path, results: pd.DataFrame, meta: dict) -> tuple[dict, pd.DataFrame]:
     """Write the three files; returns them and the mean accuracy matrix."""
-    from ..train.checkpoint import atomic_write_bytes
-
     names = meta["domains"]
     mean, sd = summary(results, names)
     files = {"csv": out / "transfer-map.csv", "png": out / "transfer-map.png", "md": out / "transfer-map.md"}

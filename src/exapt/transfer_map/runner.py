@@ -20,15 +20,19 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..backbones import load_backbone
 from ..config import DataConfig, FitConfig
 from ..data import load_data
 from ..errors import ExaptError
 from ..files import atomic_write_text
 from ..fit import check_options, fit_config
 from ..run import Run
+from ..strategies import parse_strategy
 from ..sweep_folder import SweepFolder
+from ..train.features import FeatureCache
 from ..train.loop import TrainConfig
 from .domains import Domain, check_sizes, fingerprint, load_domains, parse_domains, split_files, split_texts
+from .report import write_outputs
 
 SETTINGS = "transfer-map.yaml"
 FIT_DONE = "transfer.json"
@@ -55,8 +59,6 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
 
     >>> transfer_map("tweets-airline,tweets-apple", n_per_class=16, seeds=2, out="tm")  # doctest: +SKIP
     """
-    from ..strategies import parse_strategy
-
     if isinstance(text, str) and "," in text:
         text = [c.strip() for c in text.split(",") if c.strip()]
     if not isinstance(seeds, int) or seeds < 1:
@@ -145,8 +147,6 @@ def _run_fits(out: Path, found: list[Domain], fits: list, records: dict, meta: d
     finally:
         bar.close()
         if records:
-            from .report import write_outputs
-
             results = _results(found, meta["seeds"], records)
             meta["complete"] = len(records) == len(fits)
             files, accuracy = write_outputs(out, results, meta)
@@ -158,8 +158,6 @@ def _run_fits(out: Path, found: list[Domain], fits: list, records: dict, meta: d
 def _check_model(base: FitConfig, strategy) -> None:
     """Load the model once now (cheap: the loader keeps it for the fits) so a bad --model
     is reported before the output folder exists."""
-    from ..backbones import load_backbone
-
     bb = load_backbone(base.model, pooling=base.pooling, max_length=base.max_length, seed=0,
                        scratch=not strategy.uses_pretrained)
     if bb.input_kind != "text":
@@ -245,9 +243,6 @@ class _Evaluator:
     def score(self, run, target: Domain) -> dict:
         import torch
 
-        from ..strategies import parse_strategy
-        from ..train.features import FeatureCache
-
         table = self.loader(str(self.tests[target.name]), text="text", label="label", features=None)
         bb = run.model.backbone
         if parse_strategy(run.config.strategy).trains_encoder:
@@ -289,8 +284,6 @@ def _results(domains: list[Domain], seeds: int, records: dict) -> pd.DataFrame:
 def _current_spec(old: dict) -> dict:
     """A marker's strategy as this version spells it: a spec written before the strategy
     gained an option (lp-ft's pairs) names the same strategy, so the folder resumes."""
-    from ..strategies import parse_strategy
-
     try:
         return {**old, "strategy": parse_strategy(str(old["strategy"])).spec()}
     except (ExaptError, KeyError):

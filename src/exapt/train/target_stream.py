@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..train.loop import _batch
+
 
 def target_indices(n_target: int, size: int, seed: int, epoch: int, batch: int) -> np.ndarray:
     rng = np.random.default_rng([seed, epoch, batch, 0x7A6])
@@ -17,8 +19,6 @@ def target_indices(n_target: int, size: int, seed: int, epoch: int, batch: int) 
 
 def target_features(model, split, size: int, seed: int, epoch: int, batch: int) -> torch.Tensor:
     """The encoder's features (with gradients) of one target batch of `size` examples."""
-    from ..train.loop import _batch
-
     idx = target_indices(len(split.items), size, seed, epoch, batch)
     device = next(model.parameters()).device
     inputs, _ = _batch(model, split, idx, device)
