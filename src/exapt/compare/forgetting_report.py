@@ -62,7 +62,7 @@ def grid(report) -> tuple[list[str], list[list[str]]]:
             text += f" ± {A.fmt_metric(r['forgetting_std'])}"
         return text + f" ({A.fmt_metric(r['source_after'])})"
 
-    return report._grid(report.order, report.forgetting, cell)
+    return report.grid(report.order, report.forgetting, cell)
 
 
 def heading(report) -> str:

@@ -161,7 +161,7 @@ class _Report:
             })
         return pd.DataFrame(rows)
 
-    def _grid(self, strategies, frame: pd.DataFrame, cell) -> tuple[list[str], list[list[str]]]:
+    def grid(self, strategies, frame: pd.DataFrame, cell) -> tuple[list[str], list[list[str]]]:
         """strategy x n table: `cell(row)` formats the frame's row for (strategy, n); "–" when absent."""
         head = ["strategy"] + [f"n={self.n_text(n)}" for n in self.sizes]
         body = []
@@ -185,7 +185,7 @@ class _Report:
                 text += f" ({int(h['count'])} of {int(seeds)} seeds)"
             return text
 
-        return self._grid(self.order, self.summary, cell)
+        return self.grid(self.order, self.summary, cell)
 
     def gain_grid(self) -> tuple[list[str], list[list[str]]]:
         seeds = self.meta.get("seeds")
@@ -198,10 +198,10 @@ class _Report:
                 text += f" ({int(g['count'])} paired)"
             return text
 
-        return self._grid(self.others, self.gain, cell)
+        return self.grid(self.others, self.gain, cell)
 
     def saved_grid(self) -> tuple[list[str], list[list[str]]]:
-        return self._grid(self.others, self.saved, short_saved)
+        return self.grid(self.others, self.saved, short_saved)
 
     def cost_grid(self) -> tuple[list[str], list[list[str]]]:
         head = ["strategy", "cells", "time per cell", "training time", "peak RSS", "trainable parameters",
