@@ -15,6 +15,7 @@ from pathlib import Path
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from . import interpolate as interpolate_cli
 from .adapt import cli as adapt_cli
+from .checks import harden_parser
 from .errors import ExaptError
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("strategies", help="registered strategies")
     d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
     d.add_argument("--out", default="runs/demo")
+    harden_parser(p)
     return p
 
 
@@ -135,7 +137,7 @@ def _cmd_fit(a) -> None:
     if a.resume:
         if a.data:
             raise ExaptError("--resume RUN takes its data from the run's config; drop the DATA argument")
-        resume(a.resume, progress=not a.quiet, log=log)
+        resume(a.resume, progress=not a.quiet, log=log, overrides=a.set)
         return
     if not a.data:
         raise ExaptError("fit needs DATA (a file or a built-in name), or --resume RUN")

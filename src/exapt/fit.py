@@ -20,7 +20,7 @@ import torch
 from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
-from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
+from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig, resume_overrides
 from .data import Table, load_data, sample_per_class, stratified_split
 from .data.class_names import class_name_table
 from .errors import ExaptError
@@ -28,7 +28,7 @@ from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, check_out_folder, is_complete, write_outputs
 from .strategies import parse_strategy
 from .tasks import Task
-from .train.checkpoint import atomic_save_tensors, atomic_write_text
+from .train.checkpoint import atomic_save_tensors, atomic_write_text, remove_stale_temporaries
 from .train.features import FeatureCache, encode
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .train.loop import CHECKPOINT, Split, TrainConfig, predict_logits, train
@@ -77,15 +77,20 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
     return fit_config(cfg, out=out, overwrite=overwrite, progress=progress, log=log)
 
 
-def resume(run_dir, progress: bool = True, log=print) -> Run:
-    """Continue an interrupted fit from its last checkpoint (same result as no interruption)."""
+def resume(run_dir, progress: bool = True, log=print, overrides=()) -> Run:
+    """Continue an interrupted fit from its last checkpoint (same result as no interruption).
+
+    `overrides` (`train.lr=1e-5`, ...) change the optimiser's settings from the last
+    checkpoint on, e.g. after training diverged; see `resume_overrides`."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ExaptError(f"--resume {run_dir}: no config.yaml there, so nothing to resume")
     if is_complete(run_dir):
         log(f"{run_dir} is already complete")
         return Run.load(run_dir)
-    return fit_config(FitConfig.load(run_dir / "config.yaml"), out=run_dir, resume=True, progress=progress, log=log)
+    cfg = FitConfig.load(run_dir / "config.yaml")
+    resume_overrides(cfg, overrides)
+    return fit_config(cfg, out=run_dir, resume=True, progress=progress, log=log)
 
 
 def _check_options(cfg: FitConfig) -> None:
@@ -250,11 +255,14 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
 
     started = time.perf_counter()
     test_logits, result = _run_strategy(cfg, strategy, prep, path, resume, progress and main, log, main)
-    metrics = _metrics(prep, strategy, test_logits, result, time.perf_counter() - started)
+    # a resumed run adds the training time of the processes before it (kept in the checkpoint)
+    seconds = time.perf_counter() - started + result.get("earlier_seconds", 0.0)
+    metrics = _metrics(prep, strategy, test_logits, result, seconds)
     if main:
         strategy.export(prep.model, path / "adapter")
         write_outputs(path, prep.model, set(result["trainable"]), metrics, result["history"])
         (path / CHECKPOINT).unlink(missing_ok=True)  # optimiser state is only for resuming
+        remove_stale_temporaries(path)  # what a write killed part-way in an earlier process left
     log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
         f"({metrics['trainable_fraction']:.2%}) in {metrics['train_seconds']:.1f} s")
     log(f"test: {', '.join(f'{k} {v:.4f}' for k, v in metrics['test'].items())}  ->  {path}")
