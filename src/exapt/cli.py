@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
@@ -176,10 +177,13 @@ def _cmd_predict(a) -> None:
     from .train.checkpoint import atomic_write_text
 
     out = Path(a.output)
+    if out.is_dir():  # --overwrite replaces a file, never a folder
+        raise ExaptError(f"-o {out} is a folder; give a CSV file name, e.g. -o {out / 'predictions.csv'}")
     if out.exists() and not a.overwrite:
         raise ExaptError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise ExaptError(f"-o {out}: folder {out.parent} does not exist")
+    if not out.parent.is_dir():
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise ExaptError(f"-o {out}: folder {out.parent} {what}")
     frame = Run.load(a.run).predict(a.data)
     atomic_write_text(out, frame.to_csv(index=False))
     print(f"{len(frame)} predictions -> {out}")
@@ -232,9 +236,26 @@ COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one line, like exapt's errors: no file path, no source line."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    try:
+        print(f"exapt: warning: {text}", file=file or sys.stderr)
+    except OSError:  # stderr gone (a closed pipe): a warning is not worth a crash
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
+    try:
+        return _run(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)

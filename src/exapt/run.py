@@ -116,6 +116,8 @@ class Run:
     @classmethod
     def load(cls, path) -> "Run":
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ExaptError(f"{path} is a file, not a run folder; give the folder that `exapt fit --out` wrote")
         if not path.is_dir():
             raise ExaptError(f"run folder not found: {path}")
         if not is_complete(path):

@@ -204,6 +204,42 @@ def _tokenize_record(seq: str, tokenizer, seq_input: SequenceInput, where: str, 
     return ids
 
 
+class _AlphabetCheck:
+    """How many letters of the first records fall outside --alphabet (and so become N or
+    X): a protein corpus read as DNA turns ~80% of it into N. Over half: refused; over a
+    tenth: a warning. N in DNA and X in protein are the alphabets' own and not counted."""
+    SAMPLE = 1_000_000  # letters looked at: enough to tell, cheap on a large corpus
+
+    def __init__(self, seq_input: SequenceInput, source: str):
+        self.seq_input, self.source, self.letters, self.outside, self.judged = seq_input, source, 0, 0, False
+
+    def count(self, seq: str, where: str) -> None:
+        if not self.seq_input.is_sequence or self.letters >= self.SAMPLE:
+            if self.letters >= self.SAMPLE and not self.judged:
+                self.judge()
+            return
+        unknown = "N" if self.seq_input.alphabet == "dna" else "X"
+        cleaned = self.seq_input.clean(seq, where)
+        self.letters += len(cleaned)
+        self.outside += cleaned.count(unknown) - seq.upper().count(unknown)
+
+    def judge(self) -> None:
+        if self.judged or not self.letters:
+            return
+        self.judged = True
+        share, name = self.outside / self.letters, self.seq_input.alphabet
+        unknown = "N" if name == "dna" else "X"
+        others = " or ".join(f"--alphabet {a}" for a in ("dna", "protein", "text") if a != name)
+        said = (f"corpus {self.source!r}: {share:.0%} of the letters read are not {name} letters and become "
+                f"{unknown}; is it {others}?")
+        if share > 0.5:
+            raise ExaptError(said)
+        if share > 0.1:
+            import warnings
+
+            warnings.warn(said, stacklevel=2)
+
+
 def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length: int,
                  holdout: float = 0.05, max_tokens: int | None = None, min_tokens: int = 8,
                  progress: bool = True) -> Corpus:
@@ -225,7 +261,9 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
     total = 0
     backend = _plain_backend(tokenizer)
     bar = tqdm(desc="reading corpus", unit=" rec", disable=not progress, leave=False)
+    alphabet = _AlphabetCheck(seq_input, source)
     for where, seq in records:
+        alphabet.count(seq, where)
         ids = _tokenize_record(seq, tokenizer, seq_input, where, backend)
         if max_tokens:
             ids = ids[:max(0, max_tokens - total)]
@@ -238,6 +276,7 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
         if max_tokens and total >= max_tokens:
             break
     bar.close()
+    alphabet.judge()
     if not per_record:
         raise ExaptError(f"corpus {source!r}: no record has {min_tokens} tokens or more; nothing to train on")
     every = max(2, round(1 / holdout))
