@@ -138,6 +138,8 @@ def _cmd_fit(a) -> None:
     if a.resume:
         if a.data:
             raise ExaptError("--resume RUN takes its data from the run's config; drop the DATA argument")
+        if Path(a.resume).is_file():
+            raise ExaptError(f"--resume {a.resume} is a file, not a run folder; give the folder the fit wrote")
         resume(a.resume, progress=not a.quiet, log=log, overrides=a.set)
         return
     if not a.data:
@@ -156,6 +158,7 @@ def _cmd_fit(a) -> None:
     )
     penalty_cli.apply_to_config(cfg, a)
     adapt_cli.apply_to_config(cfg, a)
+    cfg.validate()  # the options just copied in, against their fields' declared ranges
     for assignment in a.set:
         apply_override(cfg, assignment)
     fit_config(cfg, out=a.out, overwrite=a.overwrite, progress=not a.quiet, log=log)

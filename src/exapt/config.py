@@ -118,9 +118,14 @@ class FitConfig:
     @classmethod
     def load(cls, path: Path) -> "FitConfig":
         try:
-            return cls.from_dict(yaml.safe_load(Path(path).read_text()))
-        except (OSError, yaml.YAMLError, TypeError) as e:
+            loaded = yaml.safe_load(Path(path).read_text())
+            if not isinstance(loaded, dict):
+                raise TypeError(f"expected a mapping of options, found {type(loaded).__name__}")
+            return cls.from_dict(loaded)
+        except (OSError, yaml.YAMLError, TypeError, AttributeError, ValueError) as e:
             raise ExaptError(f"{path}: not a readable exapt config ({str(e).splitlines()[0]})") from None
+        except ExaptError as e:  # a value out of its field's range: say which file holds it
+            raise ExaptError(f"{path}: {e}") from None
 
 
 def apply_override(cfg: FitConfig, assignment: str) -> None:

@@ -53,6 +53,8 @@ def run(a: argparse.Namespace) -> None:
 
     if a.resume and a.overwrite:
         raise ExaptError("give --resume or --overwrite, not both")
+    if a.kmer is not None and not 1 <= a.kmer <= 8:  # 0 would otherwise read as "not given"
+        raise ExaptError(f"--kmer must be between 1 and 8 (got {a.kmer})")
     if a.init and (a.arch or a.kmer):
         raise ExaptError("--arch and --kmer do not apply with --init: the model keeps its architecture and tokenizer")
     pretrain(a.corpus, out=a.out, alphabet=a.alphabet, kmer=a.kmer or 1, arch=a.arch or "tiny", init=a.init, resume=a.resume,

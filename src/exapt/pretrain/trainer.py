@@ -71,8 +71,9 @@ class PretrainConfig:
         for name in ("batch_size", "max_length", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ExaptError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if self.steps is not None and self.steps < 1:
-            raise ExaptError(f"--steps must be at least 1 (got {self.steps})")
+        for name in ("steps", "eval_every", "max_tokens"):  # optional counts: None is the default
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ExaptError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.epochs is not None and self.epochs <= 0:
             raise ExaptError(f"--epochs must be positive (got {self.epochs})")
         if self.max_minutes is not None and not self.max_minutes > 0:
