@@ -136,7 +136,8 @@ def _case_table() -> list[tuple[str, str]]:
         "fit {oneclass_csv}", f"{fit} --label text", f"{fit} --test {{good_csv}} --test-fraction 2",
         f"{fit} --adapt-to {{emptydir}}", f"{fit} --source-data {{missing}}", f"{fit} --init {{incomplete}}",
         f"{fit} --strategy lp-ft:wise=0", f"{fit} --strategy lora:dropout=1", f"{fit} --set pooling=max",
-        f"{fit} --set task=nope", f"{fit} --set strategy=nope", f"{fit} --set model=nope-model",
+        f"{fit} --set task=nope", "fit mnist-8x8 --model mlp --set data.image_size=100000",
+        "fit mnist-8x8 --model mlp --set data.image_size=-1", f"{fit} --set strategy=nope", f"{fit} --set model=nope-model",
         "fit {numbers_csv} --text text --task regression --n-per-class 2", f"{fit} --set data.test={{missing}}")
     add("fit-resume", "fit --resume {listconfig}", "fit --resume {scalarconfig}", "fit --resume {emptyconfig}",
         "evaluate {badlabels} {good_csv}", "fit --resume {missingdir}", "fit --resume {good_csv}", "fit --resume {emptydir}",
@@ -180,6 +181,7 @@ def _case_table() -> list[tuple[str, str]]:
     add("shift", f"{sh} --permutations -1", f"{sh} --permutations 0", f"{sh} --alpha 0", f"{sh} --alpha 2",
         f"{sh} --alpha nan", f"{sh} --max-per-domain 0", f"{sh} --seed -1", f"{sh} --target-labels -1",
         f"{sh} --max-length 0", f"{sh} --run {{missingdir}}", "shift {missing} {good_csv} --out sh",
+        f"{sh} --permutations 1000000000", f"{sh} --max-per-domain -5", f"{sh} --max-length nan",
         "shift {good_csv} {missing} --out sh", "shift {good_csv} {semi_csv} --out sh")
     # pretrain
     pt = "pretrain {seqs_fa} --alphabet dna --out pt --quiet"

@@ -17,6 +17,9 @@ from .errors import ExaptError
 from .train.loop import TrainConfig
 
 
+MAX_IMAGE_SIZE = 4096  # beyond it a resize asks for more memory than any machine has
+
+
 @dataclass
 class DataConfig:
     source: str = "tweets"
@@ -35,6 +38,8 @@ class DataConfig:
 
     def __post_init__(self):
         validate(self, "data")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:  # N x N floats per image
+            raise ExaptError(f"option image_size must be at most {MAX_IMAGE_SIZE} pixels (got {self.image_size})")
         if not (0 < self.test_fraction < 1 or (self.test and self.test_fraction == 0)):
             raise ExaptError(f"--test-fraction must be in (0, 1) when no --test file is given (got {self.test_fraction})")
 

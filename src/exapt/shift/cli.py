@@ -83,10 +83,15 @@ def _command(args) -> str:
     return typed_command(words, args, defaults, skip=("source", "target", "json"))
 
 
+MAX_PERMUTATIONS = 100_000  # p-values to 1e-5; more only burns hours
+
+
 def run(args) -> None:
     """Run `exapt shift` from parsed arguments."""
     from .diagnose import diagnose
 
+    if args.permutations is not None and args.permutations > MAX_PERMUTATIONS:  # each recomputes the statistic
+        raise ExaptError(f"--permutations {args.permutations}: at most {MAX_PERMUTATIONS}")
     if args.max_per_domain is not None and args.max_per_domain < 10:
         raise ExaptError(f"--max-per-domain {args.max_per_domain}: use at least 10 rows per domain")
     log = (lambda *_a, **_k: None) if (args.quiet or args.json) else print

@@ -23,8 +23,8 @@ from ..checks import option, seed_option, validate
 from ..errors import ExaptError
 from ..penalties.base import Step
 from .batches import epoch_batches, eval_batches
-from .checkpoint import WriteError, remove_stale_temporaries
-from .state import _checkpoint, _copy_into, _restore, _state_of, retune
+from .checkpoint import WriteError, load_tensors, optimizer_from_tensors, remove_stale_temporaries, set_rng_state
+from .state import NonFiniteLoss, _checkpoint, _copy_into, _diverged, _state_of, retune
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -338,20 +338,6 @@ def _finish(loop: _Loop, model) -> dict:
             "earlier_seconds": loop.earlier_seconds}
 
 
-class NonFiniteLoss(ExaptError):
-    """Training diverged (a loss or weight became inf / NaN): stopped where it happened."""
-
-
-def _diverged(what: str, where: str, loop: _Loop) -> str:
-    run = loop.ckpt_path.parent
-    if where.startswith("epoch 1, step 1 "):  # before any update: not the learning rate
-        return (f"{what} at {where}, before any update: the inputs or the starting weights hold values out of "
-                "range (inf, NaN or huge numbers); check the data")
-    return (f"{what} at {where}: the learning rate is likely too high (lr {loop.lr:g}, head lr {loop.head_lr:g}); "
-            f"lower it and continue from the last good epoch with `exapt fit --resume {run} --set train.lr=...` "
-            "(or train.head_lr=...)")
-
-
 def _check_finite(loop: _Loop, loss: torch.Tensor, where: str) -> None:
     """Stop at the step whose loss is inf / NaN, before it reaches the weights. Under
     several processes every rank learns of any rank's bad loss, so all stop together."""
@@ -381,3 +367,27 @@ def importance_weighted(logits: torch.Tensor, targets: torch.Tensor, weights: to
     w = weights.float() / weights.float().sum()
     loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
     return {"accuracy": float((w * (logits.argmax(-1) == targets).float()).sum()), "loss": float((w * loss).sum())}
+
+
+def _restore(path, model, optimizer, scheduler, aux=None):
+    """Load a checkpoint into the model, optimiser, schedule and RNGs; a damaged file is
+    said in one line (safetensors raises its own error types)."""
+    try:
+        tensors, meta = load_tensors(path)
+        _copy_into(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        for name, module in (aux or {}).items():
+            prefix = f"aux.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        scheduler.load_state_dict(meta["scheduler"])
+        set_rng_state(tensors, meta["rng"])
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a checkpoint we wrote
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ExaptError(f"{path}: the checkpoint is damaged ({message}); delete it to train again from the first "
+                         f"epoch with `exapt fit --resume {Path(path).parent}`, or start over with --overwrite") from None
+    best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "state": best_state}
+    history = meta["history"]
+    # checkpoints written before the time was kept: the last epoch's record has it
+    seconds = meta.get("seconds", history[-1]["seconds"] if history else 0.0)
+    return meta["epoch"], history, best, meta["bad_epochs"], seconds

@@ -1,18 +1,16 @@
-"""A training run's state on disk and back: the epoch checkpoint that `resume` continues
-from, the best-epoch snapshot, and new learning rates for a resumed run.
+"""A training run's state: the epoch checkpoint that `resume` continues from, the
+best-epoch snapshot, new learning rates for a resumed run, and what a diverged run says.
 
 Split out of loop.py, which reads top to bottom; these are the pieces it calls.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
 from ..errors import ExaptError
-from .checkpoint import (atomic_save_tensors, load_tensors, optimizer_from_tensors, optimizer_to_tensors, rng_state,
-                         set_rng_state)
+from .checkpoint import atomic_save_tensors, optimizer_to_tensors, rng_state
 
 
 def _saved_buffers(model) -> dict[str, torch.Tensor]:
@@ -67,25 +65,15 @@ def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, be
     atomic_save_tensors(tensors, path, json.loads(json.dumps(meta, default=float)))
 
 
-def _restore(path, model, optimizer, scheduler, aux=None):
-    """Load a checkpoint into the model, optimiser, schedule and RNGs; a damaged file is
-    said in one line (safetensors raises its own error types)."""
-    try:
-        tensors, meta = load_tensors(path)
-        _copy_into(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        for name, module in (aux or {}).items():
-            prefix = f"aux.{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
-        scheduler.load_state_dict(meta["scheduler"])
-        set_rng_state(tensors, meta["rng"])
-    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a checkpoint we wrote
-        message = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise ExaptError(f"{path}: the checkpoint is damaged ({message}); delete it to train again from the first "
-                         f"epoch with `exapt fit --resume {Path(path).parent}`, or start over with --overwrite") from None
-    best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "state": best_state}
-    history = meta["history"]
-    # checkpoints written before the time was kept: the last epoch's record has it
-    seconds = meta.get("seconds", history[-1]["seconds"] if history else 0.0)
-    return meta["epoch"], history, best, meta["bad_epochs"], seconds
+class NonFiniteLoss(ExaptError):
+    """Training diverged (a loss or weight became inf / NaN): stopped where it happened."""
+
+
+def _diverged(what: str, where: str, loop) -> str:
+    run = loop.ckpt_path.parent
+    if where.startswith("epoch 1, step 1 "):  # before any update: not the learning rate
+        return (f"{what} at {where}, before any update: the inputs or the starting weights hold values out of "
+                "range (inf, NaN or huge numbers); check the data")
+    return (f"{what} at {where}: the learning rate is likely too high (lr {loop.lr:g}, head lr {loop.head_lr:g}); "
+            f"lower it and continue from the last good epoch with `exapt fit --resume {run} --set train.lr=...` "
+            "(or train.head_lr=...)")
