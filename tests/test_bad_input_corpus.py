@@ -202,6 +202,14 @@ def _case_table() -> list[tuple[str, str]]:
         f"{tm} --patience -1", f"{tm} --max-length 0", f"{tm} --strategy nope", "transfer-map --domains nope --out tm",
         "transfer-map --domains tweets-airline --out tm", "transfer-map --domains {missing},{good_csv} --out tm",
         "transfer-map --out tm")
+    # output folders that cannot be folders (fit's --out has its own tests)
+    add("out-folders", "compare {good_csv} --n-per-class 2 --seeds 1 --strategies linear-probe --out {good_csv}",
+        "compare {good_csv} --out {underfile}",
+        "rank {good_csv} --models minilm-l6 --out {good_csv}", "rank {good_csv} --models minilm-l6 --out {underfile}",
+        "shift {good_csv} {good_csv} --out {underfile}", "pretrain {seqs_fa} --out {good_csv}",
+        "pretrain {seqs_fa} --out {underfile}", "transfer-map --domains a,b --out {underfile}",
+        "merge {incomplete} --out {underfile}", "interpolate {incomplete} --out {underfile}",
+        "interpolate {incomplete} --save {good_csv}", "demo --out {good_csv}", "demo --out {underfile}")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")

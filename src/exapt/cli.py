@@ -6,6 +6,7 @@ no traceback. Ctrl-C exits 130 and says how to resume.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -258,12 +259,42 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = shown
 
 
+# output-folder options of the commands that write one (fit's --out is its run folder's own check)
+_FOLDER_OPTIONS = {"compare": ("out",), "rank": ("out",), "shift": ("out",), "transfer-map": ("out",),
+                   "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
+
+
+def _check_folder_options(args) -> None:
+    """An output folder that cannot be one (a file, or under a file) is said before any work."""
+    for name in _FOLDER_OPTIONS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        path = Path(value)
+        own = args.command in ("compare", "rank", "shift")  # these say "--out X is a file" themselves
+        for p in (path.parents if own else (path, *path.parents)):
+            if p.exists() and not p.is_dir():
+                where = "" if p == path else f": {p} is a file"
+                raise ExaptError(f"--{name} {value} {'is a file, not a folder' if p == path else 'cannot be a folder'}"
+                                 f"{where}")
+
+
+def _os_error_line(e: OSError) -> str:
+    """An operating-system error (a path that cannot be made, a full disk) as one line."""
+    reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return f"{reason}: {e.filename}" if e.filename else reason
+
+
 def _run(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _check_folder_options(args)
         COMMANDS[args.command](args)
     except ExaptError as e:
         print(f"exapt: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # the machine said no (read-only place, full disk...): one line, not a traceback
+        print(f"exapt: error: {ExaptError(_os_error_line(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("exapt: interrupted; a fit continues with `exapt fit --resume RUN`, a compare by running "

@@ -49,6 +49,7 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    from ..train.checkpoint import remove_stale_temporaries
     from .trainer import pretrain
 
     if a.resume and a.overwrite:
@@ -62,3 +63,4 @@ def run(a: argparse.Namespace) -> None:
              max_length=a.max_length, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs, max_minutes=a.max_minutes, lr=a.lr,
              warmup=a.warmup, mask_probability=a.mask_probability, holdout=a.holdout, eval_every=a.eval_every,
              max_tokens=a.max_tokens, vocab_size=a.vocab_size, tokenizer=a.tokenizer, seed=a.seed)
+    remove_stale_temporaries(a.out)  # what a write killed part-way in an earlier (resumed) process left
