@@ -260,3 +260,65 @@ def test_bad_input(line, corpus_root, tmp_path, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith("exapt: error: "), f"{line!r} -> {err!r}"
     assert not os.listdir(tmp_path), f"{line!r} left {os.listdir(tmp_path)}"
     assert _tree(root) == before_root, f"{line!r} changed the inputs' folder: {_tree(root) ^ before_root}"
+
+
+# ------------------------------------------------------- against a complete run
+# A real run (numeric features, the mlp, two epochs: about a second) that the cases
+# below evaluate, predict with, merge, interpolate, start from or resume; none of them
+# may change a byte of it.
+RUN_CASES = [
+    "evaluate {run} {missing}", "evaluate {run} {semi_csv}", "evaluate {run} {good_csv}", "evaluate {run} {empty_csv}",
+    "evaluate {run} {header_csv}", "evaluate {run} {nofeat_csv}", "evaluate {run} {textfeat_csv}",
+    "evaluate {run} {emptydir}", "evaluate {run} tweets", "evaluate {run} {run}", "evaluate {run} {binary_csv}",
+    "predict {run} {missing} -o out.csv", "predict {run} {good_csv} -o out.csv", "predict {run} {nofeat_csv} -o out.csv",
+    "predict {run} {feats_csv} -o {emptydir} --overwrite", "predict {run} {feats_csv} -o {feats_csv}",
+    "predict {run} {feats_csv} -o {underfile}", "predict {run} {textfeat_csv} -o out.csv",
+    "predict {run} {semi_csv} -o out.csv", "predict {run} {feats_csv} -o {run}",
+    "merge {run}", "merge {run} --out {good_csv}", "merge {run} --out {underfile}",
+    "interpolate {run} --alphas 2", "interpolate {run} --alphas -1:1:0.5", "interpolate {run} --alphas nan",
+    "interpolate {run} --alphas ''", "interpolate {run} --save {good_csv}", "interpolate {run} --out {underfile}",
+    "fit {feats_csv} --features f1,f2 --init {run} --strategy scratch", "fit {good_csv} --init {run} --text text",
+    "fit {feats_csv} --features f1,f2 --init {run} --penalty nope", "fit {feats_csv} --features f1,f2 --init {run} --penalty ewc:-1",
+    "fit {feats_csv} --features f1,f2 --init {run} --source-data {missing}",
+    "fit {feats_csv} --features f1,f2 --init {run} --source-data {semi_csv}",
+    "fit {feats_csv} --features f1,f2 --model mlp --out {run}",
+    "fit --resume {run} --set data.seed=3", "fit {feats_csv} --resume {run}",
+    "shift {feats_csv} {feats_csv} --features f1,f2 --run {good_csv} --out sh",
+    "shift {feats_csv} {feats_csv} --features f1,f2 --run {incomplete} --out sh",
+    "rank {feats_csv} --models {run} --seed -3 --out rk",
+]
+
+
+@pytest.fixture(scope="module")
+def complete_run(corpus_root, tmp_path_factory) -> tuple[Path, dict]:
+    root, names = corpus_root
+    rows = "".join(f"{i % 7 / 7:.3f},{(i * 3) % 5 / 5:.3f},{'abc'[i % 3]}\n" for i in range(45))
+    (root / "feats.csv").write_text("f1,f2,label\n" + rows)
+    (root / "nofeat.csv").write_text("g1,label\n0.5,a\n0.2,b\n")
+    (root / "textfeat.csv").write_text("f1,f2,label\nhigh,low,a\n0.1,x,b\n")
+    run = tmp_path_factory.mktemp("complete") / "run"
+    argv = ["fit", str(root / "feats.csv"), "--features", "f1,f2", "--model", "mlp", "--strategy", "full",
+            "--epochs", "2", "--out", str(run), "--quiet"]
+    assert main(argv) == 0
+    return run, {**names, "run": str(run), "feats_csv": str(root / "feats.csv"),
+                 "nofeat_csv": str(root / "nofeat.csv"), "textfeat_csv": str(root / "textfeat.csv")}
+
+
+def test_run_corpus_is_there():
+    assert len(RUN_CASES) >= 40
+
+
+@pytest.mark.parametrize("line", RUN_CASES)
+def test_bad_input_against_a_run(line, complete_run, tmp_path, monkeypatch, capsys):
+    run, names = complete_run
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, out, err = run_case(line, names, tmp_path, capsys)
+    assert "Traceback" not in out + err
+    assert code != 0, f"exit 0 for {line!r}; stdout {out[-300:]!r}"
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("exapt: error: "), f"{line!r} -> {err!r}"
+    assert not os.listdir(tmp_path), f"{line!r} left {os.listdir(tmp_path)}"
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before, f"{line!r} changed the run {run}"
+

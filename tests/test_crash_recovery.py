@@ -145,8 +145,8 @@ def test_divergence_stops_at_its_step_and_resume_with_a_new_lr_finishes(capsys, 
                               "train.head_lr=3e-3"])
     assert code == 0, err
     assert (out / "metrics.json").exists()
-    code, err = _cli(capsys, ["fit", "--resume", out, "--set", "train.epochs=9"])  # already complete
-    assert code == 0
+    code, err = _cli(capsys, ["fit", "--resume", out, "--set", "train.epochs=9"])  # not an optimiser setting
+    assert code == 2 and "a resumed run can change only" in _one_error(err)
 
 
 def test_resume_with_a_new_lr_continues_the_schedule_at_the_new_rate(capsys, monkeypatch, tmp_path, reference):

@@ -85,11 +85,11 @@ def resume(run_dir, progress: bool = True, log=print, overrides=()) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ExaptError(f"--resume {run_dir}: no config.yaml there, so nothing to resume")
+    cfg = FitConfig.load(run_dir / "config.yaml")
+    resume_overrides(cfg, overrides)  # checked even for a complete run: a wrong --set is said
     if is_complete(run_dir):
         log(f"{run_dir} is already complete")
         return Run.load(run_dir)
-    cfg = FitConfig.load(run_dir / "config.yaml")
-    resume_overrides(cfg, overrides)
     return fit_config(cfg, out=run_dir, resume=True, progress=progress, log=log)
 
 
