@@ -113,7 +113,7 @@ def _case_table() -> list[tuple[str, str]]:
         "train.epochs=0", "train.cache_prefix=3", "train.activation_checkpointing=maybe", "data.seed=-5",
         "data.val_fraction=1.5", "data.max_test=0", "data.n_per_class=-3", "data.image_size=0",
         "data.test_fraction=nan", "source.max_test=0", "adapt.labels=-1", "adapt.test_fraction=1",
-        "adapt.max_rows=1", "max_length=2", "train.lr=abc", "train.nope=1", "nope.lr=1", "train.lr",
+        "adapt.max_rows=1", "adapt.select=nope", "max_length=2", "train.lr=abc", "train.nope=1", "nope.lr=1", "train.lr",
         "=1", "train.clip=[1, 2]"]))
     # fit: paths, columns, specs
     add("fit-data", "fit {missing}", "fit {emptydir} --text text", "fit {emptydir}", "fit {datadir} --text text",

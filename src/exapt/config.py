@@ -76,7 +76,9 @@ class AdaptConfig:
     test_fraction: float = option(0.5, lo=0, hi=1, hi_open=True, flag="--target-test-fraction")
     # target labels per class used to choose the epoch (0: none)
     labels: int = option(0, lo=0, flag="--target-labels")
-    select: str = "auto"             # source-val | weighted-val | target-labels (auto: target-labels if labels)
+    # source-val | weighted-val | target-labels (auto: target-labels if labels)
+    select: str = option("auto", choices=("auto", "source-val", "weighted-val", "target-labels"), flag="--select",
+                         message="{name} {value!r}: choose one of source-val, weighted-val, target-labels")
     max_rows: int = option(5000, lo=2)  # cap on unlabelled target rows (a random sample)
 
     def __post_init__(self):
