@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ExaptError
+from ..train.checkpoint import remove_stale_temporaries
 from .corpus import BUILTIN_CORPORA
 from .setup import ARCHS
 
@@ -49,7 +50,6 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from ..train.checkpoint import remove_stale_temporaries
     from .trainer import pretrain
 
     if a.resume and a.overwrite:

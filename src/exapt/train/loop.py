@@ -24,7 +24,9 @@ from ..errors import ExaptError
 from ..penalties.base import Step
 from .batches import epoch_batches, eval_batches
 from .checkpoint import WriteError, load_tensors, optimizer_from_tensors, remove_stale_temporaries, set_rng_state
-from .state import NonFiniteLoss, _checkpoint, _copy_into, _diverged, _state_of, retune
+from .state import NonFiniteLoss, retune
+from .state import copy_into as _copy_into, diverged as _diverged, save_checkpoint as _checkpoint
+from .state import state_of as _state_of  # tests patch loop._state_of
 
 CHECKPOINT = "checkpoint.safetensors"
 

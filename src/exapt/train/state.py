@@ -13,7 +13,7 @@ from ..errors import ExaptError
 from .checkpoint import atomic_save_tensors, optimizer_to_tensors, rng_state
 
 
-def _saved_buffers(model) -> dict[str, torch.Tensor]:
+def saved_buffers(model) -> dict[str, torch.Tensor]:
     """The model's persistent buffers (what its state_dict holds beside parameters), e.g.
     BatchNorm running statistics, which training changes without a gradient: a checkpoint
     and the best-epoch snapshot must carry them, or a resumed or early-stopped model pairs
@@ -22,15 +22,15 @@ def _saved_buffers(model) -> dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers() if n in persistent}
 
 
-def _state_of(model, names) -> dict[str, torch.Tensor]:
+def state_of(model, names) -> dict[str, torch.Tensor]:
     state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
-    state.update({n: b.detach().clone() for n, b in _saved_buffers(model).items()})
+    state.update({n: b.detach().clone() for n, b in saved_buffers(model).items()})
     return state
 
 
-def _copy_into(model, state: dict[str, torch.Tensor]) -> None:
+def copy_into(model, state: dict[str, torch.Tensor]) -> None:
     """Copy a snapshot of parameters and buffers (by name) back into the model."""
-    tensors = {**dict(model.named_parameters()), **_saved_buffers(model)}
+    tensors = {**dict(model.named_parameters()), **saved_buffers(model)}
     with torch.no_grad():
         for n, v in state.items():
             tensors[n].copy_(v)
@@ -47,10 +47,10 @@ def retune(optimizer, scheduler, rates: list[tuple[float, float]]) -> None:
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
-def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs, aux=None,
+def save_checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs, aux=None,
                 seconds: float = 0.0) -> None:
     tensors = {f"model.{n}": p for n, p in model.named_parameters() if n in trainable}
-    tensors.update({f"model.{n}": b for n, b in _saved_buffers(model).items()})
+    tensors.update({f"model.{n}": b for n, b in saved_buffers(model).items()})
     for name, module in (aux or {}).items():
         tensors.update({f"aux.{name}.{k}": v for k, v in module.state_dict().items()})
     if best["state"] is not None:
@@ -69,7 +69,7 @@ class NonFiniteLoss(ExaptError):
     """Training diverged (a loss or weight became inf / NaN): stopped where it happened."""
 
 
-def _diverged(what: str, where: str, loop) -> str:
+def diverged(what: str, where: str, loop) -> str:
     run = loop.ckpt_path.parent
     if where.startswith("epoch 1, step 1 "):  # before any update: not the learning rate
         return (f"{what} at {where}, before any update: the inputs or the starting weights hold values out of "
