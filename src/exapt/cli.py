@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
     f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint; "
+                   "--set may change train.lr, head_lr, weight_decay, clip or patience (e.g. after a diverged fit)")
     f.add_argument("--quiet", action="store_true")
     penalty_cli.add_source_options(f)
     adapt_cli.add_options(f)
