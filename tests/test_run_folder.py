@@ -137,6 +137,6 @@ def test_the_temporary_file_of_a_failed_write_is_removed(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files, "save_file", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(ExaptError, match="no space left on the device"):
         files.atomic_save_tensors({"x": torch.zeros(2)}, tmp_path / "w.safetensors")
     assert os.listdir(tmp_path) == []

@@ -6,20 +6,33 @@ no traceback. Ctrl-C exits 130 and says how to resume.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
-from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from . import interpolate as interpolate_cli
 from .adapt import cli as adapt_cli
+from .backbones import list_models
+from .checks import harden_parser
+from .compare import compare
+from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
+from .config import DataConfig, FitConfig, apply_override
+from .demo import demo
 from .errors import ExaptError
+from .files import atomic_write_text
+from .fit import fit_config, resume
+from .merge import merge_run
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
+from .run import Run
 from .select import cli as select_cli
 from .shift import cli as shift_cli
+from .strategies import STRATEGIES
+from .train.loop import TrainConfig
 from .transfer_map import cli as transfer_map_cli
 
 EXIT_USAGE = 2
@@ -65,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
     f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    f.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint; "
+                   "--set may change train.lr, head_lr, weight_decay, clip or patience (e.g. after a diverged fit)")
     f.add_argument("--quiet", action="store_true")
     penalty_cli.add_source_options(f)
     adapt_cli.add_options(f)
@@ -124,24 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("strategies", help="registered strategies")
     d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
     d.add_argument("--out", default="runs/demo")
+    harden_parser(p)
     return p
 
 
 def _cmd_fit(a) -> None:
-    from .config import FitConfig, apply_override
-    from .fit import fit_config, resume
-
     log = (lambda *_: None) if a.quiet else print
     if a.resume:
         if a.data:
             raise ExaptError("--resume RUN takes its data from the run's config; drop the DATA argument")
-        resume(a.resume, progress=not a.quiet, log=log)
+        if Path(a.resume).is_file():
+            raise ExaptError(f"--resume {a.resume} is a file, not a run folder; give the folder the fit wrote")
+        resume(a.resume, progress=not a.quiet, log=log, overrides=a.set)
         return
     if not a.data:
         raise ExaptError("fit needs DATA (a file or a built-in name), or --resume RUN")
-    from .config import DataConfig
-    from .train.loop import TrainConfig
-
     features = [c.strip() for c in a.features.split(",")] if a.features else None
     text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
     cfg = FitConfig(
@@ -153,14 +164,13 @@ def _cmd_fit(a) -> None:
     )
     penalty_cli.apply_to_config(cfg, a)
     adapt_cli.apply_to_config(cfg, a)
+    cfg.validate()  # the options just copied in, against their fields' declared ranges
     for assignment in a.set:
         apply_override(cfg, assignment)
     fit_config(cfg, out=a.out, overwrite=a.overwrite, progress=not a.quiet, log=log)
 
 
 def _cmd_evaluate(a) -> None:
-    from .run import Run
-
     metrics = Run.load(a.run).evaluate(a.data)
     if a.json:
         print(json.dumps(metrics, indent=2))
@@ -170,29 +180,25 @@ def _cmd_evaluate(a) -> None:
 
 
 def _cmd_predict(a) -> None:
-    from .run import Run
-    from .train.checkpoint import atomic_write_text
-
     out = Path(a.output)
+    if out.is_dir():  # --overwrite replaces a file, never a folder
+        raise ExaptError(f"-o {out} is a folder; give a CSV file name, e.g. -o {out / 'predictions.csv'}")
     if out.exists() and not a.overwrite:
         raise ExaptError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise ExaptError(f"-o {out}: folder {out.parent} does not exist")
+    if not out.parent.is_dir():
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise ExaptError(f"-o {out}: folder {out.parent} {what}")
     frame = Run.load(a.run).predict(a.data)
     atomic_write_text(out, frame.to_csv(index=False))
     print(f"{len(frame)} predictions -> {out}")
 
 
 def _cmd_merge(a) -> None:
-    from .merge import merge_run
-
     run = merge_run(a.run, a.out, a.overwrite)
     print(f"merged {run.metrics['merged_strategy']} into {run.metrics['merged_tensors']} base tensors -> {run.path}")
 
 
 def _cmd_compare(a) -> None:
-    from .compare import compare
-
     text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
     compare(a.data, a.model, a.strategies, a.n_per_class, a.seeds, a.out, text=text, label=a.label,
             features=a.features, task=a.task, test=a.test, val_fraction=a.val_fraction,
@@ -204,23 +210,17 @@ def _cmd_compare(a) -> None:
 
 
 def _cmd_models(a) -> None:
-    from .backbones import list_models
-
     for m in list_models():
         mark = "" if m["installed"] else "  (not installed)"
         print(f"{m['name']:<18} {m['description']}{mark}")
 
 
 def _cmd_strategies(a) -> None:
-    from .strategies import STRATEGIES
-
     for name, cls in STRATEGIES.items():
         print(f"{name:<18} {cls.summary}")
 
 
 def _cmd_demo(a) -> None:
-    from .demo import demo
-
     demo(out=a.out)
 
 
@@ -230,14 +230,61 @@ COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one line, like exapt's errors: no file path, no source line."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    try:
+        print(f"exapt: warning: {text}", file=file or sys.stderr)
+    except OSError:  # stderr gone (a closed pipe): a warning is not worth a crash
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
+    try:
+        return _run(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+# output-folder options of the commands that write one (fit's --out is its run folder's own check)
+_FOLDER_OPTIONS = {"compare": ("out",), "rank": ("out",), "shift": ("out",), "transfer-map": ("out",),
+                   "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
+
+
+def _check_folder_options(args) -> None:
+    """An output folder that cannot be one (a file, or under a file) is said before any work."""
+    for name in _FOLDER_OPTIONS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        path = Path(value)
+        own = args.command in ("compare", "rank", "shift")  # these say "--out X is a file" themselves
+        for p in (path.parents if own else (path, *path.parents)):
+            if p.exists() and not p.is_dir():
+                where = "" if p == path else f": {p} is a file"
+                raise ExaptError(f"--{name} {value} {'is a file, not a folder' if p == path else 'cannot be a folder'}"
+                                 f"{where}")
+
+
+def _os_error_line(e: OSError) -> str:
+    """An operating-system error (a path that cannot be made, a full disk) as one line."""
+    reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return f"{reason}: {e.filename}" if e.filename else reason
+
+
+def _run(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _check_folder_options(args)
         COMMANDS[args.command](args)
     except ExaptError as e:
         print(f"exapt: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # the machine said no (read-only place, full disk...): one line, not a traceback
+        print(f"exapt: error: {ExaptError(_os_error_line(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("exapt: interrupted; a fit continues with `exapt fit --resume RUN`, a compare by running "

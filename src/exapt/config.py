@@ -7,40 +7,49 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .checks import allowed_types, option, seed_option, validate
 from .errors import ExaptError
 
 
 @dataclass
 class TrainConfig:
-    epochs: int | None = None      # None: enough epochs for `min_steps` optimiser steps
-    min_steps: int = 120
-    max_epochs: int = 40
-    batch_size: int = 16
-    lr: float | None = None        # None: the strategy's default
-    head_lr: float | None = None   # None: the strategy's default (3e-3 for a new head)
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    clip: float = 1.0
-    patience: int = 5              # epochs without validation gain before stopping; 0: off
-    seed: int = 0
-    cache_prefix: bool = True
+    # None: enough epochs for `min_steps` optimiser steps
+    epochs: int | None = option(None, lo=1, flag="--epochs")
+    min_steps: int = option(120, lo=1)
+    max_epochs: int = option(40, lo=1)
+    batch_size: int = option(16, lo=1, flag="--batch-size")
+    lr: float | None = option(None, lo=0, lo_open=True, flag="--lr")  # None: the strategy's default
+    # None: the strategy's default (3e-3 for a new head)
+    head_lr: float | None = option(None, lo=0, lo_open=True)
+    weight_decay: float = option(0.01, lo=0)
+    warmup: float = option(0.1, lo=0, hi=1)       # a fraction of all steps
+    clip: float = option(1.0, lo=0)               # gradient-norm clip; 0: off
+    # epochs without validation gain before stopping; 0: off
+    patience: int = option(5, lo=0, flag="--patience")
+    seed: int = seed_option()
+    cache_prefix: bool = option(True)
     # Recompute activations in the backward pass instead of keeping them. None: on for
     # strategies that train new modules only (lora, adapters...), whose memory is then
     # little more than the frozen model's; off otherwise.
-    activation_checkpointing: bool | None = None
+    activation_checkpointing: bool | None = option(None)
+
+    def __post_init__(self):
+        validate(self, "train")
 
     def resolved_epochs(self, n_train: int) -> int:
         if self.epochs:
             return self.epochs
         steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
         return int(min(self.max_epochs, max(3, math.ceil(self.min_steps / steps_per_epoch))))
+
+
+MAX_IMAGE_SIZE = 4096  # beyond it a resize asks for more memory than any machine has
 
 
 @dataclass
@@ -50,12 +59,21 @@ class DataConfig:
     label: str = "label"
     features: list[str] | None = None
     test: str | None = None          # a separate test file; otherwise split off test_fraction
-    test_fraction: float = 0.2
-    max_test: int = 2000             # cap on a split-off test set (large built-ins)
-    val_fraction: float = 0.2
-    n_per_class: int | None = None
-    seed: int = 0
-    image_size: int | None = None    # images resized to N x N when read (a folder of mixed sizes needs it)
+    test_fraction: float = option(0.2, flag="--test-fraction")  # its range depends on `test`: below
+    max_test: int = option(2000, lo=1, flag="--max-test")  # cap on a split-off test set (large built-ins)
+    val_fraction: float = option(0.2, lo=0, hi=1, hi_open=True, flag="--val-fraction")
+    n_per_class: int | None = option(None, lo=1, flag="--n-per-class")
+    seed: int = seed_option()
+    # images resized to N x N when read (a folder of mixed sizes needs it)
+    image_size: int | None = option(None, lo=1, flag="option image_size",
+                                    message="{name} must be a whole number of pixels >= 1 (got {value!r})")
+
+    def __post_init__(self):
+        validate(self, "data")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:  # N x N floats per image
+            raise ExaptError(f"option image_size must be at most {MAX_IMAGE_SIZE} pixels (got {self.image_size})")
+        if not (0 < self.test_fraction < 1 or (self.test and self.test_fraction == 0)):
+            raise ExaptError(f"--test-fraction must be in (0, 1) when no --test file is given (got {self.test_fraction})")
 
 
 @dataclass
@@ -70,7 +88,11 @@ class SourceConfig:
     label: str | None = None
     features: list[str] | None = None
     corpus: str | None = None        # unlabelled corpus of a masked-LM source (--source-corpus)
-    max_test: int = 1000             # source examples (or held-out windows) scored before and after
+    # source examples (or held-out windows) scored before and after
+    max_test: int = option(1000, lo=1, flag="--source-max-test")
+
+    def __post_init__(self):
+        validate(self, "source")
 
 
 @dataclass
@@ -82,10 +104,17 @@ class AdaptConfig:
     target examples the penalties align to (their labels, if any, are dropped), of which
     `labels` per class may be kept labelled for model selection."""
     data: str | None = None          # file or built-in name of the target domain
-    test_fraction: float = 0.5       # of the target rows, held out (labelled) for the target test
-    labels: int = 0                  # target labels per class used to choose the epoch (0: none)
-    select: str = "auto"             # source-val | weighted-val | target-labels (auto: target-labels if labels)
-    max_rows: int = 5000             # cap on unlabelled target rows (a random sample)
+    # of the target rows, held out (labelled) for the target test
+    test_fraction: float = option(0.5, lo=0, hi=1, hi_open=True, flag="--target-test-fraction")
+    # target labels per class used to choose the epoch (0: none)
+    labels: int = option(0, lo=0, flag="--target-labels")
+    # source-val | weighted-val | target-labels (auto: target-labels if labels)
+    select: str = option("auto", choices=("auto", "source-val", "weighted-val", "target-labels"), flag="--select",
+                         message="{name} {value!r}: choose one of source-val, weighted-val, target-labels")
+    max_rows: int = option(5000, lo=2)  # cap on unlabelled target rows (a random sample)
+
+    def __post_init__(self):
+        validate(self, "adapt")
 
 
 @dataclass
@@ -95,12 +124,22 @@ class FitConfig:
     strategy: str = "linear-probe"
     task: str = "auto"
     pooling: str | None = None
-    max_length: int = 128
+    max_length: int = option(128, lo=8, flag="--max-length")
     train: TrainConfig = field(default_factory=TrainConfig)
     init: str | None = None          # start from this run's weights; its head becomes the source head
     penalties: list[str] = field(default_factory=list)  # "l2sp:0.01", "ewc:1000", ...
     source: SourceConfig = field(default_factory=SourceConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Every field of every section (each section checks itself the same way)."""
+        validate(self)
+        for section in ("data", "train", "source", "adapt"):
+            part = getattr(self, section)
+            part.__post_init__()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=False)
@@ -118,9 +157,14 @@ class FitConfig:
     @classmethod
     def load(cls, path: Path) -> "FitConfig":
         try:
-            return cls.from_dict(yaml.safe_load(Path(path).read_text()))
-        except (OSError, yaml.YAMLError, TypeError) as e:
+            loaded = yaml.safe_load(Path(path).read_text())
+            if not isinstance(loaded, dict):
+                raise TypeError(f"expected a mapping of options, found {type(loaded).__name__}")
+            return cls.from_dict(loaded)
+        except (OSError, yaml.YAMLError, TypeError, AttributeError, ValueError) as e:
             raise ExaptError(f"{path}: not a readable exapt config ({str(e).splitlines()[0]})") from None
+        except ExaptError as e:  # a value out of its field's range: say which file holds it
+            raise ExaptError(f"{path}: {e}") from None
 
 
 def apply_override(cfg: FitConfig, assignment: str) -> None:
@@ -137,7 +181,7 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
     name = parts[-1]
     if name not in fields:
         raise ExaptError(f"--set {assignment!r}: unknown option {name!r}; options: {', '.join(fields)}")
-    allowed = _allowed_types(typing.get_type_hints(type(target))[name])
+    allowed = allowed_types(typing.get_type_hints(type(target))[name])
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -152,10 +196,25 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
         raise ExaptError(f"--set {assignment!r}: {name} must be {names}")
+    before = getattr(target, name)
     setattr(target, name, value)
+    try:  # the field's declared range, as on construction
+        cfg.validate()
+    except ExaptError as e:
+        setattr(target, name, before)
+        raise ExaptError(f"--set {assignment!r}: {e}") from None
 
 
-def _allowed_types(hint) -> tuple[type, ...]:
-    """`int | None` -> (int, NoneType); `list[str] | None` -> (list, NoneType)."""
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    return tuple(typing.get_origin(a) or a for a in args)
+# what `fit --resume RUN --set ...` may change: the optimiser's settings, which the
+# checkpoint's weights do not depend on (data, model and schedule length stay the run's)
+RESUMABLE = ("train.lr", "train.head_lr", "train.weight_decay", "train.clip", "train.patience")
+
+
+def resume_overrides(cfg: FitConfig, assignments) -> None:
+    for assignment in assignments:
+        key = assignment.partition("=")[0].strip()
+        if key not in RESUMABLE:
+            raise ExaptError(f"--set {assignment!r} with --resume: a resumed run can change only "
+                             f"{', '.join(RESUMABLE)}; start a new run for other options")
+        apply_override(cfg, assignment)
+

@@ -16,19 +16,21 @@ import torch
 from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
-from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig
+from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig, resume_overrides
 from .data import Table, fit_splits, load_data, load_table
 from .errors import ExaptError
+from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
+from .mlm_source import load_mlm_source
 from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, write_outputs
 from .run_folder import RunFolder
+from .source import check_init_base, init_model_name, load_init, load_source_data
 from .strategies import parse_strategy
 from .tasks import Task
+from .threads import configure_threads
 from .train.features import FeatureCache, encode
-from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .train.loop import Split, TrainConfig, predict_logits, train
 from .train.probe import fit_linear_head
-from .threads import configure_threads
 
 
 def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None = None, *,
@@ -69,15 +71,20 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
     return fit_config(cfg, out=out, overwrite=overwrite, progress=progress, log=log)
 
 
-def resume(run_dir, progress: bool = True, log=print) -> Run:
-    """Continue an interrupted fit from its last checkpoint (same result as no interruption)."""
+def resume(run_dir, progress: bool = True, log=print, overrides=()) -> Run:
+    """Continue an interrupted fit from its last checkpoint (same result as no interruption).
+
+    `overrides` (`train.lr=1e-5`, ...) change the optimiser's settings from the last
+    checkpoint on, e.g. after training diverged; see `resume_overrides`."""
     folder = RunFolder(run_dir)
     if not folder.is_run():
         raise ExaptError(f"--resume {folder.path}: no {folder.CONFIG} there, so nothing to resume")
+    cfg = folder.read_config()
+    resume_overrides(cfg, overrides)  # checked even for a complete run: a wrong --set is said
     if folder.is_complete():
         log(f"{folder.path} is already complete")
         return Run.load(folder.path)
-    return fit_config(folder.read_config(), out=folder.path, resume=True, progress=progress, log=log)
+    return fit_config(cfg, out=folder.path, resume=True, progress=progress, log=log)
 
 
 def check_options(cfg: FitConfig) -> None:
@@ -124,8 +131,6 @@ class _Prepared:
 def resolve_defaults(cfg: FitConfig, init=None) -> None:
     """--model and --pooling of a fit that starts from a run default to that run's: its
     head was trained on those features. (compare resolves them once for all its cells.)"""
-    from .source import init_model_name
-
     cfg.model = init_model_name(cfg, init)
     if init is not None and cfg.pooling is None:
         cfg.pooling = init.config.pooling
@@ -136,9 +141,6 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     surfaces here. `cfg` gets its defaults resolved (model, pooling) in place.
 
     `loader` is `load_data` or a memo of it (`compare` reads each file once for all cells)."""
-    from .mlm_source import load_mlm_source
-    from .source import check_init_base, load_init, load_source_data
-
     init = load_init(cfg.init) if cfg.init else None
     resolve_defaults(cfg, init)
     if init is not None and not strategy.uses_pretrained:
@@ -200,7 +202,9 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
 
     started = time.perf_counter()
     test_logits, result = _run_strategy(cfg, strategy, prep, folder, resume, progress and main, log, main)
-    metrics = _metrics(prep, strategy, test_logits, result, time.perf_counter() - started)
+    # a resumed run adds the training time of the processes before it (kept in the checkpoint)
+    seconds = time.perf_counter() - started + result.get("earlier_seconds", 0.0)
+    metrics = _metrics(prep, strategy, test_logits, result, seconds)
     if main:
         strategy.export(prep.model, folder.adapter)
         write_outputs(folder, prep.model, set(result["trainable"]), metrics, result["history"])

@@ -14,6 +14,7 @@ import torch
 
 from .backbones import load_backbone
 from .config import FitConfig
+from .data import load_data
 from .errors import ExaptError
 from .model import TransferModel
 from .run_folder import RunFolder
@@ -91,6 +92,8 @@ class Run:
     def load(cls, path) -> "Run":
         folder = RunFolder(path)
         path = folder.path
+        if path.exists() and not path.is_dir():
+            raise ExaptError(f"{path} is a file, not a run folder; give the folder that `exapt fit --out` wrote")
         if not path.is_dir():
             raise ExaptError(f"run folder not found: {path}")
         if not folder.is_complete():
@@ -123,8 +126,6 @@ class Run:
 
     # -- using it ---------------------------------------------------------------------
     def _load_table(self, data, require_label: bool):
-        from .data import load_data
-
         d = self.config.data
         return load_data(str(data), text=d.text, label=d.label, features=d.features, require_label=require_label,
                          image_size=d.image_size)

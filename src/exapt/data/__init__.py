@@ -22,7 +22,7 @@ import numpy as np
 
 from exapt.data.builtin import BUILTINS, is_builtin, load_builtin
 from exapt.data.columns import Table, select_columns
-from exapt.data.images import is_image_source, read_images, resize_images
+from exapt.data.images import check_not_image_less, is_image_source, read_images, resize_images
 from exapt.data.readers import FORMATS, read_table
 from exapt.data.splits import sample_per_class, stratified_split
 from exapt.errors import ExaptError
@@ -61,6 +61,8 @@ def load_data(source: str | os.PathLike, *, text: str | Sequence[str] | None = N
                                    or image_size < 1):
         raise ExaptError(f"option image_size must be a whole number of pixels >= 1 (got {image_size!r})")
     if path.exists() and is_image_source(path):
+        if path.is_dir():
+            check_not_image_less(path)
         for option, value in (("text", text), ("features", features)):
             if value is not None:
                 raise ExaptError(f"option {option} does not apply to images ({source})")

@@ -141,6 +141,23 @@ def image_folder_files(folder: Path, require_label: bool = True) -> tuple[list[P
     return files, labels
 
 
+def check_not_image_less(folder: Path) -> None:
+    """A folder given as data that holds no image at all (empty, or a folder of data
+    files): say that, rather than what some option does to images."""
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        inside = entries + [p for d in entries if d.is_dir() for p in d.iterdir()]
+    except OSError as e:
+        raise ExaptError(f"{folder}: cannot read the folder ({e.strerror or e})") from None
+    if not entries:
+        raise ExaptError(f"{folder} is an empty folder (no class folders, no images); give a data file, or a folder "
+                         "with one sub-folder of images per class")
+    if not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in inside):
+        first = sorted(p.name for p in entries)[0]
+        raise ExaptError(f"{folder} is a folder without images (it holds {first}, ...); give the data file itself, "
+                         "or a folder with one sub-folder of images per class")
+
+
 def read_image_folder(folder: Path, size: int | None = None, require_label: bool = True
                       ) -> tuple[np.ndarray, list[str] | None]:
     """One sub-folder per class, named by the class; or, when labels are not required,
@@ -258,5 +275,5 @@ def read_images(path: Path, label: str | None, size: int | None, require_label: 
     return (resize_images(x, size) if size else x), labels, None
 
 
-__all__ = ["IMAGE_EXTENSIONS", "as_images", "image_folder_files", "is_image_source", "pool_like_optdigits",
+__all__ = ["IMAGE_EXTENSIONS", "as_images", "check_not_image_less", "image_folder_files", "is_image_source", "pool_like_optdigits",
            "read_idx", "read_image_folder", "read_images", "read_npz", "resize_images"]

@@ -121,32 +121,68 @@ def _read_delimited(text: str, p: Path, delimiter: str) -> pd.DataFrame:
         csv.field_size_limit(_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
+    header_line = ""
     rows: list[list[str]] = []
+    ended = 0  # the line the last complete record ended on: a bad record starts after it
     try:
         for fields in reader:
+            start, ended = ended + 1, reader.line_num
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
             if "\x00" in "".join(fields):
                 raise ExaptError(f"{p}: line {reader.line_num} contains a NUL byte")
             if header is None:
-                header = _clean_header(fields, p)
+                header, header_line = _clean_header(fields, p), delimiter.join(fields)
+                _check_delimiter(header, header_line, p, delimiter)
                 continue
             if len(fields) != len(header):
                 raise ExaptError(
                     f"{p}: line {reader.line_num} has {len(fields)} fields but the "
-                    f"header has {len(header)}; quote fields that contain "
-                    f"{'tabs' if delimiter == chr(9) else 'commas'}"
+                    f"header has {len(header)}; "
+                    + (_delimiter_hint(header_line, delimiter) or "quote fields that contain "
+                       f"{'tabs' if delimiter == chr(9) else 'commas'}")
                 )
             rows.append(fields)
     except csv.Error as e:
+        start = ended + 1
+        where = (f"line {start}" if start >= reader.line_num else
+                 f"line {start} (a quoted field opened there runs on to line {reader.line_num})")
         raise ExaptError(
-            f"{p}: malformed {kind} near line {reader.line_num} ({e}); "
+            f"{p}: malformed {kind} at {where} ({e}); "
             f'fields containing quotes must be quoted, with quotes doubled ("")'
         ) from None
     if header is None:
         raise ExaptError(f"data file is empty: {p}")
     columns = {name: [r[j] for r in rows] for j, name in enumerate(header)}
     return pd.DataFrame(columns, columns=header, dtype=object)
+
+
+# what else people separate fields with, and what to do about it in exapt
+_OTHER_DELIMITERS = {"\t": ("tab", "name the file .tsv"),
+                     ";": ("';'", "re-save it comma-separated (quoting fields that contain commas)"),
+                     "|": ("'|'", "re-save it comma-separated (quoting fields that contain commas)"),
+                     ",": ("comma", "name the file .csv")}
+
+
+def _delimiter_hint(header_line: str, delimiter: str) -> str:
+    """When the header splits better on another character: which, and what to do."""
+    counts = {d: header_line.count(d) for d in _OTHER_DELIMITERS if d != delimiter}
+    best = max(counts, key=counts.get)
+    if counts[best] <= header_line.count(delimiter):
+        return ""
+    name, fix = _OTHER_DELIMITERS[best]
+    expected = "tab" if delimiter == "\t" else "comma"
+    return (f"the header looks {name}-separated ({counts[best] + 1} columns), but a .{'tsv' if expected == 'tab' else 'csv'}"
+            f" file is read as {expected}-separated: {fix}")
+
+
+def _check_delimiter(header: list[str], header_line: str, p: Path, delimiter: str) -> None:
+    """A one-column header that another delimiter would split: the file's fields are
+    separated by something else (a ';' file, or a TSV named .csv)."""
+    if len(header) == 1:
+        hint = _delimiter_hint(header_line, delimiter)
+        if hint:
+            raise ExaptError(f"{p}: {hint}")
 
 
 def _records_frame(records: list[dict], p: Path) -> pd.DataFrame:

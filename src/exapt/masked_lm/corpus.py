@@ -20,6 +20,7 @@ import numpy as np
 
 from ..backbones.hf import file_sha256
 from ..backbones.sequence_input import SequenceInput
+from ..data.builtin import debian_roots, load_builtin
 from ..errors import ExaptError
 
 CHUNK_CHARS = 1 << 16          # tokenize long records (genomes) this many characters at a time
@@ -28,8 +29,6 @@ RECORDS_FOR_RECORD_SPLIT = 100  # with at least this many records, hold out whol
 
 # -- built-in corpora ---------------------------------------------------------------------
 def _debian(rel: str, package: str, name: str) -> Path:
-    from ..data.builtin import debian_roots
-
     for root in debian_roots():
         path = root / rel
         if path.exists():
@@ -132,8 +131,6 @@ def corpus_records(source: str, alphabet: str) -> Iterator[tuple[str, str]]:
     """(where, text) per record of a corpus name or file. The built-in `tweets` are the
     built-in data set's texts (cleaned and deduplicated there), labels ignored."""
     if source == "tweets":
-        from ..data.builtin import load_builtin
-
         table = load_builtin("tweets")
         return ((f"tweets row {row}", text) for row, text in zip(table.rows, table.inputs))
     path, _ = resolve_corpus(source)
@@ -204,6 +201,42 @@ def _tokenize_record(seq: str, tokenizer, seq_input: SequenceInput, where: str, 
     return ids
 
 
+class _AlphabetCheck:
+    """How many letters of the first records fall outside --alphabet (and so become N or
+    X): a protein corpus read as DNA turns ~80% of it into N. Over half: refused; over a
+    tenth: a warning. N in DNA and X in protein are the alphabets' own and not counted."""
+    SAMPLE = 1_000_000  # letters looked at: enough to tell, cheap on a large corpus
+
+    def __init__(self, seq_input: SequenceInput, source: str):
+        self.seq_input, self.source, self.letters, self.outside, self.judged = seq_input, source, 0, 0, False
+
+    def count(self, seq: str, where: str) -> None:
+        if not self.seq_input.is_sequence or self.letters >= self.SAMPLE:
+            if self.letters >= self.SAMPLE and not self.judged:
+                self.judge()
+            return
+        unknown = "N" if self.seq_input.alphabet == "dna" else "X"
+        cleaned = self.seq_input.clean(seq, where)
+        self.letters += len(cleaned)
+        self.outside += cleaned.count(unknown) - seq.upper().count(unknown)
+
+    def judge(self) -> None:
+        if self.judged or not self.letters:
+            return
+        self.judged = True
+        share, name = self.outside / self.letters, self.seq_input.alphabet
+        unknown = "N" if name == "dna" else "X"
+        others = " or ".join(f"--alphabet {a}" for a in ("dna", "protein", "text") if a != name)
+        said = (f"corpus {self.source!r}: {share:.0%} of the letters read are not {name} letters and become "
+                f"{unknown}; is it {others}?")
+        if share > 0.5:
+            raise ExaptError(said)
+        if share > 0.1:
+            import warnings
+
+            warnings.warn(said, stacklevel=2)
+
+
 def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length: int,
                  holdout: float = 0.05, max_tokens: int | None = None, min_tokens: int = 8,
                  progress: bool = True) -> Corpus:
@@ -218,7 +251,7 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
     if cls_id is None or sep_id is None:
         raise ExaptError("the tokenizer has no [CLS]/[SEP] tokens; exapt pretrain needs a BERT-style tokenizer")
     per_record, n_chars = _read_windows(records, tokenizer, seq_input, max_length - 2, max_tokens, min_tokens,
-                                        progress)
+                                        progress, source)
     if not per_record:
         raise ExaptError(f"corpus {source!r}: no record has {min_tokens} tokens or more; nothing to train on")
     train, held = _hold_out(per_record, holdout)
@@ -232,7 +265,7 @@ def build_corpus(source: str, tokenizer, seq_input: SequenceInput, *, max_length
 
 
 def _read_windows(records, tokenizer, seq_input: SequenceInput, body: int, max_tokens: int | None,
-                  min_tokens: int, progress: bool) -> tuple[list[list[list[int]]], int]:
+                  min_tokens: int, progress: bool, source: str) -> tuple[list[list[list[int]]], int]:
     """Each record's windows of up to `body` tokens (those of at least `min_tokens`; records
     with none are left out), stopping at `max_tokens`; and the characters read."""
     from tqdm.auto import tqdm
@@ -242,7 +275,9 @@ def _read_windows(records, tokenizer, seq_input: SequenceInput, body: int, max_t
     total = 0
     backend = _plain_backend(tokenizer)
     bar = tqdm(desc="reading corpus", unit=" rec", disable=not progress, leave=False)
+    alphabet = _AlphabetCheck(seq_input, source)
     for where, seq in records:
+        alphabet.count(seq, where)
         ids = _tokenize_record(seq, tokenizer, seq_input, where, backend)
         if max_tokens:
             ids = ids[:max(0, max_tokens - total)]
@@ -255,6 +290,7 @@ def _read_windows(records, tokenizer, seq_input: SequenceInput, body: int, max_t
         if max_tokens and total >= max_tokens:
             break
     bar.close()
+    alphabet.judge()  # a corpus mostly outside --alphabet is refused, partly outside warned about
     return per_record, n_chars
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ExaptError
+from ..files import remove_stale_temporaries
 from ..masked_lm.corpus import BUILTIN_CORPORA
 from .setup import ARCHS
+from .trainer import pretrain
 
 
 def add_parser(sub) -> None:
@@ -49,10 +51,10 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from .trainer import pretrain
-
     if a.resume and a.overwrite:
         raise ExaptError("give --resume or --overwrite, not both")
+    if a.kmer is not None and not 1 <= a.kmer <= 8:  # 0 would otherwise read as "not given"
+        raise ExaptError(f"--kmer must be between 1 and 8 (got {a.kmer})")
     if a.init and (a.arch or a.kmer):
         raise ExaptError("--arch and --kmer do not apply with --init: the model keeps its architecture and tokenizer")
     pretrain(a.corpus, out=a.out, alphabet=a.alphabet, kmer=a.kmer or 1, arch=a.arch or "tiny", init=a.init, resume=a.resume,
@@ -60,3 +62,4 @@ def run(a: argparse.Namespace) -> None:
              max_length=a.max_length, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs, max_minutes=a.max_minutes, lr=a.lr,
              warmup=a.warmup, mask_probability=a.mask_probability, holdout=a.holdout, eval_every=a.eval_every,
              max_tokens=a.max_tokens, vocab_size=a.vocab_size, tokenizer=a.tokenizer, seed=a.seed)
+    remove_stale_temporaries(a.out)  # what a write killed part-way in an earlier (resumed) process left

@@ -35,7 +35,7 @@ from ..masked_lm.masking import mask_tokens
 # The training step calls mlm_loss through this module's name: tests and benchmarks/pretrain_bench.py
 # replace trainer.mlm_loss to interrupt or time it. evaluate stays importable from here (mlm_source).
 from ..masked_lm.objective import Batcher, evaluate, mlm_loss, special_mask, to_device, training_device
-from ..train.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from .output import STATE_DIR, load_state, prepare_out, save_state, write_model
 from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model, load_vocabulary
 
@@ -69,8 +69,9 @@ class PretrainConfig:
         for name in ("batch_size", "max_length", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ExaptError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if self.steps is not None and self.steps < 1:
-            raise ExaptError(f"--steps must be at least 1 (got {self.steps})")
+        for name in ("steps", "eval_every", "max_tokens"):  # optional counts: None is the default
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ExaptError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.epochs is not None and self.epochs <= 0:
             raise ExaptError(f"--epochs must be positive (got {self.epochs})")
         if self.max_minutes is not None and not self.max_minutes > 0:

@@ -5,8 +5,9 @@ Wired into `exapt.cli` like `rank`: ``add_parser(sub)`` in `build_parser` and
 """
 from __future__ import annotations
 
-
+from ..commandline import typed_command
 from ..errors import ExaptError
+from .diagnose import diagnose
 
 
 def add_parser(sub):
@@ -76,17 +77,19 @@ def _command(args) -> str:
     """The command as typed, less options left at their defaults, for the report."""
     import argparse
 
-    from ..commandline import typed_command
 
     defaults = vars(add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["x"]))
     words = ["exapt", "shift", args.source] + ([args.target] if args.target else [])
     return typed_command(words, args, defaults, skip=("source", "target", "json"))
 
 
+MAX_PERMUTATIONS = 100_000  # p-values to 1e-5; more only burns hours
+
+
 def run(args) -> None:
     """Run `exapt shift` from parsed arguments."""
-    from .diagnose import diagnose
-
+    if args.permutations is not None and args.permutations > MAX_PERMUTATIONS:  # each recomputes the statistic
+        raise ExaptError(f"--permutations {args.permutations}: at most {MAX_PERMUTATIONS}")
     if args.max_per_domain is not None and args.max_per_domain < 10:
         raise ExaptError(f"--max-per-domain {args.max_per_domain}: use at least 10 rows per domain")
     log = (lambda *_a, **_k: None) if (args.quiet or args.json) else print

@@ -12,8 +12,6 @@ import random
 import numpy as np
 import torch
 
-from ..files import (META_KEY, atomic_save_tensors, atomic_write_bytes, atomic_write_text,  # noqa: F401
-                     load_tensors)
 
 # -- optimiser state <-> flat tensors ------------------------------------------------
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_save_tensors, load_tensors
 from .batches import eval_batches
-from .checkpoint import atomic_save_tensors, load_tensors
 
 
 def cache_root() -> Path:

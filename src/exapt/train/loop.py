@@ -11,21 +11,25 @@ the gradients, so N processes reproduce the single-process run up to float round
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig  # noqa: F401  (callers build the loop's options from here)
+from ..errors import ExaptError
+from ..files import WriteError, load_tensors, remove_stale_temporaries
+from ..run_folder import RunFolder
 from .batches import Step, epoch_batches, eval_batches
-from .checkpoint import (atomic_save_tensors, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
-                         rng_state, set_rng_state)
-
-CHECKPOINT = "checkpoint.safetensors"
+from .checkpoint import optimizer_from_tensors, set_rng_state
+from .state import NonFiniteLoss, retune
+from .state import copy_into as _copy_into
+from .state import diverged as _diverged
+from .state import save_checkpoint as _checkpoint
+from .state import state_of as _state_of  # tests patch loop._state_of
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Split:
         return cls(items, targets, [backbone.item_length(x) for x in items])
 
 
-def _batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
+def device_batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
     items = [split.items[i] for i in idx]
     bb = model.backbone
     batch = bb.collate_prefix(items) if model.prefix_k else bb.collate(items)
@@ -61,7 +65,7 @@ def predict_logits(model, split: Split, batch_size: int = 64, device="cpu", forw
     forward = forward or model
     out = torch.empty(0, model.head.out_features)
     for idx in eval_batches(split.lengths, batch_size):
-        batch, _ = _batch(model, split, idx, device)
+        batch, _ = device_batch(model, split, idx, device)
         logits = forward(batch).float().cpu()
         if len(out) != len(split.items):
             out = torch.empty(len(split.items), logits.shape[-1])
@@ -113,31 +117,62 @@ def linear_warmup_decay(total: int, warmup: float):
     return f
 
 
-def _saved_buffers(model) -> dict[str, torch.Tensor]:
-    """The model's persistent buffers (what its state_dict holds beside parameters), e.g.
-    BatchNorm running statistics, which training changes without a gradient: a checkpoint
-    and the best-epoch snapshot must carry them, or a resumed or early-stopped model pairs
-    one epoch's weights with another epoch's statistics."""
-    persistent = model.state_dict(keep_vars=True).keys()
-    return {n: b for n, b in model.named_buffers() if n in persistent}
+@dataclass
+class _Loop:
+    """What the epochs of one `train` call share: built once by `_setup`, then read and
+    updated epoch by epoch (history, best, bad_epochs)."""
+    accelerator: object
+    rank: int
+    world: int
+    device: object
+    epochs: int
+    steps_per_epoch: int
+    ever_trainable: set
+    ddp_model: object
+    optimizer: object
+    scheduler: object
+    aux: dict
+    lr: float
+    head_lr: float
+    ckpt_path: Path
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"score": None, "epoch": -1, "state": None})
+    start_epoch: int = 0
+    bad_epochs: int = 0
+    earlier_seconds: float = 0.0   # training time of the processes before a resume
+    started: float = 0.0
 
-
-def _state_of(model, names) -> dict[str, torch.Tensor]:
-    state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
-    state.update({n: b.detach().clone() for n, b in _saved_buffers(model).items()})
-    return state
-
-
-def _copy_into(model, state: dict[str, torch.Tensor]) -> None:
-    """Copy a snapshot of parameters and buffers (by name) back into the model."""
-    tensors = {**dict(model.named_parameters()), **_saved_buffers(model)}
-    with torch.no_grad():
-        for n, v in state.items():
-            tensors[n].copy_(v)
+    def seconds(self) -> float:
+        """Training time so far, summed over the processes of a resumed run."""
+        return round(self.earlier_seconds + time.perf_counter() - self.started, 3)
 
 
 def train(model, strategy, task, train_split: Split, val_split: Split | None, cfg: TrainConfig,
           run_dir: Path, resume: bool = False, progress: bool = True, log=print, penalties=None) -> dict:
+    loop = _setup(model, strategy, train_split, cfg, run_dir, log, penalties)
+    if resume:
+        _resume(loop, model, cfg, run_dir, log)
+    loop.started = time.perf_counter()
+    for epoch in range(loop.start_epoch, loop.epochs):
+        record = _train_epoch(loop, model, strategy, task, train_split, cfg, epoch, progress, penalties)
+        if val_split is not None and len(val_split.items):
+            _validate(loop, model, task, val_split, record, epoch)
+        loop.history.append(record)
+        if progress and loop.rank == 0:
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
+            log(" ".join(f"{k}={v}" for k, v in shown.items()))
+        _save(loop, model, epoch + 1, record["seconds"])
+        loop.accelerator.wait_for_everyone()
+        if cfg.patience and loop.bad_epochs >= cfg.patience:
+            if loop.rank == 0:
+                log(f"early stop: no validation gain for {cfg.patience} epochs")
+            break
+    return _finish(loop, model)
+
+
+def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, penalties) -> _Loop:
+    """Accelerator, epochs, trainable parameters, optimiser and schedule, in the order that
+    fixes the run's random draws."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     # Gradual unfreezing leaves some registered parameters without gradients early on.
@@ -171,90 +206,131 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     optimizer = fused_adamw(groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(epochs * steps_per_epoch, cfg.warmup))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
+    return _Loop(accelerator, rank, world, device, epochs, steps_per_epoch, ever_trainable, ddp_model, optimizer,
+                 scheduler, aux, lr, head_lr, RunFolder(run_dir).checkpoint)
 
-    history: list[dict] = []
-    best = {"score": None, "epoch": -1, "state": None}
-    start_epoch, bad_epochs = 0, 0
-    ckpt_path = Path(run_dir) / CHECKPOINT
-    if resume and ckpt_path.exists():
-        start_epoch, history, best, bad_epochs = _restore(ckpt_path, model, optimizer, scheduler, aux)
-        if rank == 0:
-            log(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
-    started = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        strategy.apply(model, epoch)
-        model.train()
-        for m in strategy.frozen_modules(model, epoch):
-            m.eval()  # frozen blocks: no dropout, so they act as a fixed feature map
-        batches = epoch_batches(train_split.lengths, cfg.batch_size, cfg.seed, epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress or rank != 0)
-        total_loss, seen, penalty_sums = 0.0, 0, {}
-        for number, idx in enumerate(bar):
-            idx = idx[rank::world] if world > 1 else idx
-            batch, targets = _batch(model, train_split, idx, device)
-            if penalties:  # single process (fit refuses more): the penalties read the features too
-                features = model.features(batch)
-                task_loss = task.loss(model.head(features), targets)
-                extra, parts = penalties(model, Step(idx, features, epoch, number))
-                loss = task_loss + extra
-                for name, value in parts.items():
-                    penalty_sums[name] = penalty_sums.get(name, 0.0) + value * len(idx)
-            else:
-                loss = task_loss = task.loss(ddp_model(batch), targets)
-            accelerator.backward(loss)
-            if cfg.clip:
-                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
-                for m in aux.values():
-                    torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.clip)
-            if penalties:
-                penalties.before_step(optimizer)  # decoupled pulls (l2sp-decoupled)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            release_freed_memory()
-            total_loss += task_loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
-        bar.close()
-        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1),
-                  **{f"penalty_{k}": v / max(seen, 1) for k, v in penalty_sums.items()},
-                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
-        if val_split is not None and len(val_split.items):
-            logits = predict_logits(model, val_split, device=device)
-            metrics = task.metrics(logits, val_split.targets)
-            val_loss = float(task.loss(logits, val_split.targets))
-            record.update({f"val_{k}": v for k, v in metrics.items()}, val_loss=val_loss)
-            sign = 1 if task.higher_is_better else -1
-            score = (sign * metrics[task.primary_metric], -val_loss)
-            if val_split.weights is not None:
-                iw = importance_weighted(logits, val_split.targets, val_split.weights)
-                record.update({f"val_iw_{k}": v for k, v in iw.items()})
-                score = (iw["accuracy"], -iw["loss"])
-            if best["score"] is None or score > tuple(best["score"]):
-                best = {"score": list(score), "epoch": epoch + 1, "state": _state_of(model, ever_trainable)}
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-        history.append(record)
-        if progress and rank == 0:
-            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
-            log(" ".join(f"{k}={v}" for k, v in shown.items()))
-        if rank == 0:
-            _checkpoint(ckpt_path, model, ever_trainable, optimizer, scheduler, epoch + 1, history, best, bad_epochs,
-                        aux)
-        accelerator.wait_for_everyone()
-        if cfg.patience and bad_epochs >= cfg.patience:
-            if rank == 0:
-                log(f"early stop: no validation gain for {cfg.patience} epochs")
-            break
+def _resume(loop: _Loop, model, cfg: TrainConfig, run_dir, log) -> None:
+    """Continue after the last checkpoint (if any); a killed write's temporary goes."""
+    if loop.rank == 0:
+        remove_stale_temporaries(run_dir)
+    if not loop.ckpt_path.exists():
+        return
+    fresh = [(g["initial_lr"], g["weight_decay"]) for g in loop.optimizer.param_groups]
+    (loop.start_epoch, loop.history, loop.best, loop.bad_epochs,
+     loop.earlier_seconds) = _restore(loop.ckpt_path, model, loop.optimizer, loop.scheduler, loop.aux)
+    restored = [(g["initial_lr"], g["weight_decay"]) for g in loop.optimizer.param_groups]
+    if fresh != restored:  # `--resume --set train.lr=...`: the new rates from here on
+        retune(loop.optimizer, loop.scheduler, fresh)
+        if loop.rank == 0:
+            log(f"continuing with lr {loop.lr:g}, head lr {loop.head_lr:g}, weight decay {cfg.weight_decay:g}")
+    if loop.rank == 0:
+        log(f"resumed from {loop.ckpt_path} after epoch {loop.start_epoch}")
 
-    if best["state"] is not None:
-        _copy_into(model, best["state"])
+
+def _train_epoch(loop: _Loop, model, strategy, task, train_split: Split, cfg: TrainConfig, epoch: int,
+                 progress: bool, penalties) -> dict:
+    """One pass over the training batches; returns the epoch's record (losses, lr, time)."""
+    strategy.apply(model, epoch)
+    model.train()
+    for m in strategy.frozen_modules(model, epoch):
+        m.eval()  # frozen blocks: no dropout, so they act as a fixed feature map
+    batches = epoch_batches(train_split.lengths, cfg.batch_size, cfg.seed, epoch)
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{loop.epochs}", leave=False, disable=not progress or loop.rank != 0)
+    total_loss, seen, penalty_sums = 0.0, 0, {}
+    for number, idx in enumerate(bar):
+        idx = idx[loop.rank::loop.world] if loop.world > 1 else idx
+        task_loss = _step(loop, model, task, train_split, idx, cfg, epoch, number, penalties, penalty_sums)
+        total_loss += task_loss * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+    bar.close()
+    return {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1),
+            **{f"penalty_{k}": v / max(seen, 1) for k, v in penalty_sums.items()},
+            "lr": loop.scheduler.get_last_lr()[0], "seconds": loop.seconds()}
+
+
+def _step(loop: _Loop, model, task, train_split: Split, idx, cfg: TrainConfig, epoch: int, number: int,
+          penalties, penalty_sums: dict) -> float:
+    """Forward, backward, clip, optimiser and schedule step for one batch; its task loss."""
+    batch, targets = device_batch(model, train_split, idx, loop.device)
+    if penalties:  # single process (fit refuses more): the penalties read the features too
+        features = model.features(batch)
+        task_loss = task.loss(model.head(features), targets)
+        extra, parts = penalties(model, Step(idx, features, epoch, number))
+        loss = task_loss + extra
+        for name, value in parts.items():
+            penalty_sums[name] = penalty_sums.get(name, 0.0) + value * len(idx)
+    else:
+        loss = task_loss = task.loss(loop.ddp_model(batch), targets)
+    _check_finite(loop, loss, f"epoch {epoch + 1}, step {number + 1} of {loop.steps_per_epoch}")
+    loop.accelerator.backward(loss)
+    if cfg.clip:
+        loop.accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
+        for m in loop.aux.values():
+            torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.clip)
+    if penalties:
+        penalties.before_step(loop.optimizer)  # decoupled pulls (l2sp-decoupled)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    release_freed_memory()
+    return task_loss.item()
+
+
+def _validate(loop: _Loop, model, task, val_split: Split, record: dict, epoch: int) -> None:
+    """Validation metrics into `record`; keeps the best epoch's weights (early stopping)."""
+    logits = predict_logits(model, val_split, device=loop.device)
+    if not torch.isfinite(logits).all():
+        raise NonFiniteLoss(_diverged("the validation outputs are not finite", f"the end of epoch {epoch + 1}", loop))
+    metrics = task.metrics(logits, val_split.targets)
+    val_loss = float(task.loss(logits, val_split.targets))
+    record.update({f"val_{k}": v for k, v in metrics.items()}, val_loss=val_loss)
+    sign = 1 if task.higher_is_better else -1
+    score = (sign * metrics[task.primary_metric], -val_loss)
+    if val_split.weights is not None:
+        iw = importance_weighted(logits, val_split.targets, val_split.weights)
+        record.update({f"val_iw_{k}": v for k, v in iw.items()})
+        score = (iw["accuracy"], -iw["loss"])
+    if loop.best["score"] is None or score > tuple(loop.best["score"]):
+        loop.best = {"score": list(score), "epoch": epoch + 1, "state": _state_of(model, loop.ever_trainable)}
+        loop.bad_epochs = 0
+    else:
+        loop.bad_epochs += 1
+
+
+def _finish(loop: _Loop, model) -> dict:
+    if loop.best["state"] is not None:
+        _copy_into(model, loop.best["state"])
     model.to("cpu")
-    accelerator.free_memory()
-    return {"history": history, "best_epoch": best["epoch"] if best["state"] is not None else len(history),
-            "epochs": epochs, "ever_trainable": sorted(ever_trainable)}
+    loop.accelerator.free_memory()
+    return {"history": loop.history, "epochs": loop.epochs, "ever_trainable": sorted(loop.ever_trainable),
+            "best_epoch": loop.best["epoch"] if loop.best["state"] is not None else len(loop.history),
+            "earlier_seconds": loop.earlier_seconds}
+
+
+def _check_finite(loop: _Loop, loss: torch.Tensor, where: str) -> None:
+    """Stop at the step whose loss is inf / NaN, before it reaches the weights. Under
+    several processes every rank learns of any rank's bad loss, so all stop together."""
+    bad = not bool(torch.isfinite(loss.detach()).all())
+    if loop.world > 1:
+        bad = bool(loop.accelerator.reduce(torch.tensor([float(bad)], device=loop.device), "sum").item())
+    if bad:
+        raise NonFiniteLoss(_diverged(f"the training loss is {float(loss.detach()):g}", where, loop))
+
+
+def _save(loop: _Loop, model, epoch: int, seconds: float) -> None:
+    """The epoch's checkpoint, unless the weights went non-finite (then the last good one stays)."""
+    if any(not bool(torch.isfinite(p).all()) for n, p in model.named_parameters() if n in loop.ever_trainable):
+        raise NonFiniteLoss(_diverged("the weights are not finite", f"the end of epoch {epoch}", loop))
+    if loop.rank != 0:
+        return
+    try:
+        _checkpoint(loop.ckpt_path, model, loop.ever_trainable, loop.optimizer, loop.scheduler, epoch, loop.history,
+                    loop.best, loop.bad_epochs, loop.aux, seconds)
+    except WriteError as e:
+        raise ExaptError(f"{e}; the run keeps its last complete checkpoint: free space, then continue with "
+                         f"`exapt fit --resume {loop.ckpt_path.parent}`") from None
 
 
 def importance_weighted(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> dict[str, float]:
@@ -264,31 +340,25 @@ def importance_weighted(logits: torch.Tensor, targets: torch.Tensor, weights: to
     return {"accuracy": float((w * (logits.argmax(-1) == targets).float()).sum()), "loss": float((w * loss).sum())}
 
 
-def _checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs, aux=None) -> None:
-    tensors = {f"model.{n}": p for n, p in model.named_parameters() if n in trainable}
-    tensors.update({f"model.{n}": b for n, b in _saved_buffers(model).items()})
-    for name, module in (aux or {}).items():
-        tensors.update({f"aux.{name}.{k}": v for k, v in module.state_dict().items()})
-    if best["state"] is not None:
-        tensors.update({f"best.{n}": v for n, v in best["state"].items()})
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    rng_tensors, rng_meta = rng_state()
-    tensors.update(opt_tensors)
-    tensors.update(rng_tensors)
-    meta = {"epoch": epoch, "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
-            "bad_epochs": bad_epochs, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
-    atomic_save_tensors(tensors, path, json.loads(json.dumps(meta, default=float)))
-
-
 def _restore(path, model, optimizer, scheduler, aux=None):
-    tensors, meta = load_tensors(path)
-    _copy_into(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    for name, module in (aux or {}).items():
-        prefix = f"aux.{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
-    scheduler.load_state_dict(meta["scheduler"])
-    set_rng_state(tensors, meta["rng"])
+    """Load a checkpoint into the model, optimiser, schedule and RNGs; a damaged file is
+    said in one line (safetensors raises its own error types)."""
+    try:
+        tensors, meta = load_tensors(path)
+        _copy_into(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        for name, module in (aux or {}).items():
+            prefix = f"aux.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        scheduler.load_state_dict(meta["scheduler"])
+        set_rng_state(tensors, meta["rng"])
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a checkpoint we wrote
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ExaptError(f"{path}: the checkpoint is damaged ({message}); delete it to train again from the first "
+                         f"epoch with `exapt fit --resume {Path(path).parent}`, or start over with --overwrite") from None
     best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
     best = {"score": meta["best_score"], "epoch": meta["best_epoch"], "state": best_state}
-    return meta["epoch"], meta["history"], best, meta["bad_epochs"]
+    history = meta["history"]
+    # checkpoints written before the time was kept: the last epoch's record has it
+    seconds = meta.get("seconds", history[-1]["seconds"] if history else 0.0)
+    return meta["epoch"], history, best, meta["bad_epochs"], seconds

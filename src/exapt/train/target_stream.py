@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..train.loop import _batch
+from .loop import device_batch
 
 
 def target_indices(n_target: int, size: int, seed: int, epoch: int, batch: int) -> np.ndarray:
@@ -21,5 +21,5 @@ def target_features(model, split, size: int, seed: int, epoch: int, batch: int) 
     """The encoder's features (with gradients) of one target batch of `size` examples."""
     idx = target_indices(len(split.items), size, seed, epoch, batch)
     device = next(model.parameters()).device
-    inputs, _ = _batch(model, split, idx, device)
+    inputs, _ = device_batch(model, split, idx, device)
     return model.features(inputs)
