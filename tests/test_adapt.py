@@ -262,7 +262,7 @@ def test_mlp_keeps_the_scale_of_a_column_constant_in_training():
 
 
 def test_start_features_are_encoded_once_and_a_closed_form_head_claims_no_selection(domains, tmp_path, monkeypatch):
-    import exapt.train.features as features
+    import exapt.adapt.in_fit as features  # where the start encoder's features are encoded
 
     calls = []
     original = features.encode

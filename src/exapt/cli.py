@@ -18,21 +18,21 @@ from . import interpolate as interpolate_cli
 from .adapt import cli as adapt_cli
 from .backbones import list_models
 from .checks import harden_parser
-from .compare import compare
+from .compare import compare_config
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
-from .config import DataConfig, FitConfig, apply_override
+from .config import FitConfig, apply_override
 from .demo import demo
 from .errors import ExaptError
 from .files import atomic_write_text
 from .fit import fit_config, resume
 from .merge import merge_run
+from .options import add_options, option_values
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
 from .run import Run
 from .select import cli as select_cli
 from .shift import cli as shift_cli
 from .strategies import STRATEGIES
-from .train.loop import TrainConfig
 from .transfer_map import cli as transfer_map_cli
 
 EXIT_USAGE = 2
@@ -43,38 +43,39 @@ class _Parser(argparse.ArgumentParser):
         raise ExaptError(message)
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text", help="text column(s), comma-separated (default: 'text')")
-    p.add_argument("--label", default="label", help="label column (default: label)")
-    p.add_argument("--features", help="numeric feature columns, comma-separated (use with --model mlp)")
+FIT_DATA = ("text", "label", "features", "task", "test")
+FIT_SPLITS = ("n-per-class", "seed", "val-fraction", "test-fraction", "max-test")
+FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "pooling", "patience")
+COMPARE_OPTIONS = ("text", "label", "features", "task", "test", "val-fraction", "test-fraction", "max-test",
+                   "max-length", "epochs", "batch-size", "patience")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="exapt", description="Transfer learning for small labelled data sets.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _fit_parser(sub)
+    _run_parsers(sub)
+    _compare_parser(sub)
+    for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli):
+        module.add_parser(sub)
+    sub.add_parser("models", help="models that can be named with --model")
+    sub.add_parser("strategies", help="registered strategies")
+    d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
+    d.add_argument("--out", default="runs/demo")
+    harden_parser(p)
+    return p
 
+
+def _fit_parser(sub) -> None:
     f = sub.add_parser("fit", help="fit one strategy -> runs/<name>/")
     f.add_argument("data", nargs="?", help="CSV/TSV/JSONL/Parquet file, images (DATA.npz with arrays x and y, or a folder "
                    "with one sub-folder of images per class; --set data.image_size=N resizes) or built-in name (tweets, "
                    "tweets-airline, tweets-self-driving, tweets-deflategate, tweets-apple, digits, promoters, splice, "
                    "amp-tm, amp-uniprot, rrna16s, rrna16s-taxonomy; images: mnist, fashion-mnist, optdigits, mnist-8x8)")
-    f.add_argument("--strategy", default="linear-probe", help="see `exapt strategies` (default: linear-probe)")
+    f.add_argument("--strategy", default=FitConfig().strategy, help="see `exapt strategies` (default: linear-probe)")
     f.add_argument("--model", help="alias, HF model folder, scratch:NAME, mlp, or for images cnn / efficientnet-lite0[:SIZE] "
                    "(see `exapt models`; default: minilm-l6, or the --init run's)")
-    _data_options(f)
-    f.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
-    f.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")
-    f.add_argument("--n-per-class", type=int, help="sample N training examples per class")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--val-fraction", type=float, default=0.2, help="of the training examples, for early stopping (0: none)")
-    f.add_argument("--test-fraction", type=float, default=0.2)
-    f.add_argument("--max-test", type=int, default=2000, help="cap on a split-off test set (default: 2000)")
-    f.add_argument("--epochs", type=int, help="default: enough for ~120 optimiser steps, 3..40 epochs")
-    f.add_argument("--lr", type=float, help="encoder learning rate (default: the strategy's)")
-    f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--max-length", type=int, default=128, help="tokens per text")
-    f.add_argument("--pooling", choices=["mean", "cls"], help="default: the model folder's, else mean")
-    f.add_argument("--patience", type=int, default=5, help="stop after N epochs without validation gain (0: off; default 5)")
+    add_options(f, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING)
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
     f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     penalty_cli.add_source_options(f)
     adapt_cli.add_options(f)
 
+
+def _run_parsers(sub) -> None:
+    """The commands that use a finished run: evaluate, predict, merge."""
     e = sub.add_parser("evaluate", help="metrics of a run on labelled data")
     e.add_argument("run")
     e.add_argument("data")
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--out", help="default: RUN-merged")
     mg.add_argument("--overwrite", action="store_true")
 
+
+def _compare_parser(sub) -> None:
     c = sub.add_parser("compare", help="strategies x labelled-set sizes x seeds vs. training from scratch -> report")
     c.add_argument("data", help="file or built-in name; a pattern with {n} and {seed} names pre-made training files")
     c.add_argument("--model", help="default: minilm-l6, or the --init run's")
@@ -109,16 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled examples per class, comma-separated; 'all' for the whole pool (default: 8,16,32,64)")
     c.add_argument("--seeds", type=int, default=3, help="seeds per size (default: 3)")
     c.add_argument("--out", default="compare", help="folder for results, report and cell runs (default: compare)")
-    _data_options(c)
-    c.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
-    c.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")
-    c.add_argument("--val-fraction", type=float, default=0.2)
-    c.add_argument("--test-fraction", type=float, default=0.2)
-    c.add_argument("--max-test", type=int, default=2000, help="cap on a split-off test set (default: 2000)")
-    c.add_argument("--max-length", type=int, default=128)
-    c.add_argument("--epochs", type=int)
-    c.add_argument("--batch-size", type=int, default=16)
-    c.add_argument("--patience", type=int, default=5)
+    add_options(c, *COMPARE_OPTIONS)
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any fit config field, all cells")
     c.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store inside --out)")
     c.add_argument("--no-tracking", action="store_true", help="do not log cells to MLflow")
@@ -126,20 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="start again when --out holds a compare with other settings")
     c.add_argument("--quiet", action="store_true")
     penalty_cli.add_source_options(c, penalty=False)
-
-    select_cli.add_parser(sub)
-    shift_cli.add_parser(sub)
-    transfer_map_cli.add_parser(sub)
-    pretrain_cli.add_parser(sub)
-    interpolate_cli.add_parser(sub)
-    penalty_cli.add_parser(sub)
-
-    sub.add_parser("models", help="models that can be named with --model")
-    sub.add_parser("strategies", help="registered strategies")
-    d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
-    d.add_argument("--out", default="runs/demo")
-    harden_parser(p)
-    return p
 
 
 def _cmd_fit(a) -> None:
@@ -153,15 +136,8 @@ def _cmd_fit(a) -> None:
         return
     if not a.data:
         raise ExaptError("fit needs DATA (a file or a built-in name), or --resume RUN")
-    features = [c.strip() for c in a.features.split(",")] if a.features else None
-    text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
-    cfg = FitConfig(
-        data=DataConfig(source=a.data, text=text, label=a.label, features=features, test=a.test,
-                        test_fraction=a.test_fraction, max_test=a.max_test, val_fraction=a.val_fraction,
-                        n_per_class=a.n_per_class, seed=a.seed),
-        model=a.model, strategy=a.strategy, task=a.task, pooling=a.pooling, max_length=a.max_length,
-        train=TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, patience=a.patience, seed=a.seed),
-    )
+    cfg = FitConfig.from_options(a.data, strategy=a.strategy, model=a.model,
+                                 **option_values(a, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING))
     penalty_cli.apply_to_config(cfg, a)
     adapt_cli.apply_to_config(cfg, a)
     cfg.validate()  # the options just copied in, against their fields' declared ranges
@@ -199,14 +175,12 @@ def _cmd_merge(a) -> None:
 
 
 def _cmd_compare(a) -> None:
-    text = a.text if a.text is None or "," not in a.text else [c.strip() for c in a.text.split(",")]
-    compare(a.data, a.model, a.strategies, a.n_per_class, a.seeds, a.out, text=text, label=a.label,
-            features=a.features, task=a.task, test=a.test, val_fraction=a.val_fraction,
-            test_fraction=a.test_fraction, max_test=a.max_test, max_length=a.max_length, epochs=a.epochs,
-            batch_size=a.batch_size, patience=a.patience, overrides=tuple(a.set), tracking=not a.no_tracking,
-            tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
-            progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
-            init=a.init, source=penalty_cli.source_config(a), command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
+    base = FitConfig.from_options(a.data, model=a.model, init=a.init, source=penalty_cli.source_config(a),
+                                  overrides=tuple(a.set), **option_values(a, *COMPARE_OPTIONS))
+    compare_config(base, a.strategies, a.n_per_class, a.seeds, a.out, tracking=not a.no_tracking,
+                   tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
+                   progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
+                   command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
 
 
 def _cmd_models(a) -> None:

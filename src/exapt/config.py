@@ -155,6 +155,44 @@ class FitConfig:
         return cls(data=data, train=train, source=source, adapt=adapt, **d)
 
     @classmethod
+    def from_options(cls, data, *, overrides=(), **options) -> "FitConfig":
+        """The one way flat options become a config: `exapt.fit`, `exapt.compare`, rank,
+        transfer-map and the command line all build theirs here. An option names a field
+        of FitConfig, of its data section (text, label, test, n_per_class...) or of its
+        train section (epochs, lr, batch_size...); `seed` seeds both sections; `text` and
+        `features` may be comma-separated; `source` and `adapt` take a section or a dict of
+        its fields. `overrides` are `--set key=value` assignments, applied last. Every value
+        is checked against its field (checks.py) as the sections are built."""
+        data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        top_fields = {f.name for f in dataclasses.fields(cls)} - {"data", "train"}
+        parts: dict[str, dict] = {"data": {"source": str(data)} if data is not None else {}, "train": {}, "top": {}}
+        for key, value in options.items():
+            if key in ("text", "features"):
+                value = split_columns(value, always_list=key == "features")
+            if key == "seed":
+                parts["data"]["seed"] = parts["train"]["seed"] = value
+            elif key in top_fields:  # first: `source` is the source section; the data's file is `data`
+                parts["top"][key] = value
+            elif key in data_fields:
+                parts["data"][key] = value
+            elif key in train_fields:
+                parts["train"][key] = value
+            else:
+                raise TypeError(f"unknown option {key!r}")
+        top = parts["top"]
+        top["init"] = str(top["init"]) if top.get("init") else None
+        penalties = top.pop("penalties", None) or []
+        top["penalties"] = [penalties] if isinstance(penalties, str) else list(penalties)
+        for name, section in (("source", SourceConfig), ("adapt", AdaptConfig)):
+            given = top.pop(name, None)
+            top[name] = given if isinstance(given, section) else section(**(given or {}))
+        cfg = cls(data=DataConfig(**parts["data"]), train=TrainConfig(**parts["train"]), **top)
+        for assignment in overrides:
+            apply_override(cfg, assignment)
+        return cfg
+
+    @classmethod
     def load(cls, path: Path) -> "FitConfig":
         try:
             loaded = yaml.safe_load(Path(path).read_text())
@@ -165,6 +203,15 @@ class FitConfig:
             raise ExaptError(f"{path}: not a readable exapt config ({str(e).splitlines()[0]})") from None
         except ExaptError as e:  # a value out of its field's range: say which file holds it
             raise ExaptError(f"{path}: {e}") from None
+
+
+def split_columns(value, always_list: bool = False):
+    """`"a,b"` -> ["a", "b"]: a list of columns written the way the command line takes it;
+    one name stays a string unless `always_list` (numeric features are always a list)."""
+    if value is None or isinstance(value, (list, tuple)):
+        return list(value) if value is not None else None
+    names = [c.strip() for c in str(value).split(",") if c.strip()]
+    return names if always_list or len(names) > 1 else (names[0] if names else str(value))
 
 
 def apply_override(cfg: FitConfig, assignment: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
 from .backbones import check_input_kind, input_size
-from .config import AdaptConfig, DataConfig, FitConfig, SourceConfig, resume_overrides
+from .config import FitConfig, resume_overrides, split_columns
 from .data import Table, fit_splits, load_data, load_table
 from .errors import ExaptError
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
@@ -29,22 +29,28 @@ from .strategies import parse_strategy
 from .tasks import Task
 from .threads import configure_threads
 from .train.features import FeatureCache, encode
-from .train.loop import Split, TrainConfig, predict_logits, train
+from .train.loop import Split, predict_logits, train
 from .train.probe import fit_linear_head
 
 
+# fit()'s flat names for the options of the source and adapt sections
+_SECTION_OPTIONS = {"source_data": ("source", "data"), "source_text": ("source", "text"),
+                    "source_label": ("source", "label"), "source_features": ("source", "features"),
+                    "source_corpus": ("source", "corpus"), "source_max_test": ("source", "max_test"),
+                    "adapt_to": ("adapt", "data"), "target_labels": ("adapt", "labels"), "select": ("adapt", "select"),
+                    "target_test_fraction": ("adapt", "test_fraction")}
+
+
 def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None = None, *,
-        text: str | None = None, label: str = "label", features=None, task: str = "auto",
-        test: str | None = None, n_per_class: int | None = None, seed: int = 0,
-        val_fraction: float = 0.2, test_fraction: float = 0.2, max_test: int = 2000, out: str | Path | None = None,
-        pooling: str | None = None, max_length: int = 128, epochs: int | None = None,
-        lr: float | None = None, batch_size: int = 16, patience: int = 5, overwrite: bool = False,
-        init: str | None = None, penalties=(), source_data: str | None = None, source_text=None,
-        source_label: str | None = None, source_features=None, source_corpus: str | None = None,
-        source_max_test: int = 1000, adapt_to: str | None = None, target_labels: int = 0, select: str = "auto",
-        target_test_fraction: float = 0.5, progress: bool = True, log=print, **train_options) -> Run:
+        out: str | Path | None = None, overwrite: bool = False, progress: bool = True, log=print, **options) -> Run:
     """Fit one strategy on one data set and return the `Run` (also saved under `out`).
 
+    `options` are the fields of `FitConfig` and of its data and train sections, by name
+    (text, label, features, task, test, n_per_class, seed, val_fraction, test_fraction,
+    max_test, pooling, max_length, epochs, lr, batch_size, patience, init, penalties, and
+    any train field such as head_lr), with their defaults there; the source and adapt
+    sections by flat names (source_data, source_text, source_label, source_features,
+    source_corpus, source_max_test; adapt_to, target_labels, select, target_test_fraction).
     `model` defaults to minilm-l6, or to the model of the `init` run this fit starts from;
     `penalties` are specs such as "l2sp:1" or "ewc:1e4" (see exapt.penalties).
 
@@ -53,21 +59,14 @@ def fit(data: str = "tweets", strategy: str = "linear-probe", model: str | None 
     >>> exapt.fit("tweets-self-driving", "full", init="runs/airline", penalties=["ewc"])  # doctest: +SKIP
     >>> exapt.fit("mnist-8x8", "full", "mlp", adapt_to="optdigits", penalties=["dann"])  # doctest: +SKIP
     """
-    if isinstance(features, str):
-        features = [f.strip() for f in features.split(",") if f.strip()]
-    cfg = FitConfig(
-        data=DataConfig(source=str(data), text=text, label=label, features=features, test=test,
-                        test_fraction=test_fraction, max_test=max_test, val_fraction=val_fraction,
-                        n_per_class=n_per_class, seed=seed),
-        model=model, strategy=strategy, task=task, pooling=pooling, max_length=max_length,
-        train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, **train_options),
-        init=str(init) if init else None, penalties=[penalties] if isinstance(penalties, str) else list(penalties),
-        source=SourceConfig(data=source_data, text=source_text, label=source_label,
-                            features=source_features.split(",") if isinstance(source_features, str) else source_features,
-                            corpus=source_corpus, max_test=source_max_test),
-        adapt=AdaptConfig(data=str(adapt_to) if adapt_to else None, test_fraction=target_test_fraction,
-                          labels=target_labels, select=select),
-    )
+    sections: dict[str, dict] = {"source": {}, "adapt": {}}
+    for flat, (section, name) in _SECTION_OPTIONS.items():
+        if flat in options:
+            value = options.pop(flat)
+            if name in ("text", "features"):
+                value = split_columns(value, always_list=name == "features")
+            sections[section][name] = str(value) if flat == "adapt_to" and value else value
+    cfg = FitConfig.from_options(data, strategy=strategy, model=model, **sections, **options)
     return fit_config(cfg, out=out, overwrite=overwrite, progress=progress, log=log)
 
 

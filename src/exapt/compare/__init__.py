@@ -7,6 +7,6 @@
     recommendation.py  the pick, and the reasons for it
     report.py    report.html (self-contained figures) and report.md
 """
-from .runner import Comparison, compare
+from .runner import Comparison, compare, compare_config
 
-__all__ = ["compare", "Comparison"]
+__all__ = ["compare", "compare_config", "Comparison"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import AdaptConfig, DataConfig, FitConfig, SourceConfig, apply_override
+from ..config import AdaptConfig, FitConfig, SourceConfig
 from ..data import fit_splits, load_data, load_table
 from ..errors import ExaptError
 from ..files import atomic_write_text
@@ -32,7 +32,6 @@ from ..run_folder import RunFolder
 from ..source import load_init, load_source_data
 from ..sweep_folder import SweepFolder
 from ..tasks import Task, higher_is_better, primary_metric
-from ..train.loop import TrainConfig
 from ..version import __version__
 from .panel import ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies
 from .report import write_report_with_recommendation
@@ -55,32 +54,21 @@ class Comparison:
 
 def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_STRATEGIES,
             n_per_class=DEFAULT_SIZES, seeds: int = 3, out: str | Path = "compare", *,
-            text=None, label: str = "label", features=None, task: str = "auto", test: str | None = None,
-            val_fraction: float = 0.2, test_fraction: float = 0.2, max_test: int = 2000, pooling=None,
-            max_length: int = 128, epochs: int | None = None, batch_size: int = 16, patience: int = 5,
             overrides: tuple[str, ...] = (), tracking: bool = True, tracking_uri: str | None = None,
             keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-            init: str | None = None, source=None, command: str | None = None) -> Comparison:
+            command: str | None = None, **options) -> Comparison:
     """Every strategy x size x seed on one data set, against training from scratch.
 
+    `options` are the panel-wide fit options, named as in `exapt.fit` (text, label, features,
+    task, test, val_fraction, test_fraction, max_test, pooling, max_length, epochs,
+    batch_size, patience, init, source...); `overrides` are `--set key=value` for all cells.
     A panel entry may carry penalties (`full+ewc:1e4+lwf`); with `init=RUN` every cell
     starts from that run, and the results gain the source scores before and after and a
     `forgetting` column (`source`: a SourceConfig or a dict of its fields).
 
     >>> exapt.compare("tweets", strategies="linear-probe,lp-ft,scratch", n_per_class="8,32", seeds=2)  # doctest: +SKIP
     """
-    if isinstance(features, str):
-        features = [f.strip() for f in features.split(",") if f.strip()]
-    base = FitConfig(
-        data=DataConfig(source=str(data), text=text, label=label, features=features, test=test,
-                        test_fraction=test_fraction, max_test=max_test, val_fraction=val_fraction),
-        model=model, task=task, pooling=pooling, max_length=max_length,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience),
-        init=str(init) if init else None,
-        source=source if isinstance(source, SourceConfig) else SourceConfig(**(source or {})),
-    )
-    for assignment in overrides:
-        apply_override(base, assignment)
+    base = FitConfig.from_options(data, model=model, overrides=overrides, **options)
     return compare_config(base, strategies, n_per_class, seeds, out, tracking=tracking, tracking_uri=tracking_uri,
                           keep_weights=keep_weights, overwrite=overwrite, progress=progress, log=log,
                           command=command or f"exapt.compare({data!r}, ...)")

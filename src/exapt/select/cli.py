@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..options import add_options
 from .rank import rank
 from .scores import SCORES, SOURCE_SCORES
 from .suggest import suggestion_lines
@@ -30,18 +31,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--layers", help="all, or layer numbers like 1,3,6: one candidate per layer of each model")
     r.add_argument("--scores", default=DEFAULT_SCORES,
                    help=f"comma-separated, from {', '.join([*SCORES, *SOURCE_SCORES])}, or all (default: {DEFAULT_SCORES})")
-    r.add_argument("--n-per-class", type=int, help="sample N training examples per class (as exapt fit)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--test", help="separate labelled test file (otherwise --test-fraction is split off)")
-    r.add_argument("--test-fraction", type=float, default=0.2)
-    r.add_argument("--text", help="text column(s), comma-separated (default: 'text')")
-    r.add_argument("--label", default="label", help="label column (default: label)")
-    r.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"])
-    r.add_argument("--max-length", type=int, default=128, help="tokens per text (default: 128)")
+    add_options(r, "n-per-class", "seed", "test", "test-fraction", "text", "label", "task", "max-length",
+                helps={"n-per-class": "sample N training examples per class (as exapt fit)"})
     r.add_argument("--validate", action="store_true",
                    help="also fine-tune every candidate (--strategy) and correlate each score with test accuracy")
     r.add_argument("--strategy", default="linear-probe", help="fine-tuning strategy for --validate (default: linear-probe)")
-    r.add_argument("--epochs", type=int, help="epochs of each --validate fine-tuning (default: as exapt fit)")
+    add_options(r, "epochs", helps={"epochs": "epochs of each --validate fine-tuning (default: as exapt fit)"})
     r.add_argument("--out", default="rank", help="folder for rank.csv, tau.csv, rank.png, rank.md (default: rank)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an earlier rank output in --out (its fine-tuning results included)")

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import DataConfig, FitConfig
+from ..config import FitConfig
 from ..data import fit_splits, load_data
 from ..errors import ExaptError
 from ..files import atomic_write_bytes
@@ -51,7 +51,6 @@ from ..fit import check_options
 from ..strategies import parse_strategy
 from ..tasks import Task
 from ..threads import configure_threads
-from ..train.loop import TrainConfig
 from .candidates import Candidate, parse_candidates, parse_list
 from .layer_cache import LayerCache
 from .rank_report import META, OUTPUT_FILES, write_outputs
@@ -142,11 +141,10 @@ class _Data:
 
 def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text") -> _Data:
     s = settings
-    cfg = FitConfig(data=DataConfig(source=s["data"], text=s["text"], label=s["label"], test=s["test"],
-                                    test_fraction=s["test_fraction"], max_test=s["max_test"],
-                                    val_fraction=s["val_fraction"], n_per_class=s["n_per_class"], seed=s["seed"]),
-                    task=s["task"], max_length=s["max_length"],
-                    train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=s["seed"]))
+    cfg = FitConfig.from_options(s["data"], text=s["text"], label=s["label"], test=s["test"],
+                                 test_fraction=s["test_fraction"], max_test=s["max_test"],
+                                 val_fraction=s["val_fraction"], n_per_class=s["n_per_class"], seed=s["seed"],
+                                 task=s["task"], max_length=s["max_length"], epochs=epochs, batch_size=batch_size)
     check_options(cfg)
     table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label)
     if table.kind != input_kind:

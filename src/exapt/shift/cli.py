@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..commandline import typed_command
 from ..errors import ExaptError
+from ..options import add_options
 from .diagnose import diagnose
 
 
@@ -27,9 +28,8 @@ def add_parser(sub):
                                    "for numeric data and images: the inputs themselves, standardised)")
     s.add_argument("--control", action="store_true",
                    help="split SOURCE in two at random: the diagnosis of no shift, to compare with")
-    s.add_argument("--text", help="text column(s), comma-separated (default: 'text')")
-    s.add_argument("--label", default="label", help="label column (default: label; optional on TARGET)")
-    s.add_argument("--features", help="numeric feature columns, comma-separated")
+    add_options(s, "text", "label", "features", helps={"label": "label column (default: {default}; optional on TARGET)",
+                                                        "features": "numeric feature columns, comma-separated"})
     s.add_argument("--run", help="judge label and concept shift with this `exapt fit` run instead of a "
                                  "cross-fitted probe on the source features")
     s.add_argument("--target-labels", type=int, metavar="N",
@@ -39,8 +39,7 @@ def add_parser(sub):
                    help="rows drawn at random from each domain (default: 2000)")
     s.add_argument("--permutations", type=int, default=1000, help="MMD permutation test (default: 1000)")
     s.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default: 0.05)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-length", type=int, default=128, help="tokens per text (default: 128)")
+    add_options(s, "seed", "max-length")
     s.add_argument("--out", help="report folder (default: runs/shift-SOURCE-TARGET)")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier shift report in --out")
     s.add_argument("--json", action="store_true", help="print shift.json instead of the summary")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig  # noqa: F401  (callers build the loop's options from here)
+from ..config import TrainConfig
 from ..errors import ExaptError
 from ..files import WriteError, load_tensors, remove_stale_temporaries
 from ..run_folder import RunFolder

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..commandline import typed_command
+from ..options import add_options
 from .runner import transfer_map
 
 
@@ -26,17 +27,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--n-per-class", type=int, default=64,
                    help="labelled examples per class drawn from each source (default: 64)")
     t.add_argument("--seeds", type=int, default=3, help="draws per source (default: 3)")
-    t.add_argument("--max-test", type=int, default=500, help="cap on each domain's test split (default: 500)")
-    t.add_argument("--test-fraction", type=float, default=0.2,
-                   help="of each domain held out for testing, before the cap (default: 0.2)")
-    t.add_argument("--val-fraction", type=float, default=0.2,
-                   help="of the drawn examples, for early stopping (default: 0.2)")
-    t.add_argument("--max-length", type=int, default=64, help="tokens per text (default: 64)")
-    t.add_argument("--text", help="text column(s) of data-file domains, comma-separated (default: 'text')")
-    t.add_argument("--label", default="label", help="label column of data-file domains (default: label)")
-    t.add_argument("--epochs", type=int, help="default: as exapt fit")
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--patience", type=int, default=5)
+    add_options(t, "max-test", "test-fraction", "val-fraction", "max-length", "text", "label", "epochs", "batch-size",
+                "patience", defaults={"max-test": 500, "max-length": 64},
+                helps={"max-test": "cap on each domain's test split (default: {default})",
+                       "test-fraction": "of each domain held out for testing, before the cap (default: {default})",
+                       "val-fraction": "of the drawn examples, for early stopping (default: {default})",
+                       "text": "text column(s) of data-file domains, comma-separated (default: 'text')",
+                       "label": "label column of data-file domains (default: {default})",
+                       "epochs": "default: as exapt fit"})
     t.add_argument("--out", default="transfer-map", help="output folder (default: transfer-map)")
     t.add_argument("--keep-weights", action="store_true", help="keep each fit's weights (default: scores only)")
     t.add_argument("--overwrite", action="store_true",

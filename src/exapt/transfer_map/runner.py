@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from ..backbones import load_backbone
-from ..config import DataConfig, FitConfig
+from ..config import FitConfig
 from ..data import load_data
 from ..errors import ExaptError
 from ..files import atomic_write_text
@@ -30,7 +30,6 @@ from ..run import Run
 from ..strategies import parse_strategy
 from ..sweep_folder import SweepFolder
 from ..train.features import FeatureCache
-from ..train.loop import TrainConfig
 from .domains import Domain, check_sizes, fingerprint, load_domains, parse_domains, split_files, split_texts
 from .report import write_outputs
 
@@ -67,9 +66,9 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
         raise ExaptError(f"--n-per-class must be >= 1 (got {n_per_class})")
     names = parse_domains(domains)
     parsed = parse_strategy(strategy)
-    base = FitConfig(data=DataConfig(val_fraction=val_fraction, n_per_class=n_per_class),
-                     model=model, strategy=strategy, max_length=max_length,
-                     train=TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience))
+    base = FitConfig.from_options(None, val_fraction=val_fraction, n_per_class=n_per_class, model=model,
+                                  strategy=strategy, max_length=max_length, epochs=epochs, batch_size=batch_size,
+                                  patience=patience)  # each domain's data is set per fit
     check_options(base)
     found = load_domains(names, text=text, label=label, test_fraction=test_fraction, max_test=max_test)
     check_sizes(found, n_per_class)

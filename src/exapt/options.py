@@ -1,0 +1,58 @@
+"""Command-line options that several commands share, declared once: flag, type, default
+and help. Each default is read from the config dataclass that owns it (config.py), so a
+default changed there reaches every command that takes the option.
+
+    add_options(parser, "text", "label", "test", "max-length")
+    add_options(parser, "max-test", "max-length", defaults={"max-test": 500, "max-length": 64})
+    FitConfig.from_options(a.data, **option_values(a, "text", "label", "test", "max-length"))
+"""
+from __future__ import annotations
+
+import argparse
+
+from .config import DataConfig, FitConfig, TrainConfig
+
+_DATA, _FIT, _TRAIN = DataConfig(), FitConfig(), TrainConfig()
+TASK_KINDS = ["auto", "classification", "multilabel", "regression"]
+
+# flag -> argparse keywords; "{default}" in a help text is filled with the option's default
+SHARED: dict[str, dict] = {
+    "text": dict(help="text column(s), comma-separated (default: 'text')"),
+    "label": dict(default=_DATA.label, help="label column (default: {default})"),
+    "features": dict(help="numeric feature columns, comma-separated (use with --model mlp)"),
+    "task": dict(default=_FIT.task, choices=TASK_KINDS),
+    "test": dict(help="separate labelled test file (otherwise --test-fraction is split off)"),
+    "n-per-class": dict(type=int, help="sample N training examples per class"),
+    "seed": dict(type=int, default=_DATA.seed),
+    "val-fraction": dict(type=float, default=_DATA.val_fraction,
+                         help="of the training examples, for early stopping (0: none)"),
+    "test-fraction": dict(type=float, default=_DATA.test_fraction),
+    "max-test": dict(type=int, default=_DATA.max_test, help="cap on a split-off test set (default: {default})"),
+    "max-length": dict(type=int, default=_FIT.max_length, help="tokens per text (default: {default})"),
+    "pooling": dict(choices=["mean", "cls"], help="default: the model folder's, else mean"),
+    "epochs": dict(type=int, help="default: enough for ~120 optimiser steps, 3..40 epochs"),
+    "lr": dict(type=float, help="encoder learning rate (default: the strategy's)"),
+    "batch-size": dict(type=int, default=_TRAIN.batch_size),
+    "patience": dict(type=int, default=_TRAIN.patience,
+                     help="stop after N epochs without validation gain (0: off; default {default})"),
+}
+
+
+def add_options(parser: argparse.ArgumentParser, *flags: str, defaults: dict | None = None,
+                helps: dict | None = None) -> None:
+    """Add the shared options named by `flags` (without dashes); `defaults` and `helps`
+    change a flag's default or help text for one command."""
+    for flag in flags:
+        kw = dict(SHARED[flag])
+        if defaults and flag in defaults:
+            kw["default"] = defaults[flag]
+        if helps and flag in helps:
+            kw["help"] = helps[flag]
+        if "help" in kw:
+            kw["help"] = kw["help"].replace("{default}", str(kw.get("default")))
+        parser.add_argument(f"--{flag}", **kw)
+
+
+def option_values(args: argparse.Namespace, *flags: str) -> dict:
+    """The parsed values of shared options, keyed as `FitConfig.from_options` takes them."""
+    return {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in flags}
