@@ -239,7 +239,7 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
     forgetting = Forgetting(prep.context)
     result["source_before"] = forgetting.scores(model)  # before anything changes the encoder
     stage = strategy.before_training(model, items["train"], prep.targets["train"].numpy(),
-                                     cfg.train.lr or strategy.default_lr, cfg.train.seed, progress=progress, log=log)
+                                     strategy.learning_rates(cfg.train)[0], cfg.train.seed, progress=progress, log=log)
     if stage:  # e.g. lp-ft:pairs=N's contrastive stage
         result["contrastive"] = stage
     if strategy.fits_probe:
@@ -251,25 +251,7 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
     if strategy.trains_encoder:
         if main:  # where training starts from, for `exapt interpolate` (the rest is rebuilt from config)
             folder.write_start({n: p for n, p in model.named_parameters() if n.startswith("head.")})
-        ctx = prep.context
-        ctx.train, ctx.run_dir, ctx.progress, ctx.log = splits["train"], folder.path, progress, log
-        ctx.unlabelled = target.get("unlabelled")
-        prep.penalties.setup(ctx)
-        k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
-        train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
-        if k and ctx.unlabelled is not None:  # target batches meet the model the way source batches do
-            ctx.unlabelled = _prefix_split(bb, ctx.unlabelled, k)
-        model.prefix_k = k
-        start = ({n: t.detach().clone() for n, t in model.state_dict().items()}
-                 if strategy.needs_start_weights else None)
-        try:
-            val = train_splits["val"] if len(train_splits["val"].items) else None
-            result.update(train(model, strategy, prep.task, train_splits["train"], val, cfg.train, folder.path,
-                                resume=resume, progress=progress, log=log, penalties=prep.penalties))
-        finally:
-            model.prefix_k = 0
-        if start is not None:
-            strategy.after_training(model, start)
+        result.update(_train_encoder(cfg, strategy, prep, splits, target, folder, resume, progress, log))
         test_logits = predict_logits(model, splits["test"])
         result["source_after"] = forgetting.scores(model)
     else:
@@ -280,6 +262,31 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
         result["target_test"] = prep.task.metrics(predict_logits(model, target["test"]), target["test"].targets)
     result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
     return test_logits, result
+
+
+def _train_encoder(cfg, strategy, prep: _Prepared, splits: dict, target: dict, folder: RunFolder, resume: bool,
+                   progress: bool, log) -> dict:
+    """The gradient loop, with the penalties set up, the frozen prefix computed once, and
+    the strategy's after-training step (WiSE-FT's weight mix); returns what the loop reports."""
+    model, bb, ctx = prep.model, prep.model.backbone, prep.context
+    ctx.train, ctx.run_dir, ctx.progress, ctx.log = splits["train"], folder.path, progress, log
+    ctx.unlabelled = target.get("unlabelled")
+    prep.penalties.setup(ctx)
+    k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
+    train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
+    if k and ctx.unlabelled is not None:  # target batches meet the model the way source batches do
+        ctx.unlabelled = _prefix_split(bb, ctx.unlabelled, k)
+    model.prefix_k = k
+    start = {n: t.detach().clone() for n, t in model.state_dict().items()} if strategy.needs_start_weights else None
+    try:
+        val = train_splits["val"] if len(train_splits["val"].items) else None
+        report = train(model, strategy, prep.task, train_splits["train"], val, cfg.train, folder.path,
+                       resume=resume, progress=progress, log=log, penalties=prep.penalties)
+    finally:
+        model.prefix_k = 0
+    if start is not None:
+        strategy.after_training(model, start)
+    return report
 
 
 def _choose_validation(strategy, prep: _Prepared, splits: dict, target: dict, seed: int) -> dict:

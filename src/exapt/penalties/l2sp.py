@@ -73,7 +73,7 @@ class L2SPDecoupled(Penalty):
 
     def check(self, ctx: Context) -> None:
         needs_start(self, ctx)
-        lr = ctx.cfg.train.lr or ctx.strategy.default_lr
+        lr = ctx.strategy.learning_rates(ctx.cfg.train)[0]
         if lr * self.alpha >= 1:
             self.refuse(f"lr x alpha = {lr:g} x {self.alpha:g} >= 1 would pull past the start weights; "
                         "lower alpha (useful values are in the hundreds at lr 5e-5)")

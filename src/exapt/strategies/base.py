@@ -154,6 +154,13 @@ class Strategy:
         groups.append({"params": head, "lr": head_lr, "lr_scale": head_lr / lr, "weight_decay": 0.0})
         return groups
 
+    def learning_rates(self, train) -> tuple[float, float]:
+        """(encoder lr, head lr) for a fit with these `train` options: the user's, else this
+        strategy's defaults. The one place the default learning rates are decided (the
+        loop, a contrastive stage and L2-SP's scaling all ask here)."""
+        lr = train.lr or self.default_lr
+        return lr, train.head_lr or self.default_head_lr or lr
+
     # -- config ---------------------------------------------------------------------
     def spec(self) -> str:
         """`lora:r=8,alpha=16.0,...`: every option, named, so `parse_strategy(spec)` gives it back."""

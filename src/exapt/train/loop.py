@@ -185,8 +185,7 @@ def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, 
     torch.manual_seed(cfg.seed)
     epochs = cfg.resolved_epochs(len(train_split.items))
     steps_per_epoch = math.ceil(len(train_split.items) / cfg.batch_size)
-    lr = cfg.lr or strategy.default_lr
-    head_lr = cfg.head_lr or strategy.default_head_lr or lr
+    lr, head_lr = strategy.learning_rates(cfg)
 
     # Every parameter that will train in some epoch enters the optimiser (and DDP) now.
     ever_trainable = set().union(*(strategy.trainable_names(model, e) for e in range(epochs)))
