@@ -24,7 +24,7 @@ def test_a_folder_is_complete_only_once_metrics_are_written(tmp_path):
     run.write_weights({"head.weight": torch.ones(2, 3)}, {"model": "x", "sha256": "abc"})
     assert not run.is_complete()
     run.checkpoint.write_bytes(b"optimiser state")
-    (run.path / "weights.safetensorsXYZ.tmp").write_bytes(b"half a file")  # a write a kill cut short
+    (run.path / "weights.safetensorsk3j_9xq2.tmp").write_bytes(b"half a file")  # a write a kill cut short
     run.mark_complete({"test": {"accuracy": 0.5}})
     assert run.is_complete()
     assert run.read_metrics() == {"test": {"accuracy": 0.5}}
@@ -140,3 +140,17 @@ def test_the_temporary_file_of_a_failed_write_is_removed(tmp_path, monkeypatch):
     with pytest.raises(ExaptError, match="no space left on the device"):
         files.atomic_save_tensors({"x": torch.zeros(2)}, tmp_path / "w.safetensors")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_at_the_first_write_leaves_no_folder(tmp_path, monkeypatch):
+    import exapt.run_folder as run_folder
+    from exapt.files import WriteError
+
+    def full_disk(path, text):
+        raise WriteError(f"cannot write {path}: no space left on the device")
+
+    monkeypatch.setattr(run_folder, "atomic_write_text", full_disk)
+    run = RunFolder(tmp_path / "new")
+    with pytest.raises(ExaptError, match="no space left on the device"):
+        run.begin(FitConfig(), {"task": "classification"})
+    assert not run.path.exists()

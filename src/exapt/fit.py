@@ -185,11 +185,7 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     prep = _prepare(cfg, strategy, loader, penalties)
     path = folder.path
     if main:
-        folder.create(overwrite=overwrite and not resume)
-        if resume:
-            folder.remove_stale_temporaries()  # a write the interruption cut short
-        folder.write_config(cfg)
-        folder.write_labels(_labels_json(prep))
+        folder.begin(cfg, _labels_json(prep), overwrite=overwrite and not resume, resume=resume)
     else:
         log = _silent  # under torchrun / accelerate launch, rank 0 alone writes and talks
     sizes = {name: len(t) for name, t in prep.tables.items()}

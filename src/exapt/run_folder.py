@@ -109,6 +109,23 @@ class RunFolder:
         except OSError as e:  # /proc/..., a read-only mount: places os.access cannot foresee
             raise ExaptError(f"--out {self.path}: cannot make this folder ({e.strerror or e})") from None
 
+    def begin(self, cfg: FitConfig, labels: dict, *, overwrite: bool = False, resume: bool = False) -> None:
+        """Make the folder of a fit and write what it starts with (config, labels); a
+        resumed one first loses the temporary file a cut-short write left. If the first
+        writes fail (a full disk), a folder this call made is removed again: an empty or
+        config-less folder would look like a run to the next command."""
+        made = not self.path.exists()
+        self.create(overwrite=overwrite)
+        if resume:
+            self.remove_stale_temporaries()
+        try:
+            self.write_config(cfg)
+            self.write_labels(labels)
+        except BaseException:
+            if made or overwrite:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
     # -- writing --------------------------------------------------------------------
     def write_config(self, cfg: FitConfig) -> None:
         atomic_write_text(self.config, cfg.to_yaml())

@@ -14,6 +14,7 @@ from ..backbones.sequence_input import SETTINGS_FILE
 from ..errors import ExaptError
 from ..files import atomic_save_tensors, atomic_write_text, file_mode, load_tensors
 from ..masked_lm.corpus import Corpus
+from ..run_folder import RunFolder  # the history file is named as in a run
 from .setup import vocabulary_sha256
 
 STATE_DIR = ".train"
@@ -83,7 +84,7 @@ def write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, histo
     model.save_pretrained(out, safe_serialization=True)
     (out / "model.safetensors").chmod(file_mode())  # shared like any file, not 0600
     tokenizer.save_pretrained(out)
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    atomic_write_text(out / RunFolder.HISTORY, "".join(json.dumps(h) + "\n" for h in history))
     plot_history(history, out / "loss.png")
     if init_folder is not None:  # a sentence encoder keeps its pooling (modules.json and friends)
         for name in ("modules.json", "1_Pooling", "2_Normalize", "sentence_bert_config.json"):
