@@ -66,3 +66,18 @@ def test_no_module_imports_another_modules_private_names():
                 private += [f"{path.relative_to(SRC)}:{node.lineno} {a.name}" for a in node.names
                             if a.name.startswith("_") and not a.name.startswith("__")]
     assert private == []
+
+
+def test_a_function_level_import_says_why_it_is_there():
+    """Only a heavy package (matplotlib, scikit-learn, transformers...) is imported inside a
+    function, to keep `exapt --help` and the commands that never need it fast; the line says so."""
+    unexplained = []
+    for path, parts, is_init in _modules():
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    said = any("# heavy" in line for line in lines[node.lineno - 1:node.end_lineno])
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) and not said:
+                        unexplained.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert unexplained == []

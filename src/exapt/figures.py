@@ -6,7 +6,7 @@ import io
 
 def png_bytes(fig, *, dpi: int = 110, tight: bool = False) -> bytes:
     """The figure as PNG bytes on white, without a 'Software' stamp (so reruns are identical); closes it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported on first use
 
     buf = io.BytesIO()
     try:

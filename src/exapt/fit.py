@@ -32,7 +32,6 @@ from .train.features import FeatureCache, encode
 from .train.loop import Split, predict_logits, train
 from .train.probe import fit_linear_head
 
-
 # fit()'s flat names for the options of the source and adapt sections
 _SECTION_OPTIONS = {"source_data": ("source", "data"), "source_text": ("source", "text"),
                     "source_label": ("source", "label"), "source_features": ("source", "features"),
@@ -346,8 +345,8 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
 def _agree_on_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> tuple[RunFolder, bool]:
     """Rank 0 checks and picks the run folder; under torchrun / accelerate launch the other
     ranks receive its decision (or its error), so no rank races another to the folder."""
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
+    from accelerate import PartialState  # heavy: imported on first use
+    from accelerate.utils import broadcast_object_list  # heavy: imported on first use
 
     state = PartialState(cpu=not torch.cuda.is_available())
     decision = [None]

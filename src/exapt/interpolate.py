@@ -193,9 +193,9 @@ def _write(out: Path, frame: pd.DataFrame, pick: dict | None, run) -> dict:
 
 
 def _plot(frame: pd.DataFrame, pick: dict | None, metric: str, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: imported on first use
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported on first use
 
     source_col = next((c for c in ("source_accuracy", "source_rmse", "source_micro_f1", "source_mlm_loss")
                        if c in frame), None)

@@ -15,11 +15,14 @@ Windows, masking and the loss are exapt pretrain's own (`build_corpus`, `mask_to
 """
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from .backbones.sequence_input import SETTINGS_FILE, SequenceInput
@@ -106,8 +109,6 @@ def _windowing(folder: Path, default_length: int) -> tuple[int, float]:
     """The window length and held-out share exapt pretrain used for FOLDER (its exapt.json):
     the same windows, so the held-out ones are windows pre-training never trained on
     (other lengths would cut a genome elsewhere). A folder from elsewhere: the fit's length."""
-    import json
-
 
     try:
         config = json.loads((folder / SETTINGS_FILE).read_text())["pretrain"]["config"]
@@ -120,8 +121,6 @@ def _unpadded(tokenizer):
     """A copy whose fast backend neither pads nor truncates. Some folders' tokenizer.json
     pad every encoding to 128 (all-MiniLM-L6-v2 does); build_corpus encodes through the
     backend, so each record would come back as 128 tokens, mostly [PAD]."""
-    import copy
-
     tok = copy.deepcopy(tokenizer)
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
@@ -131,8 +130,7 @@ def _unpadded(tokenizer):
 
 
 def _read_head(folder: Path, name: str) -> nn.Module:
-    from safetensors import safe_open
-    from transformers import BertForMaskedLM
+    from transformers import BertForMaskedLM  # heavy: imported on first use
 
     weights = folder / "model.safetensors"
     if not weights.exists():

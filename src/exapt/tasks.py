@@ -156,7 +156,7 @@ class Task:
         return higher_is_better(self.kind)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        from sklearn import metrics as m
+        from sklearn import metrics as m  # heavy: imported on first use
 
         probs = self.probabilities(logits)
         t = targets.numpy()

@@ -89,7 +89,7 @@ class EfficientNetBackbone(Backbone):
     def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, scratch: bool = False, seed: int = 0):
         super().__init__()
         try:
-            from efficientnet_lite_pytorch import EfficientNet
+            from efficientnet_lite_pytorch import EfficientNet  # heavy: imported on first use
         except ImportError:
             raise ExaptError(f"model {NAME!r} needs the network's package: {PACKAGES}") from None
         path = weights_path()

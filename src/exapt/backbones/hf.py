@@ -83,8 +83,8 @@ class HFBackbone(Backbone):
                  normalize: bool | None = None, max_length: int = 128, seed: int = 0,
                  tokenizer=None, sequence_input: SequenceInput | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoConfig, AutoModel, AutoTokenizer  # heavy: imported on first use
+        from transformers.utils import logging as hf_logging  # heavy: imported on first use
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
@@ -173,7 +173,7 @@ class HFBackbone(Backbone):
         return out
 
     def _mask4d(self, mask, hidden):
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask  # heavy: imported on first use
 
         return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
 
@@ -252,7 +252,7 @@ def alias_tokenizer(name: str, folder: Path):
     """(tokenizer, SequenceInput) for aliases whose folder lacks a loadable tokenizer."""
     if name != "antiberty":
         return None, None
-    from transformers import BertTokenizer
+    from transformers import BertTokenizer  # heavy: imported on first use
 
     vocab = folder.parent / "vocab.txt"
     if not vocab.exists():

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..figures import png_bytes
 from . import analysis as A
 from . import forgetting_report as F
-from ..figures import png_bytes
 
 FIGURE_IDS = ("fig-learning-curve", "fig-gain", "fig-labels-saved", "fig-cost")
 DPI = 110
@@ -25,9 +25,9 @@ STYLE = {
 
 def figures(report) -> list[tuple[str, str | None, str, str]]:
     """[(id, base64 PNG or None, caption, note when there is no figure)] in page order."""
-    import matplotlib
+    import matplotlib  # heavy: imported on first use
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported on first use
 
     out = []
     better = "higher" if report.higher else "lower"
@@ -56,7 +56,7 @@ def figures(report) -> list[tuple[str, str | None, str, str]]:
     return out
 
 def _x_axis(report, ax, sizes) -> None:
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import NullLocator  # heavy: imported on first use
 
     ax.set_xscale("log")
     ax.set_xticks(sizes)
@@ -105,9 +105,9 @@ def _fig_gain(report, plt):
     return fig
 
 def _fig_labels_saved(report, plt):
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import NullLocator
+    from matplotlib.lines import Line2D  # heavy: imported on first use
+    from matplotlib.patches import Patch  # heavy: imported on first use
+    from matplotlib.ticker import NullLocator  # heavy: imported on first use
 
     names = [s for s in report.others if s in set(report.saved["strategy"])]
     sizes = sorted(report.saved["n"].unique())
@@ -185,8 +185,8 @@ def _fig_cost(report, plt):
 
 def colours(order: list[str], baseline: str) -> dict[str, str]:
     """One colour per strategy for every figure; the baseline is always grey."""
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
+    from matplotlib import colormaps  # heavy: imported on first use
+    from matplotlib.colors import to_hex  # heavy: imported on first use
 
     palette = [to_hex(c) for i, c in enumerate(colormaps["tab10"].colors) if i != 7]  # 7 is grey
     palette += [to_hex(c) for c in colormaps["Dark2"].colors]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..config import AdaptConfig, FitConfig, SourceConfig
 from ..data import fit_splits, load_data, load_table
@@ -156,8 +157,6 @@ def _announce(comparison: Comparison, log) -> None:
 
 
 def _bar(total: int, done: int, progress: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=done, desc="compare", unit="cell", disable=not progress,
                 dynamic_ncols=True, file=sys.stderr)
 

@@ -31,7 +31,7 @@ class Tracker:
 
     def __init__(self, out: Path, uri: str | None):
         try:
-            import mlflow
+            import mlflow  # heavy: imported on first use
         except ImportError:
             raise ExaptError("tracking needs MLflow: pip install mlflow-skinny sqlalchemy alembic "
                              "(or pass --no-tracking)") from None
@@ -55,7 +55,7 @@ class Tracker:
     def log_cell(self, name: str, params: dict, metrics: dict, folder: Path, tags: dict) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         run_id = run.info.run_id
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param  # heavy: imported on first use
 
         flat = {k: v for k, v in _flatten(params).items()}
         self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()],

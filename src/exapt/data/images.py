@@ -17,9 +17,12 @@ the two form a domain pair with the same label set and input shape: a real shift
 from __future__ import annotations
 
 import gzip
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from exapt.errors import ExaptError
 
@@ -73,8 +76,6 @@ def as_images(x, source: str, name: str = "x") -> np.ndarray:
 
 def read_npz(path: Path, label: str = "y", require_label: bool = True) -> tuple[np.ndarray, list[str] | None]:
     """Images from array `x` of a .npz file, labels from array `label` (default `y`)."""
-    import zipfile
-
     if not zipfile.is_zipfile(path):  # np.load would try to unpickle it
         raise ExaptError(f"{path}: not a readable .npz file (save it with np.savez(path, x=images, y=labels))")
     try:
@@ -169,7 +170,7 @@ def read_image_folder(folder: Path, size: int | None = None, require_label: bool
 
 def _read_image_files(folder: Path, files: list[Path], size: int | None) -> np.ndarray:
     """The images of `files` (listed by image_folder_files) as one float32 array [N, C, H, W]."""
-    from PIL import Image
+    from PIL import Image  # heavy: imported on first use
 
     images, modes = [], set()
     for f in files:
@@ -203,9 +204,6 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
     """[N, C, H, W] -> [N, C, size, size], bilinear with antialiasing (for shrinking)."""
     if x.shape[2:] == (size, size):
         return x
-    import torch
-    import torch.nn.functional as F
-
     out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=(size, size), mode="bilinear",
                         align_corners=False, antialias=True)
     return out.clamp_(0, 1).numpy()
@@ -239,7 +237,7 @@ def pool_like_optdigits(images: np.ndarray, ink: float = 0.1, on: float = 0.5) -
     counts / 16. Simply padding MNIST's 28x28 (whose digits sit in a 20x20 box) to 32x32
     gives thin, small digits that share little with optdigits (a linear model falls to
     ~0.24 there); box-filling is what the NIST normalisation did."""
-    from PIL import Image
+    from PIL import Image  # heavy: imported on first use
 
     out = np.zeros((len(images), 1, 8, 8), dtype=np.float32)
     for i, im in enumerate(np.asarray(images)[:, 0]):

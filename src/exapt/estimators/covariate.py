@@ -52,7 +52,7 @@ class DomainClassifierResult:
     ci_method: str = "DeLong"
 
     def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.metrics import roc_curve
+        from sklearn.metrics import roc_curve  # heavy: imported on first use
 
         fpr, tpr, _ = roc_curve(self.is_target, self.probabilities)
         return fpr, tpr
@@ -82,7 +82,7 @@ def domain_classifier(source, target, *, folds: int = DEFAULT_FOLDS, C: float = 
     `source_weights` (one per source row) re-weights the source in training and in the
     AUC, e.g. by q(y)/p(y) to ask whether a change of class priors alone explains the
     difference; the CI is then a percentile bootstrap over rows (DeLong's is unweighted)."""
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # heavy: imported on first use
 
 
     source, target = _check_pair(source, target)
@@ -109,7 +109,7 @@ def domain_classifier(source, target, *, folds: int = DEFAULT_FOLDS, C: float = 
 def weighted_auc_ci(y, scores, weights, level: float = 0.95, bootstrap: int = 200,
                     seed: int = 0) -> tuple[float, float, float]:
     """Weighted AUC and a percentile bootstrap CI (rows resampled within each class)."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # heavy: imported on first use
 
     y, scores, weights = np.asarray(y), np.asarray(scores, float), np.asarray(weights, float)
     auc = float(roc_auc_score(y, scores, sample_weight=weights))

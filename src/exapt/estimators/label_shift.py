@@ -166,7 +166,7 @@ def prediction_shift_test(source_counts: np.ndarray, target_counts: np.ndarray) 
     counts on held-out source rows and on the target (black-box shift detection, Lipton et
     al. 2018; Rabanser et al. 2019). With an invertible confusion matrix, the target priors
     differ from the source's exactly when these distributions differ."""
-    from scipy.stats import chi2_contingency
+    from scipy.stats import chi2_contingency  # heavy: imported on first use
 
     table = np.vstack([source_counts, target_counts]).astype(float)
     table = table[:, table.sum(0) > 0]

@@ -39,9 +39,9 @@ def logistic_probe(C: float, seed: int = 0):
     """L2 logistic regression on standardised features, the scaler fitted with it (so a
     held-out row's statistics never reach the model that scores it): exapt's one recipe
     for the source probe, the domain classifier and the density-ratio classifier."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # heavy: imported on first use
+    from sklearn.pipeline import make_pipeline  # heavy: imported on first use
+    from sklearn.preprocessing import StandardScaler  # heavy: imported on first use
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
 
@@ -54,7 +54,7 @@ def _full_proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _cross_fit(source_x, source_y, target_x, n_classes: int, folds: int, C: float, seed: int):
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # heavy: imported on first use
 
     heldout = np.zeros((len(source_x), n_classes))
     probs = np.zeros((len(target_x), n_classes))

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..backbones.hf import file_sha256
 from ..backbones.sequence_input import SequenceInput
@@ -172,7 +174,7 @@ def _plain_backend(tokenizer):
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # heavy: imported on first use
 
     plain = Tokenizer.from_str(backend.to_str())
     plain.no_padding()
@@ -232,8 +234,6 @@ class _AlphabetCheck:
         if share > 0.5:
             raise ExaptError(said)
         if share > 0.1:
-            import warnings
-
             warnings.warn(said, stacklevel=2)
 
 
@@ -268,8 +268,6 @@ def _read_windows(records, tokenizer, seq_input: SequenceInput, body: int, max_t
                   min_tokens: int, progress: bool, source: str) -> tuple[list[list[list[int]]], int]:
     """Each record's windows of up to `body` tokens (those of at least `min_tokens`; records
     with none are left out), stopping at `max_tokens`; and the characters read."""
-    from tqdm.auto import tqdm
-
     per_record: list[list[list[int]]] = []
     n_chars = 0
     total = 0

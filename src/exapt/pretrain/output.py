@@ -109,10 +109,10 @@ def write_model(out: Path, model, tokenizer, seq_input, cfg, data: Corpus, histo
 
 
 def plot_history(history, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: imported on first use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported on first use
 
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import warnings
 from pathlib import Path
 
 from ..backbones import ALIASES, alias_tokenizer, resolve_alias
@@ -40,8 +41,17 @@ def symbols(seq_input: SequenceInput) -> list[str]:
 
 def build_tokenizer(seq_input: SequenceInput, text_iterator=None, vocab_size: int = 8000):
     """A PreTrainedTokenizerFast that AutoTokenizer reloads from the saved folder."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import (  # heavy: imported on first use
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast  # heavy: imported on first use
 
     if seq_input.is_sequence:
         vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + symbols(seq_input))}
@@ -75,8 +85,8 @@ def load_vocabulary(folder, what: str = "--tokenizer"):
     vocabulary. Hugging Face's WordPiece trainer is not deterministic (huggingface/tokenizers
     issue 1794: ties between merges are broken in hash-map order), so reusing a saved
     vocabulary is the one way to repeat a text run exactly, and what `--resume` does."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoTokenizer  # heavy: imported on first use
+    from transformers.utils import logging as hf_logging  # heavy: imported on first use
 
     hf_logging.set_verbosity_error()
     path = Path(folder).expanduser()
@@ -105,7 +115,7 @@ def vocabulary_sha256(tokenizer) -> str:
 
 def arch_config(arch: str, vocab_size: int, pad_id: int):
     """A BertConfig for a named size or a CONFIG.json file (any BertConfig fields)."""
-    from transformers import BertConfig
+    from transformers import BertConfig  # heavy: imported on first use
 
     if arch in ARCHS:
         hidden, layers, heads, inter = ARCHS[arch]
@@ -135,10 +145,8 @@ def arch_config(arch: str, vocab_size: int, pad_id: int):
 
 def init_model(spec: str):
     """(masked-LM model, tokenizer, SequenceInput or None, folder) for `--init MODEL`."""
-    import warnings
-
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer  # heavy: imported on first use
+    from transformers.utils import logging as hf_logging  # heavy: imported on first use
 
     hf_logging.set_verbosity_error()
     folder = resolve_alias(spec) if spec in ALIASES else Path(spec).expanduser()

@@ -26,16 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..backbones.sequence_input import SequenceInput
 from ..errors import ExaptError
+from ..files import atomic_write_text
 from ..masked_lm.corpus import BUILTIN_CORPORA, build_corpus, corpus_records, resolve_corpus
 from ..masked_lm.masking import mask_tokens
 
 # The training step calls mlm_loss through this module's name: tests and benchmarks/pretrain_bench.py
 # replace trainer.mlm_loss to interrupt or time it. evaluate stays importable from here (mlm_source).
 from ..masked_lm.objective import Batcher, evaluate, mlm_loss, special_mask, to_device, training_device
-from ..files import atomic_write_text
 from .output import STATE_DIR, load_state, prepare_out, save_state, write_model
 from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model, load_vocabulary
 
@@ -113,7 +114,7 @@ def pretrain(corpus: str, *, out: str | Path, alphabet: str | None = None, kmer:
              init: str | None = None, resume: bool = False, overwrite: bool = False, progress: bool = True,
              log=print, **options) -> PretrainResult:
     """Pre-train (or continue pre-training) a masked-LM encoder; returns where it went."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: imported on first use
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Writing model shards" for a one-file model is noise
@@ -159,7 +160,7 @@ def _model(cfg: PretrainConfig, out: Path, resume: bool, log):
     if not cfg.init:
         tokenizer = _fresh_tokenizer(cfg, seq_input, out / STATE_DIR / "tokenizer", resume)
         config = arch_config(cfg.arch, len(tokenizer), tokenizer.pad_token_id)
-        from transformers import BertForMaskedLM
+        from transformers import BertForMaskedLM  # heavy: imported on first use
 
         return BertForMaskedLM(config), tokenizer, seq_input, None
     init, alphabet = cfg.init, cfg.alphabet
@@ -341,8 +342,6 @@ class _Training:
 
 
 def _progress_bar(plan: _Plan, step: int, seconds: float, progress: bool):
-    from tqdm.auto import tqdm
-
     if plan.budget:  # the bar counts seconds of the budget
         return tqdm(total=round(plan.budget), initial=round(seconds), desc="pre-training", unit="s",
                     disable=not progress,

@@ -64,7 +64,7 @@ def _is_run(path: Path) -> bool:
 
 
 def _n_layers(folder: Path, spec: str) -> int:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: imported on first use
 
     try:
         cfg = AutoConfig.from_pretrained(folder, trust_remote_code=False)

@@ -182,7 +182,7 @@ def h_score(f, y, shrinkage: bool = True) -> float:
     np.add.at(means, codes, f)
     means /= counts[:, None]                 # class means of centred f (their weighted mean is 0)
     if shrinkage:
-        from sklearn.covariance import LedoitWolf
+        from sklearn.covariance import LedoitWolf  # heavy: imported on first use
 
         lw = LedoitWolf(assume_centered=True).fit(f)
         cov, scale = lw.covariance_, 1.0 - float(lw.shrinkage_)   # shrunk towards mu I: well-conditioned

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
 
 from ..backbones import family_of, load_backbone, pool, split_scratch
 from ..backbones.hf import file_sha256, layer_list, weights_sha256
@@ -97,7 +99,7 @@ def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
     bb = load_backbone(src.load_spec, max_length=max_length, seed=seed)
     bb.eval()
     if src.kind == "classifier":
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification  # heavy: imported on first use
 
         try:
             net = AutoModelForSequenceClassification.from_pretrained(src.folder, trust_remote_code=False)
@@ -124,8 +126,6 @@ def _encode_images(bb, images: list, n_layers: int, batch_size: int = 64, progre
     Layer K (K < n_layers) is what block K+1 receives, read by a hook on that block's
     first module (so an activation applied between blocks is included), averaged over
     the image; the last layer is the backbone's own output. Widths differ per layer."""
-    from tqdm.auto import tqdm
-
     blocks = [m for _, m in bb.blocks()]
     if len(blocks) != n_layers:
         raise ExaptError(f"{bb.spec()}: expected {n_layers} blocks, got {len(blocks)}")
@@ -164,8 +164,6 @@ def _encode_images(bb, images: list, n_layers: int, batch_size: int = 64, progre
 def _encode(enc: _Encoder, texts: list, n_layers: int, batch_size: int = 64,
             progress: bool = False, desc: str = "encoding") -> dict[str, torch.Tensor]:
     """Pooled features after every layer (and source probabilities) in one forward pass per batch."""
-    from tqdm.auto import tqdm
-
     if getattr(enc.backbone, "input_kind", "text") == "image":
         return _encode_images(enc.backbone, enc.backbone.prepare_inputs(texts), n_layers, batch_size, progress,
                               desc, enc.head)
@@ -226,8 +224,6 @@ class LayerCache:
         return names + (["probs"] if self.src.has_head else [])
 
     def _read(self, names: list[str]) -> tuple[dict[bytes, tuple[int, int]], list[dict[str, torch.Tensor]]]:
-        from safetensors import safe_open
-
         index, shards = {}, []
         for shard in sorted(self.dir.glob("shard-*.safetensors")) if self.dir.exists() else []:
             try:

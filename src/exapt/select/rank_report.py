@@ -50,10 +50,10 @@ def _short(name: str, width: int = 34) -> str:
 
 def figure_png(frame: pd.DataFrame, meta: dict) -> bytes:
     """One panel per score (and the test metric, with validation): candidates sorted, best on top."""
-    import matplotlib
+    import matplotlib  # heavy: imported on first use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported on first use
 
     panels = [(s, s) for s in meta["scores"]]
     metric = meta.get("metric", "accuracy")
@@ -87,7 +87,7 @@ def figure_png(frame: pd.DataFrame, meta: dict) -> bytes:
             ax.set_title(_mpl(title) + (" (lower is better)" if lower_better else ""))
         for ax in axes.ravel()[n:]:
             ax.axis("off")
-        from matplotlib.patches import Patch
+        from matplotlib.patches import Patch  # heavy: imported on first use
 
         kinds = [k for k in _KIND_COLOURS if k in set(frame["kind"])]
         if len(kinds) > 1:

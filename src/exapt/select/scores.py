@@ -183,8 +183,8 @@ def linear_probe_cv(f, y, folds: int = 5, C: float = 1.0, seed: int = 0) -> floa
                               f"class(es) {', '.join(few)} have 1")
     if int(folds) != folds or folds < 2:
         raise ScoreInputError(f"folds must be an integer >= 2; got {folds}")
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.linear_model import LogisticRegression  # heavy: imported on first use
+    from sklearn.model_selection import StratifiedKFold  # heavy: imported on first use
 
     k = min(int(folds), int(counts.min()))
     accs = []
@@ -210,7 +210,7 @@ def _paired(scores, accuracies) -> tuple[np.ndarray, np.ndarray]:
 def kendall_tau(scores, accuracies) -> float:
     """Kendall's tau-b between a score and the accuracies fine-tuning reached, one entry per
     model (scipy.stats.kendalltau). 1: same order; -1: reversed; NaN if either is constant."""
-    from scipy.stats import kendalltau
+    from scipy.stats import kendalltau  # heavy: imported on first use
 
     s, a = _paired(scores, accuracies)
     return float(kendalltau(s, a).statistic)
@@ -228,7 +228,7 @@ def weighted_kendall_tau(scores, accuracies) -> float:
     scores, then by accuracies) and the two values are averaged, making it symmetric.
     1: same order; -1: reversed.
     """
-    from scipy.stats import weightedtau
+    from scipy.stats import weightedtau  # heavy: imported on first use
 
     s, a = _paired(scores, accuracies)
     return float(weightedtau(s, a).statistic)

@@ -5,6 +5,8 @@ Wired into `exapt.cli` like `rank`: ``add_parser(sub)`` in `build_parser` and
 """
 from __future__ import annotations
 
+import argparse
+
 from ..commandline import typed_command
 from ..errors import ExaptError
 from ..options import add_options
@@ -74,8 +76,6 @@ def summary(rep) -> str:
 
 def _command(args) -> str:
     """The command as typed, less options left at their defaults, for the report."""
-    import argparse
-
 
     defaults = vars(add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["x"]))
     words = ["exapt", "shift", args.source] + ([args.target] if args.target else [])

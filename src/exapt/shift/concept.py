@@ -95,7 +95,7 @@ def concept_shift(target_x: np.ndarray, target_y: np.ndarray, source, classes: l
     """Per-class recalls of the source model (`source`: a `SourceOutputs`) and of target probes.
 
     Returns None when fewer than two target classes have rows to train on."""
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import StandardScaler  # heavy: imported on first use
 
     k = len(classes)
     y = np.asarray(target_y, int)
@@ -130,7 +130,7 @@ def _repeated_probes(x, y, predictions: dict, k: int, n_per_class: int, repeats:
     """Over `repeats` draws of n_per_class labelled target rows: a probe trained on them, and
     every prediction's per-class recalls and accuracy on the rest. Returns (recalls, accuracies,
     mean rows evaluated per class)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy: imported on first use
 
     rng = np.random.default_rng(seed)
     recalls = {name: [] for name in (*predictions, "probe")}

@@ -20,12 +20,12 @@ import numpy as np
 
 from ..backbones import family_of, split_scratch
 from ..errors import ExaptError
-from ..run_folder import RunFolder
 from ..estimators import covariate, label_shift
+from ..estimators.probes import SourceOutputs, cross_fitted_probe
+from ..run_folder import RunFolder
 from . import report
 from .concept import DEFAULT_N_PER_CLASS, ConceptResult, concept_shift
 from .domains import Domains, domain_features, load_domains, resolve_model
-from ..estimators.probes import SourceOutputs, cross_fitted_probe
 from .source_model import run_outputs
 
 DEFAULT_MAX_PER_DOMAIN = 2000
@@ -98,7 +98,7 @@ def _run_model(run) -> str | None:
 
 def _projection(xs: np.ndarray, xt: np.ndarray, seed: int, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Both domains on the first two principal components of the pooled, standardised features."""
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy: imported on first use
 
     rng = np.random.default_rng(seed)
     a = xs[rng.choice(len(xs), min(n, len(xs)), replace=False)]

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExaptError
-from ..figures import png_bytes
 from ..estimators.label_shift import total_variation
+from ..figures import png_bytes
 
 META = "shift.json"
 # Effect-size words for the domain classifier's AUC (0.5: indistinguishable, 1: disjoint).
@@ -216,10 +216,10 @@ def _json_default(v):
 
 # ============================================================================ figures
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy: imported on first use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported on first use
 
     return plt
 

@@ -25,7 +25,7 @@ class IA3(PeftStrategy):
         return self.unfreeze_top
 
     def peft_config(self, backbone):
-        from peft import IA3Config, TaskType
+        from peft import IA3Config, TaskType  # heavy: imported on first use
 
         return IA3Config(target_modules=split_targets(self.targets), feedforward_modules=split_targets(self.feedforward),
                          task_type=TaskType.FEATURE_EXTRACTION)

@@ -34,7 +34,7 @@ class LoRA(PeftStrategy):
         return self.unfreeze_top
 
     def peft_config(self, backbone):
-        from peft import LoraConfig, TaskType
+        from peft import LoraConfig, TaskType  # heavy: imported on first use
 
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=split_targets(self.targets), task_type=TaskType.FEATURE_EXTRACTION)

@@ -106,7 +106,7 @@ class PeftStrategy(NewModuleStrategy):
         raise NotImplementedError
 
     def inject(self, model: nn.Module) -> None:
-        from peft import get_peft_model
+        from peft import get_peft_model  # heavy: imported on first use
 
         bb = self.require_hf_backbone(model)
         try:
@@ -165,7 +165,7 @@ class VirtualTokenStrategy(PeftStrategy):
         super().inject(model)
 
     def peft_config(self, backbone):
-        import peft
+        import peft  # heavy: imported on first use
 
         return getattr(peft, self.peft_config_name)(num_virtual_tokens=self.tokens,
                                                     task_type=peft.TaskType.FEATURE_EXTRACTION)

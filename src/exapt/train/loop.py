@@ -11,6 +11,8 @@ the gradients, so N processes reproduce the single-process run up to float round
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import time
 from dataclasses import dataclass, field
@@ -82,9 +84,6 @@ def release_freed_memory() -> None:
 
 
 def _load_libc():
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc if hasattr(libc, "malloc_trim") else None
@@ -173,7 +172,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
 def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, penalties) -> _Loop:
     """Accelerator, epochs, trainable parameters, optimiser and schedule, in the order that
     fixes the run's random draws."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator, DistributedDataParallelKwargs  # heavy: imported on first use
 
     # Gradual unfreezing leaves some registered parameters without gradients early on.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=strategy.changes_over_epochs)

@@ -44,11 +44,11 @@ def _mpl(text) -> str:
 
 
 def heatmap_png(mean: pd.DataFrame, sd: pd.DataFrame, meta: dict) -> bytes:
-    import matplotlib
+    import matplotlib  # heavy: imported on first use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    import matplotlib.pyplot as plt  # heavy: imported on first use
+    from matplotlib.patches import Rectangle  # heavy: imported on first use
 
     k = len(mean)
     values = mean.to_numpy(dtype=float)

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
+from tqdm.auto import tqdm
 
 from ..backbones import load_backbone
 from ..config import FitConfig
@@ -173,8 +175,6 @@ def _fit_config(base: FitConfig, out: Path, d: Domain, seed: int) -> FitConfig:
 
 
 def _bar(total: int, done: int, progress: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=done, desc="transfer-map", unit="fit", disable=not progress,
                 dynamic_ncols=True, file=sys.stderr)
 
@@ -240,8 +240,6 @@ class _Evaluator:
         return self.tables[key]
 
     def score(self, run, target: Domain) -> dict:
-        import torch
-
         table = self.loader(str(self.tests[target.name]), text="text", label="label", features=None)
         bb = run.model.backbone
         if parse_strategy(run.config.strategy).trains_encoder:
