@@ -212,7 +212,7 @@ def test_validate_writes_tau_per_score(tiny_bert, tweets_small, tweets_test_smal
         raise AssertionError("fine-tuned again")
 
     with monkeypatch.context() as m:
-        m.setattr(sys.modules["exapt.fit"], "fit", no_fit)   # `exapt.fit` the name is the function
+        m.setattr(sys.modules["exapt.select.rank_validate"], "fit", no_fit)   # where --validate calls exapt.fit
         again = rank(str(tweets_small), [f"{tiny_bert}@1", str(tiny_bert), f"scratch:{tiny_bert}"], seed=1,
                      validate=True, strategy="linear-probe", test=str(tweets_test_small), out=out, progress=False,
                      log=quiet)
@@ -340,7 +340,7 @@ def test_regression_keeps_logme_only(tiny_bert, tweets_small, tmp_path):
 
 def test_interrupted_validate_resumes_in_the_same_folder(tmp_path, tiny_bert, tweets_small, tweets_test_small,
                                                          monkeypatch):
-    fit_module = sys.modules["exapt.fit"]
+    fit_module = sys.modules["exapt.select.rank_validate"]  # where --validate calls exapt.fit
     real, calls = fit_module.fit, []
 
     def interrupted(*a, **k):
