@@ -1,0 +1,166 @@
+"""The `baseline` strategy and its `classical` features: honest classical models, checked
+against scikit-learn, on real data (tweets, promoter DNA), saved and reloaded like any run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import exapt
+from exapt.backbones import load_backbone
+from exapt.backbones.classical import composition, detect_mode, kmer_counts, ngram_ids
+from exapt.cli import main
+from exapt.compare.panel import build_cells
+from exapt.config import FitConfig
+from exapt.data import load_data
+from exapt.strategies import model_for, parse_strategy
+from exapt.strategies.baseline import C_GRID, choose_C, fold_indices
+from exapt.tasks import Task
+
+DEB_ROOT = Path(os.environ.get("EXAPT_DEBIAN_ROOT", Path(__file__).resolve().parents[1] / ".cache" / "debian"))
+
+
+def quiet(*_a, **_k):
+    pass
+
+
+def fitted_features(texts, labels=None):
+    bb = load_backbone("classical")
+    bb.fit_input_stats(texts)
+    return bb, bb(bb.collate(bb.prepare_inputs(texts)))
+
+
+# ---------------------------------------------------------------- the features, by hand and by sklearn
+
+def test_kmer_and_composition_by_hand():
+    # ACGT with k = 2: AC (0*4+1), CG (1*4+2), GT (2*4+3), each 1/3 of the 3 windows
+    assert dict(kmer_counts("ACGT", 2, 2)) == pytest.approx({1: 1 / 3, 6: 1 / 3, 11: 1 / 3})
+    # k = 1 then k = 2 slots follow each other: AN -> A once of 2 windows; the pair with N is skipped
+    assert dict(kmer_counts("AN", 1, 2)) == pytest.approx({0: 0.5})
+    # AAC: A 2/3, C 1/3; dipeptides AA, AC each 1/2 (A = 0, C = 1 in ACDEF...)
+    assert dict(composition("AAC")) == pytest.approx({0: 2 / 3, 1: 1 / 3, 20: 0.5, 21: 0.5})
+
+
+def test_input_kind_is_read_from_the_training_split():
+    assert detect_mode(["ACGTTGCA", "ttgacaNN"]) == "dna"
+    assert detect_mode(["ACGT" * 10 + "RS"]) == "dna"     # ambiguity codes are rare (under 5%)
+    assert detect_mode(["GLFDIVKKVVGALGSL", "KWKLFKKIEK"]) == "protein"
+    assert detect_mode(["great flight", "ACGT"]) == "text"
+
+
+def test_tfidf_matches_scikit_learn(tweets_small):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = list(load_data(str(tweets_small)).inputs)
+    _, ours = fitted_features(texts)
+    theirs = TfidfVectorizer(ngram_range=(1, 2)).fit_transform(texts).toarray()
+    assert ours.shape[1] == 16384 and theirs.shape[1] < 16384   # every n-gram has a slot of its own
+    for a, b in zip(ours.numpy(), theirs):   # the same values, in another column order
+        np.testing.assert_allclose(np.sort(a[a > 0]), np.sort(b[b > 0]), rtol=1e-5)
+
+
+def test_C_chosen_by_cv_matches_grid_search(tweets_small):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    table = load_data(str(tweets_small))
+    task = Task.from_labels("auto", table.labels, "tweets")
+    y = task.encode(table.labels)
+    _, x = fitted_features(list(table.inputs))
+    head = task.make_head(x.shape[1])
+    before = head.weight.detach().clone()
+    C, scores, folds = choose_C(head, x, y, task, 5)
+    pairs = fold_indices(y, task, 5)
+    grid = GridSearchCV(LogisticRegression(max_iter=10000, tol=1e-8), {"C": list(C_GRID)}, cv=pairs,
+                        scoring="accuracy").fit(x.numpy(), y.numpy())
+    assert folds == 5 and C == grid.best_params_["C"]
+    # fold by fold the same accuracy, but for a near-tie of an almost constant model at tiny C
+    # (the two solvers stop a hair apart): within one held-out example of one fold
+    one = 1 / min(len(held) for _, held in pairs) / len(pairs)
+    np.testing.assert_allclose([scores[c] for c in C_GRID], grid.cv_results_["mean_test_score"], atol=one + 1e-9)
+    assert torch.equal(head.weight, before)   # the given head is only copied
+
+
+def test_too_few_examples_to_cross_validate_keep_C_1():
+    task = Task.from_labels("auto", ["a", "b", "b"], "tiny")
+    y = task.encode(["a", "b", "b"])
+    C, scores, folds = choose_C(task.make_head(2), torch.randn(3, 2), y, task, 5)
+    assert (C, scores, folds) == (1.0, {}, 0)
+
+
+# ---------------------------------------------------------------- fit, save, reload
+
+def test_baseline_on_tweets_fits_saves_and_reloads(tweets_small, tweets_test_small, tmp_path):
+    out = tmp_path / "run"
+    run = exapt.fit(str(tweets_small), "baseline", "minilm-l6", test=str(tweets_test_small), out=out,
+                    progress=False, log=quiet)
+    m = run.metrics
+    assert m["model"] == "classical" and m["strategy"].startswith("baseline:")
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"] == "classical"   # not --model's
+    assert m["probe_C"] in C_GRID and m["probe_cv_folds"] == 5 and len(m["probe_cv_scores"]) == len(C_GRID)
+    assert m["probe_cv_scores"][f"{m['probe_C']:g}"] == max(m["probe_cv_scores"].values())
+    assert m["test"]["accuracy"] > 0.45   # 60 balanced test tweets: chance is 1/3
+    assert m["epochs_run"] == 0 and m["trainable_parameters"] == m["total_parameters"]
+    loaded = exapt.load_run(out)
+    for name, value in run.model.state_dict().items():   # vocabulary, IDF and head all saved
+        assert torch.equal(loaded.model.state_dict()[name], value), name
+    a, b = run.predict(str(tweets_test_small)), loaded.predict(str(tweets_test_small))
+    assert list(a["prediction"]) == list(b["prediction"])
+    assert loaded.evaluate(str(tweets_test_small))["accuracy"] == pytest.approx(m["test"]["accuracy"])
+
+
+@pytest.fixture
+def debian(monkeypatch):
+    if not (DEB_ROOT / "usr/lib/R/site-library").is_dir():
+        pytest.skip(f"unpacked Debian R packages not found at {DEB_ROOT}")
+    monkeypatch.setenv("EXAPT_DEBIAN_ROOT", str(DEB_ROOT))
+
+
+def test_baseline_on_promoter_dna(debian, tmp_path):
+    run = exapt.fit("promoters", "baseline:k=3-5", out=tmp_path / "run", progress=False, log=quiet)
+    assert run.model.backbone.kind == "dna" and run.metrics["model"] == "classical:3-5"
+    assert run.metrics["test"]["accuracy"] >= 0.8   # k-mer logistic regression: 0.95 on this split
+    loaded = exapt.load_run(tmp_path / "run")
+    assert loaded.model.backbone.kind == "dna"
+    whole = load_data("promoters")
+    assert torch.equal(loaded.logits(whole), run.logits(whole))
+
+
+def test_baseline_on_numeric_features_is_standardised(tmp_path):
+    run = exapt.fit("mnist-8x8", "baseline:folds=3", n_per_class=16, out=tmp_path / "run", progress=False,
+                    log=quiet)
+    assert run.model.backbone.kind == "values" and run.model.backbone.feature_dim == 64
+    assert run.metrics["test"]["accuracy"] > 0.7 and run.metrics["probe_cv_folds"] == 3
+
+
+# ---------------------------------------------------------------- one rule for the model; bad options
+
+def test_the_strategy_names_its_model_for_fit_and_compare_alike():
+    assert model_for(parse_strategy("baseline"), "minilm-l6") == "classical"
+    assert model_for(parse_strategy("baseline:k=4"), None) == "classical:4"
+    assert model_for(parse_strategy("linear-probe"), "minilm-l6") == "minilm-l6"
+    cells = build_cells(FitConfig(model="minilm-l6"), ["linear-probe", "baseline"], [8], 1)
+    assert {c.strategy: c.cfg.model for c in cells} == {"linear-probe": "minilm-l6", "baseline": "classical"}
+
+
+@pytest.mark.parametrize("spec, part", [
+    ("baseline:k=9", "k must be K or KMIN-KMAX"),
+    ("baseline:k=5-3", "1 <= KMIN <= KMAX <= 6"),
+    ("baseline:folds=1", "folds must be >= 2"),
+])
+def test_bad_baseline_options_exit_2_with_one_line(capsys, tweets_small, tmp_path, spec, part):
+    out = tmp_path / "run"
+    code = main(["fit", str(tweets_small), "--strategy", spec, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("exapt: error: ") and part in err, err
+    assert not out.exists()
+
+
+def test_bad_classical_model_name_exit_2(capsys, tweets_small, tmp_path):
+    code = main(["fit", str(tweets_small), "--model", "classical:0-3", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "classical:KMIN-KMAX" in err, err
