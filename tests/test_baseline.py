@@ -164,3 +164,48 @@ def test_bad_classical_model_name_exit_2(capsys, tweets_small, tmp_path):
     code = main(["fit", str(tweets_small), "--model", "classical:0-3", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "classical:KMIN-KMAX" in err, err
+
+
+# ---------------------------------------------------------------- compare's sentence about the baseline
+
+def panel_results(baseline_accuracy: float):
+    import pandas as pd
+
+    rows = []
+    for n in (8, 16):
+        for seed, wobble in enumerate((0.0, 0.02, -0.02)):
+            for strategy, acc in (("scratch", 0.40), ("linear-probe", 0.60), ("lp-ft", 0.65),
+                                  ("baseline", baseline_accuracy)):
+                lift = wobble * (strategy == "lp-ft")
+                rows.append({"strategy": strategy, "n": n, "seed": seed, "test_accuracy": acc + lift,
+                             "cell_seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_the_recommendation_says_where_the_classical_baseline_stands():
+    from exapt.compare.recommendation import recommend
+
+    rec = recommend(panel_results(0.55), "accuracy", True)
+    c = rec["classical"]
+    assert rec["strategy"] == "lp-ft" and c["transfer"] == "lp-ft" and c["baseline"] == "baseline"
+    assert c["difference"] == pytest.approx(0.10) and c["seed_sd"] == pytest.approx(0.02) and c["seeds"] == 3
+    assert "the best transfer, lp-ft, is ahead by +10.0 points of accuracy" in c["sentence"]
+    assert "seed spread sd 2.0 points over 3 seeds" in c["sentence"] and c["sentence"] in rec["reasons"]
+
+
+def test_a_winning_baseline_is_recommended_and_said_so():
+    from exapt.compare.recommendation import recommend
+
+    rec = recommend(panel_results(0.70), "accuracy", True)
+    assert rec["strategy"] == "baseline" and rec["classical"]["baseline_wins"]
+    assert "The classical baseline (baseline) is ahead of the best transfer, lp-ft, by +5.0 points" in \
+        rec["classical"]["sentence"]
+    assert "use baseline" in rec["classical"]["sentence"]
+
+
+def test_no_sentence_without_a_baseline_in_the_panel():
+    from exapt.compare.recommendation import recommend
+
+    frame = panel_results(0.55)
+    rec = recommend(frame[frame["strategy"] != "baseline"], "accuracy", True)
+    assert rec["classical"] is None and not any("classical" in r for r in rec["reasons"])
