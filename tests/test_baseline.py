@@ -63,25 +63,31 @@ def test_tfidf_matches_scikit_learn(tweets_small):
         np.testing.assert_allclose(np.sort(a[a > 0]), np.sort(b[b > 0]), rtol=1e-5)
 
 
-def test_C_chosen_by_cv_matches_grid_search(tweets_small):
+def test_C_chosen_by_cv_matches_grid_search():
+    """On the antimicrobial-peptide compositions (412 peptides): the same folds, the same
+    held-out accuracy per C as scikit-learn's GridSearchCV, the same C."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
 
-    table = load_data(str(tweets_small))
-    task = Task.from_labels("auto", table.labels, "tweets")
+    table = load_data("amp-tm")
+    task = Task.from_labels("auto", table.labels, "amp-tm")
     y = task.encode(table.labels)
-    _, x = fitted_features(list(table.inputs))
+    bb, x = fitted_features(list(table.inputs))
+    assert bb.kind == "protein"
+    x = x[:, (x != 0).any(0)]
     head = task.make_head(x.shape[1])
     before = head.weight.detach().clone()
     C, scores, folds = choose_C(head, x, y, task, 5)
     pairs = fold_indices(y, task, 5)
     grid = GridSearchCV(LogisticRegression(max_iter=10000, tol=1e-8), {"C": list(C_GRID)}, cv=pairs,
                         scoring="accuracy").fit(x.numpy(), y.numpy())
-    assert folds == 5 and C == grid.best_params_["C"]
-    # fold by fold the same accuracy, but for a near-tie of an almost constant model at tiny C
-    # (the two solvers stop a hair apart): within one held-out example of one fold
+    means = grid.cv_results_["mean_test_score"]
+    # the same accuracy to within one held-out example of one fold, from C = 0.01 on; at
+    # C = 0.001 the model is almost constant and each solver's stopping rule decides near-ties
     one = 1 / min(len(held) for _, held in pairs) / len(pairs)
-    np.testing.assert_allclose([scores[c] for c in C_GRID], grid.cv_results_["mean_test_score"], atol=one + 1e-9)
+    np.testing.assert_allclose([scores[c] for c in C_GRID[1:]], means[1:], atol=one + 1e-9)
+    tied = [c for c, m in zip(C_GRID, means) if m >= means.max() - 1e-12]
+    assert folds == 5 and C == min(tied, key=lambda c: (abs(np.log10(c)), -c))   # a tie: the C nearest 1
     assert torch.equal(head.weight, before)   # the given head is only copied
 
 

@@ -6,7 +6,8 @@ amino-acid + dipeptide composition for proteins, the raw values for numeric colu
 images. On those features a logistic regression (the probe's L-BFGS routine, scikit-learn's
 objective) is fitted with C chosen by stratified K-fold cross-validation on the training
 split from `C_GRID` (the task's primary metric; the first best C of the ascending grid,
-as scikit-learn's GridSearchCV picks), then refitted on the whole training split.
+a tie going to the C nearest 1, scikit-learn's default), then refitted on the whole
+training split.
 
     exapt fit promoters --strategy baseline           # k-mers 3..6
     exapt fit promoters --strategy baseline:k=4-5,folds=3
@@ -92,8 +93,8 @@ def fold_indices(targets: torch.Tensor, task, folds: int, seed: int = 0) -> list
 
 
 def choose_C(head, features: torch.Tensor, targets: torch.Tensor, task, folds: int) -> tuple[float, dict, int]:
-    """(C, mean held-out score per C, folds used): the first C of the ascending grid with the
-    best mean score; C = 1 when there are too few examples to cross-validate. `head` is
+    """(C, mean held-out score per C, folds used): the C with the best mean score (a tie: the
+    one nearest 1); C = 1 when there are too few examples to cross-validate. `head` is
     only copied (the fold fits start from zeros, as the probe always does)."""
     pairs = fold_indices(targets, task, folds)
     if not pairs:
@@ -109,5 +110,10 @@ def choose_C(head, features: torch.Tensor, targets: torch.Tensor, task, folds: i
                 logits = fold_head(features[held_idx])
             values.append(task.metrics(logits, targets[held_idx])[task.primary_metric])
         scores[C] = float(np.mean(values))
-    best = max(C_GRID, key=lambda c: (sign * scores[c], -C_GRID.index(c)))
+    top = max(sign * v for v in scores.values())
+    tied = [c for c in C_GRID if sign * scores[c] >= top - 1e-12]
+    # a tie (common with a few examples per fold) goes to the C nearest scikit-learn's
+    # default of 1, the larger on equal distance: the smallest C of a tie is an almost
+    # constant model whose predictions float noise decides
+    best = min(tied, key=lambda c: (abs(np.log10(c)), -c))
     return best, scores, len(pairs)
