@@ -215,3 +215,31 @@ def test_no_sentence_without_a_baseline_in_the_panel():
     frame = panel_results(0.55)
     rec = recommend(frame[frame["strategy"] != "baseline"], "accuracy", True)
     assert rec["classical"] is None and not any("classical" in r for r in rec["reasons"])
+
+
+# ---------------------------------------------------------------- rank: the baseline as a candidate
+
+def test_rank_scores_the_baseline_as_a_candidate_and_validates_it_as_itself(tiny_bert, tweets_small,
+                                                                            tweets_test_small, tmp_path):
+    from exapt.select.rank import rank
+    from exapt.select.scores import linear_probe_cv
+
+    table = rank(str(tweets_small), f"{tiny_bert},baseline", scores="logme,linear-probe-cv", validate=True,
+                 test=str(tweets_test_small), epochs=1, progress=False, log=quiet)
+    row = table.set_index("candidate").loc["baseline"]
+    assert row["kind"] == "classical" and row["layer"] == 1 and 0 < row["dim"] <= 16384
+    # the same definition as every other row: scikit-learn's C=1 probe, 5 stratified folds, on its features
+    data = load_data(str(tweets_small))
+    _, x = fitted_features(list(data.inputs))
+    y = Task.from_labels("auto", data.labels, "tweets").encode(data.labels)
+    assert row["linear-probe-cv"] == pytest.approx(linear_probe_cv(x[:, (x != 0).any(0)].numpy(), y.numpy()))
+    # --validate fits the baseline itself (C by CV on the scored examples), not --strategy's probe
+    direct = exapt.fit(str(tweets_small), "baseline", test=str(tweets_test_small), val_fraction=0, progress=False,
+                       log=quiet, out=tmp_path / "direct")
+    assert row["test_accuracy"] == pytest.approx(direct.metrics["test"]["accuracy"])
+
+
+def test_rank_refuses_a_strategy_without_features_of_its_own(capsys, tweets_small):
+    code = main(["rank", str(tweets_small), "--models", "linear-probe,baseline"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "'linear-probe': no such alias" in err, err

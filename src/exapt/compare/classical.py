@@ -12,18 +12,30 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..errors import ExaptError
 from ..strategies import parse_strategy
 from .analysis import per_seed
 from .formatting import fmt_n
 from .panel import split_label
 
 
+def _strategy(label: str):
+    """The strategy of a results row's label, or None for a label that names none (a
+    results table made by hand, or by another version)."""
+    try:
+        return parse_strategy(split_label(label)[0])
+    except ExaptError:
+        return None
+
+
 def is_classical(label: str) -> bool:
-    return parse_strategy(split_label(label)[0]).own_model() is not None
+    s = _strategy(label)
+    return s is not None and s.own_model() is not None
 
 
 def is_transfer(label: str) -> bool:
-    return parse_strategy(split_label(label)[0]).uses_pretrained
+    s = _strategy(label)
+    return s is not None and s.uses_pretrained
 
 
 def classical_comparison(frame: pd.DataFrame, col: str, ranking: list[str], sizes: list, label: str,
