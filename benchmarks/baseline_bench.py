@@ -4,14 +4,17 @@ Each data set runs as one `exapt compare` panel (so every cell is an ordinary fi
 splits are compare's, and the report's baseline sentence is exercised):
 
 - tweets: the fixed files of ../shared/data/tweets (train_n{n}_s{seed}.csv, test.csv),
-  n = 8, 16, 64, 256 (the largest file), `baseline` vs `linear-probe` on minilm-l6;
-- amp-tm: `baseline` vs `linear-probe` on AntiBERTy, n = 8, 16, 64, all;
-- promoters, splice: `baseline` alone; the transfer column is the E. coli-pretrained
-  `ecoli-tiny-6mer` encoder's best strategy as published in docs/benchmarks.md, measured
-  by `pretrain_flagship.py` on the same compare splits (same seeds, same test split);
-  that model is not installed by default (`pretrain_bench.py` makes it).
+  n = 8, 16, 64, 256 (the largest file), `baseline` vs `linear-probe` and `lp-ft` on
+  minilm-l6, every labelled tweet trained on (--val-fraction 0, as in docs/compare.md);
+- amp-tm: `baseline` and `baseline-cnn` vs `linear-probe` on AntiBERTy, n = 8, 16, 64, all;
+- promoters, splice: `baseline` and `baseline-cnn`; the transfer column is the best E. coli-pretrained
+  encoder as published in docs/benchmarks.md and docs/pretrain.md (`ecoli-tiny-6mer`; at
+  splice n = 64 the GPU-trained `ecoli-small-gpu`), measured by `pretrain_flagship.py` on
+  the same compare cells (same seeds, same test split); those models are not installed
+  by default (`pretrain_bench.py` makes them).
 
-3 seeds; test accuracy, mean +- sd over seeds. Writes benchmarks/results/baseline.json
+Elsewhere compare's default validation split (0.2), as pretrain_flagship.py ran its cells.
+3 seeds; test accuracy, mean +- sd over seeds; max length 64 tokens. Writes benchmarks/results/baseline.json
 and baseline.md.
 
     OMP_NUM_THREADS=1 python benchmarks/baseline_bench.py [--data tweets,amp-tm,promoters,splice]
@@ -26,18 +29,25 @@ from pathlib import Path
 from common import RESULTS, TWEETS, machine, write_json
 
 PANELS = {
+    # every labelled tweet trains (no validation split), as in docs/compare.md's tweet panel
     "tweets": dict(data=str(TWEETS / "train_n{n}_s{seed}.csv"), test=str(TWEETS / "test.csv"), model="minilm-l6",
-                   strategies="baseline,linear-probe", sizes="8,16,64,256"),
-    "amp-tm": dict(data="amp-tm", model="antiberty", strategies="baseline,linear-probe", sizes="8,16,64,all"),
-    "promoters": dict(data="promoters", model="minilm-l6", strategies="baseline", sizes="8,16,32,all"),
+                   strategies="baseline,linear-probe,lp-ft", sizes="8,16,64,256", val_fraction=0.0),
+    # baseline-cnn trains from random weights: 40 epochs with patience 10, as pretrain_flagship.py's cells
+    "amp-tm": dict(data="amp-tm", model="antiberty", strategies="baseline,baseline-cnn,linear-probe",
+                   sizes="8,16,64,all", epochs=40, patience=10),
+    "promoters": dict(data="promoters", model="minilm-l6", strategies="baseline,baseline-cnn", sizes="8,16,32,all",
+                      epochs=40, patience=10),
     # splice 'all' (~1,270 per class) takes a quarter of an hour per seed on one core; add it with --sizes
-    "splice": dict(data="splice", model="minilm-l6", strategies="baseline", sizes="8,16,64"),
+    "splice": dict(data="splice", model="minilm-l6", strategies="baseline,baseline-cnn", sizes="8,16,64",
+                   epochs=40, patience=10),
 }
-# docs/benchmarks.md, "E. coli-pretrained DNA encoder": best strategy per size of ecoli-tiny-6mer
-# (mean, sd over 3 seeds), the same compare cells (splits) as the baseline's here
+# The best transfer published per size (docs/benchmarks.md, docs/pretrain.md): (strategy, model,
+# mean, sd over 3 seeds), measured by pretrain_flagship.py on the same compare cells (splits)
 PUBLISHED = {
-    "splice": {8: ("linear-probe", 0.422, 0.041), 16: ("full", 0.372, 0.053), 64: ("linear-probe", 0.428, 0.005)},
-    "promoters": {8: ("full", 0.714, 0.140), 16: ("full", 0.794, 0.090), 32: ("full", 0.873, 0.059)},
+    "splice": {8: ("linear-probe", "ecoli-tiny-6mer", 0.422, 0.041), 16: ("full", "ecoli-tiny-6mer", 0.372, 0.053),
+               64: ("full", "ecoli-small-gpu", 0.819, 0.014)},
+    "promoters": {8: ("full", "ecoli-tiny-6mer", 0.714, 0.140), 16: ("full", "ecoli-tiny-6mer", 0.794, 0.090),
+                  32: ("full", "ecoli-tiny-6mer", 0.873, 0.059)},
 }
 
 
@@ -46,7 +56,9 @@ def run_panel(name: str, panel: dict, seeds: int, work: Path) -> list[dict]:
 
     result = exapt.compare(panel["data"], model=panel["model"], strategies=panel["strategies"],
                            n_per_class=panel["sizes"], seeds=seeds, out=work / name, test=panel.get("test"),
-                           max_length=64, max_test=2000, tracking=False, progress=False, log=lambda *a, **k: None)
+                           max_length=64, max_test=2000, val_fraction=panel.get("val_fraction", 0.2), epochs=panel.get("epochs"),
+                           patience=panel.get("patience", 5), tracking=False,
+                           progress=False, log=lambda *a, **k: None)
     rows = []
     frame = result.results
     for (strategy, label), g in frame.groupby(["strategy", "n_label"], sort=False):
@@ -64,26 +76,26 @@ def run_panel(name: str, panel: dict, seeds: int, work: Path) -> list[dict]:
 def table(name: str, rows: list[dict]) -> list[str]:
     cells = [r for r in rows if r["data"] == name and "strategy" in r]
     sizes = list(dict.fromkeys(r["n"] for r in cells))
-    base = {r["n"]: r for r in cells if r["strategy"] == "baseline"}
-    transfer = {}
+    classical, transfer = {}, {}
     for r in cells:
-        if r["strategy"] != "baseline":
-            transfer.setdefault(r["n"], []).append(r)
+        (classical if r["strategy"].startswith("baseline") else transfer).setdefault(r["n"], []).append(r)
     lines = [f"**{name}** (test accuracy, mean +- sd over seeds)", "",
-             "| n per class | classical baseline | best transfer | transfer - baseline |", "|---|---|---|---|"]
+             "| n per class | `baseline` | `baseline-cnn` | best transfer | best transfer - best baseline |",
+             "|---|---|---|---|---|"]
     for n in sizes:
-        b = base.get(n)
+        by = {r["strategy"]: r for r in classical.get(n, [])}
+        b = max(classical.get(n, []), key=lambda r: r["mean"], default=None)
         if n in transfer:
             t = max(transfer[n], key=lambda r: r["mean"])
             best = (f"{t['strategy']} ({t['model']}): {t['mean']:.3f} +- {t['sd']:.3f}", t["mean"])
         elif name in PUBLISHED and str(n).isdigit() and int(n) in PUBLISHED[name]:
-            s, m, sd = PUBLISHED[name][int(n)]
-            best = (f"{s} (ecoli-tiny-6mer, published): {m:.3f} +- {sd:.3f}", m)
+            s, model, m, sd = PUBLISHED[name][int(n)]
+            best = (f"{s} ({model}, published): {m:.3f} +- {sd:.3f}", m)
         else:
             best = ("-", None)
         diff = f"{(best[1] - b['mean']) * 100:+.1f}" if b and best[1] is not None else "-"
-        shown = f"{b['mean']:.3f} +- {b['sd']:.3f}" if b else "-"
-        lines.append(f"| {n} | {shown} | {best[0]} | {diff} |")
+        shown = [f"{by[s]['mean']:.3f} +- {by[s]['sd']:.3f}" if s in by else "-" for s in ("baseline", "baseline-cnn")]
+        lines.append(f"| {n} | {shown[0]} | {shown[1]} | {best[0]} | {diff} |")
     extra = [r for r in rows if r["data"] == name and "baseline_sentence" in r]
     if extra and extra[0]["baseline_sentence"]:
         lines += ["", f"compare's report: {extra[0]['baseline_sentence']}"]

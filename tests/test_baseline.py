@@ -243,3 +243,34 @@ def test_rank_refuses_a_strategy_without_features_of_its_own(capsys, tweets_smal
     code = main(["rank", str(tweets_small), "--models", "linear-probe,baseline"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "'linear-probe': no such alias" in err, err
+
+
+# ---------------------------------------------------------------- baseline-cnn: a 1-D CNN from scratch
+
+def test_seqcnn_features_do_not_depend_on_the_batch():
+    bb = load_backbone("seqcnn").eval()
+    short, long = "ACGTTGCAAC", "ACGT" * 20
+    alone = bb(bb.collate(bb.prepare_inputs([short])))
+    batched = bb(bb.collate(bb.prepare_inputs([short, long])))
+    assert alone.shape == (1, 128)
+    torch.testing.assert_close(alone[0], batched[0])
+
+
+def test_baseline_cnn_on_promoter_dna_fits_saves_and_reloads(debian, tmp_path):
+    from exapt.compare.classical import is_classical, is_transfer
+
+    run = exapt.fit("promoters", "baseline-cnn", n_per_class=16, max_length=64, out=tmp_path / "run",
+                    progress=False, log=quiet)
+    m = run.metrics
+    assert m["model"] == "seqcnn" and m["epochs_run"] >= 1 and m["trainable_fraction"] == 1.0
+    assert m["test"]["accuracy"] > 0.7    # 0.857 on this split; chance is 0.5
+    loaded = exapt.load_run(tmp_path / "run")
+    whole = load_data("promoters")
+    torch.testing.assert_close(loaded.logits(whole), run.logits(whole))
+    assert is_classical("baseline-cnn") and not is_transfer("baseline-cnn") and is_transfer("lp-ft")
+
+
+def test_bad_baseline_cnn_options_exit_2(capsys, tweets_small, tmp_path):
+    code = main(["fit", str(tweets_small), "--strategy", "baseline-cnn:filters=0", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "filters must be whole numbers >= 1" in err, err

@@ -61,7 +61,7 @@ def expected_blocks(spec: str, epoch: int) -> frozenset:
     """Backbone blocks that train in `epoch` on the 3-block tiny model, from each
     strategy's documented rule and its options (so tuned defaults are followed)."""
     s = parse_strategy(spec)
-    if s.name in ("full", "layerwise-lr", "lp-ft", "scratch"):
+    if s.name in ("full", "layerwise-lr", "lp-ft", "scratch", "baseline-cnn"):
         return ALL
     if s.name in ("linear-probe", "baseline"):  # the baseline: a probe on its own features
         return HEAD_ONLY
