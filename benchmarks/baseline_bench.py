@@ -9,7 +9,9 @@ splits are compare's, and the report's baseline sentence is exercised):
   files and settings is read from results/accuracy_tweets.csv (n = 8, 16, 64; the same
   cells: seed 0 at n = 8 reproduces 0.4607 here) and docs/compare.md (n = 256, rank_bench.py),
   because its 12 cells take over an hour on one shared core;
-- amp-tm: `baseline` and `baseline-cnn` vs `linear-probe` on AntiBERTy, n = 8, 16, 64, all;
+- amp-tm: `baseline` and `baseline-cnn` vs `linear-probe` on AntiBERTy, n = 8, 16, 64, all
+  (AntiBERTy's figures equal docs/benchmarks.md's to the digit: the same cells), and the
+  published `full` fine-tuning of the UniProt-pretrained `uniprot-tiny` encoder;
 - promoters, splice: `baseline` and `baseline-cnn`; the transfer column is the best E. coli-pretrained
   encoder as published in docs/benchmarks.md and docs/pretrain.md (`ecoli-tiny-6mer`; at
   splice n = 64 the GPU-trained `ecoli-small-gpu`), measured by `pretrain_flagship.py` on
@@ -40,14 +42,15 @@ PANELS = {
                    sizes="8,16,64,all", epochs=40, patience=10),
     "promoters": dict(data="promoters", model="minilm-l6", strategies="baseline,baseline-cnn", sizes="8,16,32,all",
                       epochs=40, patience=10),
-    # splice 'all' (~1,270 per class) takes a quarter of an hour per seed on one core; add it with --sizes
-    "splice": dict(data="splice", model="minilm-l6", strategies="baseline,baseline-cnn", sizes="8,16,64",
+    "splice": dict(data="splice", model="minilm-l6", strategies="baseline,baseline-cnn", sizes="8,16,64,all",
                    epochs=40, patience=10),
 }
 # The best transfer published per size (docs/benchmarks.md, docs/pretrain.md): (strategy, model,
 # mean, sd over 3 seeds), measured by pretrain_flagship.py on the same compare cells (splits)
 PUBLISHED = {
     "tweets": {256: ("lp-ft", "minilm-l6", 0.7078, 0.0010)},   # docs/compare.md: 0.7087 / 0.7080 / 0.7067
+    "amp-tm": {8: ("full", "uniprot-tiny", 0.829, 0.030), 16: ("full", "uniprot-tiny", 0.894, 0.021),
+               64: ("full", "uniprot-tiny", 0.947, 0.023)},
     "splice": {8: ("linear-probe", "ecoli-tiny-6mer", 0.422, 0.041), 16: ("full", "ecoli-tiny-6mer", 0.372, 0.053),
                64: ("full", "ecoli-small-gpu", 0.819, 0.014)},
     "promoters": {8: ("full", "ecoli-tiny-6mer", 0.714, 0.140), 16: ("full", "ecoli-tiny-6mer", 0.794, 0.090),
