@@ -209,12 +209,28 @@ def test_a_winning_baseline_is_recommended_and_said_so():
     assert "use baseline" in rec["classical"]["sentence"]
 
 
-def test_no_sentence_without_a_baseline_in_the_panel():
+def test_a_panel_without_a_baseline_says_so():
     from exapt.compare.recommendation import recommend
 
     frame = panel_results(0.55)
     rec = recommend(frame[frame["strategy"] != "baseline"], "accuracy", True)
-    assert rec["classical"] is None and not any("classical" in r for r in rec["reasons"])
+    assert rec["classical"]["baseline"] is None
+    assert any(r.startswith("No classical baseline is in the panel") for r in rec["reasons"])
+    only_scratch = recommend(frame[frame["strategy"].isin(["scratch", "baseline"])], "accuracy", True)
+    assert only_scratch["classical"] is None   # no transfer to set against it
+
+
+def test_every_compare_report_with_the_default_panel_carries_the_baseline(tiny_bert, tweets_small, tmp_path):
+    from exapt.compare.defaults import DEFAULT_STRATEGIES
+
+    assert "baseline" in DEFAULT_STRATEGIES
+    result = exapt.compare(str(tweets_small), str(tiny_bert), strategies="baseline,linear-probe", n_per_class="4",
+                           seeds=2, out=tmp_path / "cmp", epochs=1, tracking=False, progress=False, log=quiet)
+    assert set(result.results["strategy"]) == {"baseline", "linear-probe"}
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert result.recommendation["classical"]["sentence"] in report
+    cell = yaml.safe_load((tmp_path / "cmp" / "runs" / "baseline-n4-s0" / "config.yaml").read_text())
+    assert cell["model"] == "classical"
 
 
 # ---------------------------------------------------------------- rank: the baseline as a candidate

@@ -19,6 +19,10 @@ from .formatting import fmt_n
 from .panel import split_label
 
 
+MISSING = ("No classical baseline is in the panel (add `baseline`: TF-IDF, k-mer or composition features + "
+           "logistic regression), so whether the transfer beats it is not measured.")
+
+
 def _strategy(label: str):
     """The strategy of a results row's label, or None for a label that names none (a
     results table made by hand, or by another version)."""
@@ -41,13 +45,15 @@ def is_transfer(label: str) -> bool:
 def classical_comparison(frame: pd.DataFrame, col: str, ranking: list[str], sizes: list, label: str,
                          higher_is_better: bool) -> dict | None:
     """{"baseline", "transfer", "difference", "seed_sd", "seeds", "sentence"} for the best
-    (by the recommendation's ranking) classical and transfer entries, over `sizes`, or None
-    when the panel lacks one of the two. `difference`: transfer minus baseline, the mean
+    (by the recommendation's ranking) classical and transfer entries, over `sizes`; None
+    when the panel has no transfer; only a sentence saying so when it has no baseline. `difference`: transfer minus baseline, the mean
     over sizes, paired by seed; `seed_sd`: the standard deviation of that over seeds."""
     classical = [s for s in ranking if is_classical(s)]
     transfer = [s for s in ranking if is_transfer(s)]
-    if not classical or not transfer:
+    if not transfer:
         return None
+    if not classical:
+        return {"baseline": None, "transfer": transfer[0], "sentence": MISSING}
     b, t = classical[0], transfer[0]
     per = per_seed(frame[frame["n"].isin(sizes)], col)
     left = per[per["strategy"] == t][["n", "seed", col]]

@@ -5,9 +5,8 @@ says: TF-IDF of word 1-2-grams for text, k-mer frequencies (k = KMIN..KMAX) for 
 amino-acid + dipeptide composition for proteins, the raw values for numeric columns and
 images. On those features a logistic regression (the probe's L-BFGS routine, scikit-learn's
 objective) is fitted with C chosen by stratified K-fold cross-validation on the training
-split from `C_GRID` (the task's primary metric; the first best C of the ascending grid,
-a tie going to the C nearest 1, scikit-learn's default), then refitted on the whole
-training split.
+split from `C_GRID` (on the task's primary metric; a tie goes to the C nearest 1,
+scikit-learn's default), then refitted on the whole training split.
 
     exapt fit promoters --strategy baseline           # k-mers 3..6
     exapt fit promoters --strategy baseline:k=4-5,folds=3
