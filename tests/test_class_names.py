@@ -25,7 +25,7 @@ def test_the_names_table_holds_each_class_name_labelled_as_itself():
 
 
 def test_a_probe_with_names_trains_on_them_and_counts_them_apart(tmp_path, tiny_bert, tweets_small, monkeypatch):
-    fit_module = importlib.import_module("exapt.fit")
+    fit_module = importlib.import_module("exapt.strategies.base")  # where a strategy fits its probe
     seen = []
     real = fit_module.fit_linear_head
 
@@ -50,8 +50,9 @@ def test_a_probe_with_names_trains_on_them_and_counts_them_apart(tmp_path, tiny_
 
 def test_lp_ft_names_reach_the_probe_but_not_the_fine_tuning_stage(tmp_path, tiny_bert, tweets_small, monkeypatch):
     fit_module = importlib.import_module("exapt.fit")
+    probe_module = importlib.import_module("exapt.strategies.base")  # where a strategy fits its probe
     probe_sizes, train_sizes = [], []
-    real_probe, real_train = fit_module.fit_linear_head, fit_module.train
+    real_probe, real_train = probe_module.fit_linear_head, fit_module.train
 
     def probe_spy(head, features, *a, **kw):
         probe_sizes.append(len(features))
@@ -61,7 +62,7 @@ def test_lp_ft_names_reach_the_probe_but_not_the_fine_tuning_stage(tmp_path, tin
         train_sizes.append(len(train_split.items))
         return real_train(model, strategy, task, train_split, *a, **kw)
 
-    monkeypatch.setattr(fit_module, "fit_linear_head", probe_spy)
+    monkeypatch.setattr(probe_module, "fit_linear_head", probe_spy)
     monkeypatch.setattr(fit_module, "train", train_spy)
     run = exapt.fit(str(tweets_small), "lp-ft:names=1", str(tiny_bert), epochs=1, max_length=16, val_fraction=0,
                     out=tmp_path / "run", progress=False, log=quiet)

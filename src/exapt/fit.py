@@ -25,12 +25,11 @@ from .penalties import Context, PenaltySet, parse_penalties
 from .run import Run, build_model, write_outputs
 from .run_folder import RunFolder
 from .source import check_init_base, init_model_name, load_init, load_source_data
-from .strategies import parse_strategy
+from .strategies import model_for, parse_strategy
 from .tasks import Task
 from .threads import configure_threads
 from .train.features import FeatureCache, encode
 from .train.loop import Split, predict_logits, train
-from .train.probe import fit_linear_head
 
 # fit()'s flat names for the options of the source and adapt sections
 _SECTION_OPTIONS = {"source_data": ("source", "data"), "source_text": ("source", "text"),
@@ -141,6 +140,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     `loader` is `load_data` or a memo of it (`compare` reads each file once for all cells)."""
     init = load_init(cfg.init) if cfg.init else None
     resolve_defaults(cfg, init)
+    cfg.model = model_for(strategy, cfg.model)
     if init is not None and not strategy.uses_pretrained:
         raise ExaptError(f"--init with --strategy {cfg.strategy}: that strategy starts from random weights")
     table = load_table(cfg.data, loader)
@@ -309,7 +309,7 @@ def _fit_probe(strategy, prep: _Prepared, items: dict, progress: bool) -> tuple[
     # the cache holds the untuned encoder's features: not for a run tuned first or started from a run
     feats = _features(bb, parts, progress, cached=prep.init is None and strategy.probe_features_cacheable)
     probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
-    probe = fit_linear_head(prep.model.head, probe_features, probe_targets, prep.task, C=strategy.probe_C)
+    probe = strategy.fit_probe(prep.model.head, probe_features, probe_targets, prep.task)
     return probe, feats["test"]
 
 

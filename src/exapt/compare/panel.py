@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..config import FitConfig
 from ..errors import ExaptError
 from ..penalties import PENALTIES, parse_penalties
-from ..strategies import parse_strategy
+from ..strategies import model_for, parse_strategy
 from .defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES  # noqa: F401  (re-exported)
 
 ALL = "all"
@@ -125,6 +125,7 @@ def build_cells(base: FitConfig, strategies: list[str], sizes: list, seeds: int)
             for seed in range(seeds):
                 cfg = copy.deepcopy(base)
                 cfg.strategy, cfg.penalties = split_label(strategy)
+                cfg.model = model_for(parse_strategy(cfg.strategy), cfg.model)  # the baseline's own
                 cfg.data.seed = cfg.train.seed = seed
                 if pattern:
                     cfg.data.source = base.data.source.replace("{n}", str(n)).replace("{seed}", str(seed))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import finished_cells, mean_or_nan, metric_column, per_seed, strategy_order, summarize, transfer_gain
+from .classical import classical_comparison
 from .formatting import fmt_fraction, fmt_metric, fmt_n, fmt_seconds, fmt_signed, metric_label
 
 TIE_TOLERANCE = 0.002
@@ -28,7 +29,8 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
     `CHEAPER_BY` less time (the cheapest such one): a score difference that small is not
     worth paying for, and a smaller time difference is timing noise.
 
-    Returns {"strategy", "runner_up", "sizes", "reasons", "table", "per_size"}; `table` is
+    Returns {"strategy", "runner_up", "sizes", "reasons", "table", "per_size", "classical"}
+    (`classical`: the best transfer against the classical baseline, or None); `table` is
     the full ranking, `per_size` maps each common size to the strategy with the best mean
     there (a reason names the sizes where that is not the pick). Raises ValueError when no cell has a value for the metric.
     """
@@ -47,8 +49,11 @@ def recommend(results: pd.DataFrame, metric: str, higher_is_better: bool, baseli
     reasons.extend(_gain_reasons(p.frame, p.col, best, baseline, label, higher_is_better, p.sizes_for(best)))
     reasons.extend(_cost_reasons(p, best, runner))
     reasons.extend(_cautions(p, best, runner, wins, pairs))
+    classical = classical_comparison(p.frame, p.col, ranking, p.sizes_for(best), label, higher_is_better)
+    if classical is not None:  # every report says where the classical baseline stands
+        reasons.append(classical["sentence"])
     return {"strategy": best, "runner_up": runner, "sizes": list(p.sizes_for(best)), "reasons": reasons,
-            "table": p.table(ranking), "per_size": per_size}
+            "table": p.table(ranking), "per_size": per_size, "classical": classical}
 
 
 @dataclass

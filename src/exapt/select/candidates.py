@@ -2,7 +2,8 @@
 configs alone (no weights are loaded here).
 
 A candidate is ``MODEL`` (an alias, a Hugging Face folder, ``scratch:NAME``), ``MODEL@K``
-(its first K layers) or an earlier run's folder; a `Source` is the model or run behind
+(its first K layers), an earlier run's folder, or a strategy with features of its own
+(``baseline``: the classical features, so rank says where they stand among the encoders); a `Source` is the model or run behind
 one or more candidates (every layer of one model shares one source, so one forward pass).
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ..backbones import ALIASES, family_of, resolve_alias, split_scratch
 from ..backbones.hf import sentence_transformers_pooling
 from ..errors import ExaptError
 from ..run_folder import RunFolder
-from ..strategies import parse_strategy
+from ..registry import STRATEGIES
+from ..strategies import model_for, parse_strategy
 
 
 @dataclass
@@ -33,10 +35,12 @@ class Source:
     source_classes: list[str] | None = None   # classes of a classification head, if any
     key: str = ""                  # cache key (set by `_source_key`)
     image: bool = False            # an image backbone: layer K = the features after its block K
+    classical: bool = False        # a strategy's own features (baseline): computed, read any data kind
 
     @property
-    def input_kind(self) -> str:
-        return "image" if self.image else "text"
+    def input_kind(self) -> str | None:
+        """What the candidate reads: text, image, or None (the classical features: any kind)."""
+        return None if self.classical else ("image" if self.image else "text")
 
     @property
     def has_head(self) -> bool:
@@ -144,6 +148,9 @@ def resolve_source(spec: str) -> Source:
     path = Path(spec).expanduser()
     if _is_run(path):
         return _resolve_run(spec, path)
+    classical = _classical_source(spec, path)
+    if classical is not None:
+        return classical
     image = _image_source(spec)
     if image is not None:
         return image
@@ -152,6 +159,19 @@ def resolve_source(spec: str) -> Source:
     classes = None if scratch else _classifier_classes(folder)
     kind = "scratch" if scratch else ("classifier" if classes else "pretrained")
     return Source(spec, kind, folder, spec, _n_layers(folder, spec), mode or "mean", norm, source_classes=classes)
+
+
+def _classical_source(spec: str, path: Path) -> Source | None:
+    """`baseline[:OPTIONS]` -> the features of the model that strategy fits (`model_for`, the
+    rule fit and compare use), one "layer"; None for anything else (`scratch:NAME` is a
+    model, not the scratch strategy)."""
+    if path.exists() or spec.partition(":")[0].strip() not in STRATEGIES.names():
+        return None
+    try:
+        own = model_for(parse_strategy(spec), None)
+    except ExaptError:
+        return None
+    return Source(spec, "classical", Path("."), own, 1, "none", False, classical=True) if own else None
 
 
 def _resolve_run(spec: str, path: Path) -> Source:

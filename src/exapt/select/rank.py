@@ -13,6 +13,9 @@ A candidate is
   after layer K, pooled exactly as MODEL pools its last layer (the backbone's own
   pooling / normalisation, `exapt.backbones.pool`); ``layers="all"`` or ``"1,3,6"``
   turns every candidate without an ``@`` into one candidate per layer;
+- ``baseline`` (a strategy with features of its own): the classical features (TF-IDF,
+  k-mers, residue composition, raw values) fitted on the scored examples, scored like any
+  candidate, and with ``validate`` fitted by that strategy (C by cross-validation);
 - a run folder of an earlier ``exapt fit`` (metrics.json + config.yaml): that run's
   encoder. If the run has a classification head, its softmax outputs on the target
   inputs give LEEP and NCE (source classes = the run's classes); so does a Hugging
@@ -43,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..backbones import input_size, load_backbone
 from ..config import FitConfig
 from ..data import fit_splits, load_data
 from ..errors import ExaptError
@@ -51,6 +55,7 @@ from ..fit import check_options
 from ..strategies import parse_strategy
 from ..tasks import Task
 from ..threads import configure_threads
+from ..train.features import encode
 from .candidates import Candidate, parse_candidates, parse_list
 from .layer_cache import LayerCache
 from .rank_report import META, OUTPUT_FILES, write_outputs
@@ -147,7 +152,7 @@ def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text
                                  task=s["task"], max_length=s["max_length"], epochs=epochs, batch_size=batch_size)
     check_options(cfg)
     table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label)
-    if table.kind != input_kind:
+    if input_kind is not None and table.kind != input_kind:
         has = {"features": "numeric features", "image": "images", "text": "texts"}.get(table.kind, table.kind)
         wants = "image models (efficientnet-lite0)" if input_kind == "image" else "text encoders"
         raise ExaptError(f"{table.source}: the candidates are {wants}, but this data has {has}")
@@ -158,9 +163,10 @@ def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text
     return _Data(train, test, task, y, len(val))
 
 
-def _input_kind(candidates: list[Candidate], validate: bool) -> str:
-    """"text" or "image": what every candidate reads (a mix is refused)."""
-    kinds = {c.source.input_kind for c in candidates}
+def _input_kind(candidates: list[Candidate], validate: bool) -> str | None:
+    """"text" or "image": what every candidate reads (a mix is refused); None when only
+    classical candidates are ranked (they read any kind)."""
+    kinds = {c.source.input_kind for c in candidates} - {None}
     if len(kinds) > 1:
         images = ", ".join(c.name for c in candidates if c.source.image)
         raise ExaptError(f"--models mixes image models ({images}) with text encoders; rank one kind at a time")
@@ -169,7 +175,7 @@ def _input_kind(candidates: list[Candidate], validate: bool) -> str:
         raise ExaptError(f"--validate fine-tunes whole image models only; {', '.join(cut[:3])} "
                          f"{'is' if len(cut) == 1 else 'are'} a block's features (scored, not fine-tuned): "
                          "drop --validate, or rank the whole models")
-    return kinds.pop()
+    return kinds.pop() if kinds else None
 
 
 def _check_scores(scores: list[str], kind: str, explicit: bool, candidates: list[Candidate], log) -> list[str]:
@@ -285,18 +291,32 @@ def _score_all(job: _Job, texts: list, progress: bool, log) -> tuple[pd.DataFram
     for group in by_source.values():
         src = group[0].source
         t0 = time.perf_counter()
-        cache = LayerCache(src, job.settings["max_length"], job.settings["seed"])
-        names = sorted({f"layer.{c.layer}" for c in group}) + (["probs"] if any(c.has_head for c in group) else [])
-        feats = cache.get(texts, names, progress, log=log)
+        if src.classical:
+            feats, hits = _classical_features(src, job.data.train), 0
+        else:
+            cache = LayerCache(src, job.settings["max_length"], job.settings["seed"])
+            names = sorted({f"layer.{c.layer}" for c in group}) + (["probs"] if any(c.has_head for c in group) else [])
+            feats, hits = cache.get(texts, names, progress, log=log), cache.hits
         share = (time.perf_counter() - t0) / len(group)   # one pass serves every layer of this source
         for c in group:
-            rows.append(_score_row(c, feats, job, share, cache.hits))
+            rows.append(_score_row(c, feats, job, share, hits))
             log(f"  {c.name}: " + ", ".join(f"{s} {rows[-1][s]:.4g}" for s in job.scores))
-        feature_seconds[src.spec] = cache.encoded_seconds
+        feature_seconds[src.spec] = (time.perf_counter() - t0) if src.classical else cache.encoded_seconds
     frame = pd.DataFrame(rows)
     for s in job.scores:
         frame[f"{s}_rank"] = _ranks(frame[s])
     return frame, feature_seconds
+
+
+def _classical_features(src, train) -> dict:
+    """A strategy's own features (the baseline's classical ones) of the scored examples,
+    fitted on them as the strategy fits them on its training split; columns that are zero
+    on every example (unused TF-IDF or k-mer slots) are dropped: the same scores, smaller."""
+    bb = load_backbone(src.load_spec, n_inputs=input_size(train))
+    bb.fit_input_stats(train.inputs)
+    src.key = src.key or f"classical-{src.spec}"
+    f = encode(bb, bb.prepare_inputs(train.inputs), progress=False).numpy()
+    return {"layer.1": f[:, (f != 0).any(0)]}
 
 
 def _score_row(c: Candidate, feats: dict, job: _Job, share: float, cache_hits) -> dict:

@@ -92,14 +92,15 @@ def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) 
     t0 = time.perf_counter()
     plain = src.kind in ("pretrained", "scratch", "classifier") and not c.truncated
     init = str(src.run) if src.image and src.run is not None else None   # an image run: --init RUN
-    if init:
+    strategy = src.spec if src.classical else s["strategy"]   # the baseline is fitted as itself
+    if init or src.classical:
         model, pooling = None, None
     else:
         model = src.spec if plain else str(materialize(src, c.layer, s["max_length"], s["seed"]))
         pooling = None if plain else src.pooling
-    log(f"  fine-tuning {c.name} ({s['strategy']}) {counter}")
+    log(f"  fine-tuning {c.name} ({strategy}) {counter}")
     try:
-        run = fit(s["data"], s["strategy"], model, text=s["text"], label=s["label"], task=s["task"], test=s["test"],
+        run = fit(s["data"], strategy, model, text=s["text"], label=s["label"], task=s["task"], test=s["test"],
                   n_per_class=s["n_per_class"], seed=s["seed"], val_fraction=s["val_fraction"],
                   test_fraction=s["test_fraction"], max_test=s["max_test"], pooling=pooling,
                   max_length=s["max_length"], epochs=s["epochs"], batch_size=s["batch_size"], init=init, out=work,

@@ -16,7 +16,8 @@ What a strategy needs around training it declares here too, so `fit` asks and ne
 tests a strategy's name or options: `check_task` (refuse a task kind its options cannot
 serve), `extra_probe_examples` (more examples for the probe: class names),
 `before_training` (a stage of its own on the encoder: contrastive pairs), `probe_C` and
-`probe_features_cacheable` (how the probe is fitted).
+`probe_features_cacheable`, `fit_probe` (how the probe is fitted), `own_model` (a model
+of its own: the baseline's classical features).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..errors import ExaptError
 from ..registry import STRATEGIES, parse_options
+from ..train.probe import fit_linear_head
 
 
 @dataclass
@@ -67,6 +69,16 @@ class Strategy:
         """False when `before_training` changes the encoder: the on-disk feature cache
         holds the untuned encoder's features."""
         return True
+
+    def own_model(self) -> str | None:
+        """The model this strategy always fits, whatever --model says (the baseline's
+        classical features), or None: --model's. `model_for` is the one rule reading it."""
+        return None
+
+    def fit_probe(self, head: nn.Module, features, targets, task) -> dict:
+        """Fit the linear head on frozen features; returns what metrics.json reports of it.
+        The baseline overrides it to choose C by cross-validation first."""
+        return fit_linear_head(head, features, targets, task, C=self.probe_C)
 
     def extra_probe_examples(self, train, classes: list, spec: str):
         """A Table of examples the probe fits on beside the training split (never the
@@ -166,6 +178,12 @@ class Strategy:
         """`lora:r=8,alpha=16.0,...`: every option, named, so `parse_strategy(spec)` gives it back."""
         values = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
         return self.name + (":" + ",".join(values) if values else "")
+
+
+def model_for(strategy: Strategy, model: str | None) -> str | None:
+    """The model a fit of `strategy` uses: the strategy's own (the baseline's features), else
+    `model`. fit, compare's cells and rank all resolve it here."""
+    return strategy.own_model() or model
 
 
 def single_label_only(spec: str, kind: str, what: str) -> None:
