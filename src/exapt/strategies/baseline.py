@@ -75,7 +75,7 @@ class Baseline(Strategy):
 def fold_indices(targets: torch.Tensor, task, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, held-out) index pairs: stratified for classification, at most as many folds as
     the smallest class has examples; [] when a class has fewer than 2 (no CV possible)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold  # heavy: imported on first use
 
     n = len(targets)
     if task.kind == "classification":
