@@ -50,7 +50,7 @@ def build_tokenizer(seq_input: SequenceInput, text_iterator=None, vocab_size: in
         pre_tokenizers,
         processors,
         trainers,
-    )  # heavy: imported on first use
+    )
     from transformers import PreTrainedTokenizerFast  # heavy: imported on first use
 
     if seq_input.is_sequence:
