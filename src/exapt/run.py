@@ -32,7 +32,7 @@ def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy, sour
     penalties treat them as new) and which tensors came from `start` (`init_tensor_names`:
     they differ from the base model, so the run's weights file keeps them)."""
     backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=cfg.max_length,
-                             seed=cfg.data.seed, scratch=not strategy.uses_pretrained)
+                             seed=cfg.data.seed, scratch=not strategy.uses_pretrained, long=cfg.long)
     torch.manual_seed(cfg.data.seed)
     head = task.make_head(backbone.feature_dim)
     source_head = source_task.make_head(backbone.feature_dim) if source_task is not None else None

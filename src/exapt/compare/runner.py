@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from ..config import AdaptConfig, FitConfig, SourceConfig
 from ..data import fit_splits, load_data, load_table
@@ -79,7 +80,7 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
                    keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
                    command: str = "") -> Comparison:
     """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
-    _resolve_init(base)
+    _resolve_init(base, out)
     strategies = parse_strategies(strategies)
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
@@ -207,9 +208,16 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     return kind
 
 
-def _resolve_init(base: FitConfig) -> None:
+def _resolve_init(base: FitConfig, out) -> None:
     """--model / --pooling from the --init run, once for all cells (fit would do it per cell,
-    and a cell's config must equal the panel's for an interrupted panel to resume)."""
+    and a cell's config must equal the panel's for an interrupted panel to resume); so is
+    --max-length, which, not given, stays what an existing panel in `out` was made with
+    (one from before it defaulted to the model's own holds 128, and resumes)."""
+    if base.max_length is None:
+        try:
+            base.max_length = yaml.safe_load((Path(out) / SETTINGS).read_text())["settings"]["max_length"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            pass
     resolve_defaults(base, load_init(base.init) if base.init else None)
 
 
