@@ -127,15 +127,16 @@ class _Prepared:
     names: Table = None      # the strategy's extra probe examples (class names, names=R), or None
 
 
-def resolve_defaults(cfg: FitConfig, init=None) -> None:
+def resolve_defaults(cfg: FitConfig, init=None, reserve: int = 0) -> None:
     """--model, --pooling and --max-length of a fit that starts from a run default to that
     run's: its head was trained on those features; otherwise --max-length is the model's
-    own (its family says), recorded resolved. (compare resolves them once for all its cells.)"""
+    own (its family says; `reserve`: positions the strategy's own tokens take), recorded
+    resolved. (compare resolves them once for all its cells.)"""
     cfg.model = init_model_name(cfg, init)
     if init is not None and cfg.pooling is None:
         cfg.pooling = init.config.pooling
     if cfg.max_length is None:
-        cfg.max_length = (init.config.max_length if init is not None else None) or model_max_length(cfg.model)
+        cfg.max_length = (init.config.max_length if init is not None else None) or model_max_length(cfg.model, reserve)
 
 
 def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet | None = None) -> _Prepared:
@@ -144,7 +145,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
 
     `loader` is `load_data` or a memo of it (`compare` reads each file once for all cells)."""
     init = load_init(cfg.init) if cfg.init else None
-    resolve_defaults(cfg, init)
+    resolve_defaults(cfg, init, strategy.reserved_positions)
     if init is not None and not strategy.uses_pretrained:
         raise ExaptError(f"--init with --strategy {cfg.strategy}: that strategy starts from random weights")
     table = load_table(cfg.data, loader)

@@ -86,11 +86,11 @@ def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, p
     return backbone
 
 
-def model_max_length(spec: str) -> int | None:
+def model_max_length(spec: str, reserve: int = 0) -> int | None:
     """The default --max-length of a model: the length it was made for, as its family
-    says (None: not a token model)."""
+    says, leaving `reserve` positions free (None: not a token model)."""
     base, _ = split_scratch(str(spec))
-    return family_of(base).max_length(base)
+    return family_of(base).max_length(base, reserve)
 
 
 __all__ = ["Backbone", "BackboneFamily", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES",

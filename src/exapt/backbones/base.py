@@ -130,9 +130,10 @@ class BackboneFamily:
         hidden states of a Hugging Face folder instead."""
         return None
 
-    def max_length(self, base: str) -> int | None:
+    def max_length(self, base: str, reserve: int = 0) -> int | None:
         """The input length, in tokens, a model of this name was made for (the default
-        --max-length); None: its inputs are not token sequences, or it cannot say."""
+        --max-length), leaving `reserve` of its positions free (prompt tuning's virtual
+        tokens); None: its inputs are not token sequences, or it cannot say."""
         return None
 
     def weights_file(self, base: str) -> Path | None:

@@ -72,22 +72,24 @@ def default_max_length(folder: Path) -> int | None:
     """The input length, in tokens ([CLS]/[SEP] included), the model in `folder` was made
     for: a sentence-transformers folder's max_seq_length (what its authors encode with:
     256 for all-MiniLM-L6-v2), else the windows `exapt pretrain` trained it on
-    (exapt.json), else its position table (less the padding offset of RoBERTa-style
-    models). None: the folder says nothing (not a readable model folder)."""
+    (exapt.json), else its position table. None: the folder says nothing."""
     try:
         return int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     window = pretrained_window(folder)
-    if window is not None:
-        return window
+    return window if window is not None else position_table(folder)
+
+
+def position_table(folder: Path) -> int | None:
+    """How many positions the model's table holds for tokens (less the padding offset of
+    RoBERTa-style models); None: its config.json does not say."""
     try:
         config = json.loads((folder / "config.json").read_text())
         positions = int(config["max_position_embeddings"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    offset = 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer") else 0
-    return positions - offset
+    return positions - (2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer") else 0)
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:
@@ -388,9 +390,11 @@ class HuggingFaceFamily(BackboneFamily):
         backbone.set_long(o.long)
         return backbone
 
-    def max_length(self, base: str) -> int | None:
+    def max_length(self, base: str, reserve: int = 0) -> int | None:
         folder = resolve_alias(base) if base in ALIASES else Path(base).expanduser()
-        return default_max_length(folder) if folder.is_dir() else None
+        length = default_max_length(folder) if folder.is_dir() else None
+        positions = position_table(folder) if length else None
+        return min(length, positions - reserve) if positions and reserve else length
 
     def rows(self) -> list[dict]:
         rows = []
