@@ -20,7 +20,9 @@ Conditions, each a linear probe (frozen features, L-BFGS head) over 3 seeds:
 - chunk-attention: `--long chunk:pool=attention`.
 Windows of all conditions see the same tokens; only how a long gene is read differs.
 
-    OMP_NUM_THREADS=1 python benchmarks/long_inputs_bench.py --model DNA_TINY   # ~15 min on 1 core
+    OMP_NUM_THREADS=1 python benchmarks/long_inputs_bench.py --model DNA_TINY --max-test 300  # ~25 min, 1 core
+    python benchmarks/long_inputs_bench.py --model DNA_TINY --max-test 300 --strategies full --seeds 1 \
+        --epochs 3 --conditions truncate,chunk --name long_inputs_full                        # full fine-tuning
     python benchmarks/long_inputs_bench.py --model DNA_TINY --quick             # 1 seed, 4 per class
 Writes results/long_inputs.json and results/long_inputs.md.
 """
@@ -43,12 +45,13 @@ CONDITIONS = {
 }
 
 
-def run_one(model: str, condition: str, seed: int, n_per_class: int, max_test: int, strategy: str, out: Path) -> dict:
+def run_one(model: str, condition: str, seed: int, n_per_class: int, max_test: int, strategy: str, out: Path,
+            epochs: int | None = None) -> dict:
     import exapt
 
     started = time.perf_counter()
     run = exapt.fit("rrna16s", strategy, model, n_per_class=n_per_class, max_test=max_test, seed=seed,
-                    out=out / f"{condition}-{seed}", progress=False, log=lambda *a, **k: None,
+                    out=out / f"{condition}-{seed}", progress=False, log=lambda *a, **k: None, epochs=epochs,
                     **CONDITIONS[condition])
     m = run.metrics
     return {"condition": condition, "seed": seed, "strategy": strategy, "accuracy": m["test"]["accuracy"],
@@ -99,6 +102,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--strategies", default="linear-probe")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--epochs", type=int, help="for gradient strategies (default: exapt's)")
+    ap.add_argument("--name", default="long_inputs", help="results/NAME.{json,md}")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     n, seeds, max_test = (4, 1, 100) if args.quick else (args.n_per_class, args.seeds, args.max_test)
@@ -107,14 +112,15 @@ def main() -> None:
         for strategy in args.strategies.split(","):
             for condition in args.conditions.split(","):
                 for seed in range(seeds):
-                    row = run_one(args.model, condition, seed, n, max_test, strategy, Path(tmp) / strategy)
+                    row = run_one(args.model, condition, seed, n, max_test, strategy, Path(tmp) / strategy,
+                                  args.epochs)
                     print(row, file=sys.stderr, flush=True)
                     rows.append(row)
     summary = summarise(rows)
     settings = {"data": "rrna16s", "model": str(args.model), "model_name": Path(args.model).name,
                 "n_per_class": n, "max_test": max_test, "n_test": rows[0]["n_test"], "seeds": seeds,
-                "strategies": args.strategies, "machine": machine()}
-    name = "long_inputs_quick" if args.quick else "long_inputs"
+                "strategies": args.strategies, "epochs": args.epochs, "machine": machine()}
+    name = f"{args.name}_quick" if args.quick else args.name
     write_json(RESULTS / f"{name}.json", {"settings": settings, "summary": summary, "rows": rows})
     (RESULTS / f"{name}.md").write_text(markdown(summary, settings))
     print(markdown(summary, settings))
