@@ -180,3 +180,16 @@ def test_dna_builtin_defaults_to_the_pretrained_window_and_chunks(dna_model, tmp
     chunked = RunFolder(tmp_path / "chunk").read_metrics()
     assert chunked["n_chunked"]["test"] == chunked["n_test"] and chunked["n_truncated"]["test"] == 0
     assert 0 <= chunked["test"]["accuracy"] <= 1
+
+
+def test_a_compare_folder_made_before_resumes_with_its_length(tiny_bert, tweets_small, tmp_path):
+    """A panel from before the default became the model's own holds max_length 128: run
+    again without --max-length it continues (nothing re-run), and a new one takes 512."""
+    options = dict(strategies="linear-probe", n_per_class="4", seeds=1, tracking=False, progress=False, log=quiet)
+    first = exapt.compare(str(tweets_small), str(tiny_bert), out=tmp_path / "old", max_length=128, **options)
+    said = []
+    again = exapt.compare(str(tweets_small), str(tiny_bert), out=tmp_path / "old", **{**options, "log": said.append})
+    assert any("1 of 1 cells already done" in line for line in said)
+    assert again.results["test_accuracy"].tolist() == first.results["test_accuracy"].tolist()
+    exapt.compare(str(tweets_small), str(tiny_bert), out=tmp_path / "new", **options)
+    assert yaml.safe_load((tmp_path / "new" / "compare.yaml").read_text())["settings"]["max_length"] == 512
