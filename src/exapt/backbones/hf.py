@@ -209,6 +209,7 @@ class HFBackbone(Backbone):
         full = [i for i, ids in enumerate(items) if len(ids) >= self.max_length]  # may have been cut
         if not full:
             return 0
+        inputs = list(inputs)  # by position, whatever container the table holds
         enc = self.tokenizer(self._tokenizer_texts([inputs[i] for i in full]), truncation=False)
         return sum(len(ids) > self.max_length for ids in enc["input_ids"])
 
