@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import quiet
 
 import exapt
 from exapt.backbones import load_backbone, model_max_length
@@ -19,8 +20,6 @@ from exapt.errors import ExaptError
 from exapt.run_folder import RunFolder
 from exapt.select.layer_cache import layer_features
 from exapt.train.features import FeatureCache, encode
-
-from conftest import quiet
 
 LONG_TEXT = "the flight was delayed again and the crew said nothing while we waited at the gate " * 6
 
