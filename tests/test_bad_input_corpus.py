@@ -105,6 +105,12 @@ def _case_table() -> list[tuple[str, str]]:
         f"{fit} --lr 0", f"{fit} --val-fraction 1", f"{fit} --test-fraction 1", f"{fit} --test-fraction 0",
         f"{fit} --batch-size 0", f"{fit} --epochs 0", f"{fit} --max-length 7", f"{fit} --max-test 0",
         f"{fit} --n-per-class 0", f"{fit} --epochs 1.5", f"{fit} --batch-size 99999999999999999999999")
+    # fit: --long (issue 22): a bad spec, an unknown pooling, a stride that leaves no overlap, an image model
+    add("fit-long", f"{fit} --long window", f"{fit} --long chunk:pool=max", f"{fit} --long chunk:0",
+        f"{fit} --long chunk:abc", f"{fit} --long chunk:8,stride=2", f"{fit} --max-length 32 --long chunk:30",
+        f"{fit} --max-length 32 --long chunk:64", f"{fit} --set long=chunk:pool=sum", f"{fit} --set long=3",
+        "fit mnist-8x8 --model mlp --long chunk", "compare {good_csv} --text text --out cmp --long chunk:pool=max",
+        "rank {good_csv} --text text --out rk --models minilm-l6 --long chunk:pool=max")
     # fit: --set, every section and kind
     add("fit-set", *(f"{fit} --set {s}" for s in [
         "train.clip=-1", "train.warmup=2", "train.warmup=-0.1", "train.head_lr=inf", "train.head_lr=0",

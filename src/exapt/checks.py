@@ -28,12 +28,15 @@ SEED_MAX = 2**32 - 1   # numpy's and torch's seeds are unsigned 32-bit
 INT_MAX = 2**63 - 1    # anything larger overflows a torch / numpy int64
 
 
-def option(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, flag=None, message=None):
+def option(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, flag=None, message=None,
+           parse=None):
     """A dataclass field with its rule: `lo`/`hi` bounds (open or closed), `choices`, the
     user-facing `flag` the message names (default: section.field), or a `message`
-    template ({name}, {value}) where an existing wording must be kept."""
+    template ({name}, {value}) where an existing wording must be kept; `parse(value)`
+    checks a spec string (raising one ExaptError line) for a field written in a small
+    language of its own (`--long chunk:64,pool=attention`)."""
     rule = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "flag": flag,
-            "message": message}
+            "message": message, "parse": parse}
     return dataclasses.field(default=default, metadata={"rule": rule})
 
 
@@ -67,6 +70,8 @@ def check_value(name: str, value, allowed: tuple[type, ...], rule: dict) -> None
         _check_number(name, value, allowed, rule)
     elif bool in allowed and not isinstance(value, bool) and len(allowed) <= 2:
         raise ExaptError(f"{name} must be true or false (got {value!r})")
+    if rule.get("parse"):
+        rule["parse"](value)
     if rule.get("choices") and value not in rule["choices"]:
         if rule.get("message"):
             raise ExaptError(rule["message"].format(name=name, value=value))

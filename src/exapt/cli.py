@@ -45,9 +45,9 @@ class _Parser(argparse.ArgumentParser):
 
 FIT_DATA = ("text", "label", "features", "task", "test")
 FIT_SPLITS = ("n-per-class", "seed", "val-fraction", "test-fraction", "max-test")
-FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "pooling", "patience")
+FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "long", "pooling", "patience")
 COMPARE_OPTIONS = ("text", "label", "features", "task", "test", "val-fraction", "test-fraction", "max-test",
-                   "max-length", "epochs", "batch-size", "patience")
+                   "max-length", "long", "epochs", "batch-size", "patience")
 
 
 def build_parser() -> argparse.ArgumentParser:

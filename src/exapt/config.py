@@ -49,6 +49,41 @@ class TrainConfig:
         return int(min(self.max_epochs, max(3, math.ceil(self.min_steps / steps_per_epoch))))
 
 
+LONG_POOLS = ("mean", "attention")
+
+
+@dataclass(frozen=True)
+class LongInputs:
+    """`--long chunk[:STRIDE][,pool=mean|attention]`: an input longer than the window is cut
+    into windows whose starts are STRIDE tokens apart (default: half a window, so they
+    overlap), and their embeddings are pooled into one (backbones/hf.py does it)."""
+    stride: int | None = None   # None: half the window
+    pool: str = "mean"
+
+    @classmethod
+    def parse(cls, spec) -> "LongInputs | None":
+        if spec is None:
+            return None
+        if not isinstance(spec, str):
+            raise ExaptError(f"--long must be a spec such as chunk or chunk:64,pool=attention (got {spec!r})")
+        head, _, rest = spec.strip().partition(":")
+        if head != "chunk":
+            raise ExaptError(f"--long {spec!r}: the only way is chunk[:STRIDE][,pool=mean|attention]")
+        stride, pool = None, "mean"
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            if eq and key.strip() == "pool":
+                pool = value.strip()
+                if pool not in LONG_POOLS:
+                    raise ExaptError(f"--long {spec!r}: unknown pooling {pool!r} (choose {' or '.join(LONG_POOLS)})")
+            elif not eq and part.isdigit() and int(part) >= 1:
+                stride = int(part)
+            else:
+                raise ExaptError(f"--long {spec!r}: {part!r} is neither a stride (a whole number of tokens >= 1) "
+                                 "nor pool=mean|attention")
+        return cls(stride, pool)
+
+
 MAX_IMAGE_SIZE = 4096  # beyond it a resize asks for more memory than any machine has
 
 
@@ -124,7 +159,10 @@ class FitConfig:
     strategy: str = "linear-probe"
     task: str = "auto"
     pooling: str | None = None
-    max_length: int = option(128, lo=8, flag="--max-length")
+    # tokens per input; None: the model's own (its family answers: backbones/), resolved
+    # by fit before config.yaml is written, so a run reloads with the length it used
+    max_length: int | None = option(None, lo=8, flag="--max-length")
+    long: str | None = option(None, flag="--long", parse=LongInputs.parse)  # chunk[:STRIDE]
     train: TrainConfig = field(default_factory=TrainConfig)
     init: str | None = None          # start from this run's weights; its head becomes the source head
     penalties: list[str] = field(default_factory=list)  # "l2sp:0.01", "ewc:1000", ...

@@ -15,7 +15,7 @@ import torch
 
 from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
-from .backbones import check_input_kind, input_size
+from .backbones import check_input_kind, input_size, model_max_length
 from .config import FitConfig, resume_overrides, split_columns
 from .data import Table, fit_splits, load_data, load_table
 from .errors import ExaptError
@@ -96,7 +96,7 @@ def check_options(cfg: FitConfig) -> None:
         (t.batch_size >= 1, f"--batch-size must be >= 1 (got {t.batch_size})"),
         (t.epochs is None or t.epochs >= 1, f"--epochs must be >= 1 (got {t.epochs})"),
         (t.lr is None or t.lr > 0, f"--lr must be > 0 (got {t.lr})"),
-        (cfg.max_length >= 8, f"--max-length must be >= 8 (got {cfg.max_length})"),
+        (cfg.max_length is None or cfg.max_length >= 8, f"--max-length must be >= 8 (got {cfg.max_length})"),
         (cfg.source.max_test >= 1, f"--source-max-test must be >= 1 (got {cfg.source.max_test})"),
     ]
     for ok, message in checks:
@@ -125,12 +125,16 @@ class _Prepared:
     names: Table = None      # the strategy's extra probe examples (class names, names=R), or None
 
 
-def resolve_defaults(cfg: FitConfig, init=None) -> None:
-    """--model and --pooling of a fit that starts from a run default to that run's: its
-    head was trained on those features. (compare resolves them once for all its cells.)"""
+def resolve_defaults(cfg: FitConfig, init=None, reserve: int = 0) -> None:
+    """--model, --pooling and --max-length of a fit that starts from a run default to that
+    run's: its head was trained on those features; otherwise --max-length is the model's
+    own (its family says; `reserve`: positions the strategy's own tokens take), recorded
+    resolved. (compare resolves them once for all its cells.)"""
     cfg.model = init_model_name(cfg, init)
     if init is not None and cfg.pooling is None:
         cfg.pooling = init.config.pooling
+    if cfg.max_length is None:
+        cfg.max_length = (init.config.max_length if init is not None else None) or model_max_length(cfg.model, reserve)
 
 
 def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet | None = None) -> _Prepared:
@@ -139,8 +143,8 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
 
     `loader` is `load_data` or a memo of it (`compare` reads each file once for all cells)."""
     init = load_init(cfg.init) if cfg.init else None
-    resolve_defaults(cfg, init)
-    cfg.model = model_for(strategy, cfg.model)
+    resolve_defaults(cfg, init, strategy.reserved_positions)
+    cfg.model = model_for(strategy, cfg.model)  # after: the length is the named model's (a baseline ignores it)
     if init is not None and not strategy.uses_pretrained:
         raise ExaptError(f"--init with --strategy {cfg.strategy}: that strategy starts from random weights")
     table = load_table(cfg.data, loader)
@@ -223,13 +227,26 @@ def _labels_json(prep: _Prepared) -> dict:
     return out
 
 
+def _too_long(bb, tables: dict, items: dict, log) -> dict:
+    """Inputs longer than the backbone's window, per split (truncated, or chunked with
+    --long), said in one line for a token model."""
+    counts = {name: bb.n_too_long(tables[name].inputs, items[name]) for name in items}
+    if bb.input_kind == "text":
+        what = f"read in overlapping windows (--long {bb.long_spec})" if bb.long is not None else "truncated"
+        hint = " (--long chunk reads them whole)" if bb.long is None and any(counts.values()) else ""
+        log(f"inputs longer than {bb.max_length} tokens, {what}: "
+            f"{', '.join(f'{n} {c}' for n, c in counts.items())}{hint}")
+    return counts
+
+
 def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, progress, log, main=True
                   ) -> tuple[torch.Tensor, dict]:
     """Probe and/or gradient training; returns test logits and what training reports."""
     model, bb = prep.model, prep.model.backbone
     splits = {name: Split.prepare(bb, t.inputs, prep.targets[name]) for name, t in prep.tables.items()}
     items = {name: split.items for name, split in splits.items()}
-    result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0}
+    result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0,
+              "too_long": _too_long(bb, prep.tables, items, log)}
     test_features = None
     forgetting = Forgetting(prep.context)
     result["source_before"] = forgetting.scores(model)  # before anything changes the encoder
@@ -323,7 +340,10 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 2), "epochs_run": len(result["history"]),
         "best_epoch": result["best_epoch"], **result.get("probe", {}), **result.get("contrastive", {}),
+        "n_truncated": {n: 0 if model.backbone.long is not None else c for n, c in result["too_long"].items()},
     }
+    if model.backbone.long is not None:
+        metrics["n_chunked"] = result["too_long"]
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
     if prep.names is not None:
         metrics["n_class_name_examples"] = len(prep.names)

@@ -28,7 +28,11 @@ SHARED: dict[str, dict] = {
                          help="of the training examples, for early stopping (0: none)"),
     "test-fraction": dict(type=float, default=_DATA.test_fraction),
     "max-test": dict(type=int, default=_DATA.max_test, help="cap on a split-off test set (default: {default})"),
-    "max-length": dict(type=int, default=_FIT.max_length, help="tokens per text (default: {default})"),
+    "max-length": dict(type=int, default=_FIT.max_length,
+                       help="tokens per text (default: the model's own, e.g. 256 for minilm-l6)"),
+    "long": dict(metavar="chunk[:STRIDE][,pool=mean|attention]",
+                 help="inputs longer than --max-length: cut into overlapping windows STRIDE tokens apart "
+                      "(default: half a window) and pool their embeddings (default: truncated)"),
     "pooling": dict(choices=["mean", "cls"], help="default: the model folder's, else mean"),
     "epochs": dict(type=int, help="default: enough for ~120 optimiser steps, 3..40 epochs"),
     "lr": dict(type=float, help="encoder learning rate (default: the strategy's)"),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbones import load_backbone
+from .backbones import load_backbone, model_max_length
 from .config import FitConfig
 from .data import load_data
 from .errors import ExaptError
@@ -31,8 +31,10 @@ def build_model(cfg: FitConfig, task: Task, n_inputs: int | None, strategy, sour
     Records on the model which parameters the strategy added (`new_parameter_names`:
     penalties treat them as new) and which tensors came from `start` (`init_tensor_names`:
     they differ from the base model, so the run's weights file keeps them)."""
-    backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=cfg.max_length,
-                             seed=cfg.data.seed, scratch=not strategy.uses_pretrained)
+    # a config not yet resolved (None) gets the model's own length, with room for the strategy's tokens
+    max_length = cfg.max_length or model_max_length(cfg.model, strategy.reserved_positions)
+    backbone = load_backbone(cfg.model, n_inputs=n_inputs, pooling=cfg.pooling, max_length=max_length,
+                             seed=cfg.data.seed, scratch=not strategy.uses_pretrained, long=cfg.long)
     torch.manual_seed(cfg.data.seed)
     head = task.make_head(backbone.feature_dim)
     source_head = source_task.make_head(backbone.feature_dim) if source_task is not None else None

@@ -70,17 +70,29 @@ def check_input_kind(backbone: Backbone, kind: str, model: str) -> None:
 
 
 def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, pooling: str | None = None,
-                  normalize: bool | None = None, max_length: int = 128, seed: int = 0,
-                  scratch: bool = False) -> Backbone:
+                  normalize: bool | None = None, max_length: int | None = 128, seed: int = 0,
+                  scratch: bool = False, long: str | None = None) -> Backbone:
     """Build the backbone a model spec names; `scratch=True` asks for its random twin.
 
-    `n_inputs` is `input_size(table)`: feature columns, or (C, H, W) of images."""
+    `n_inputs` is `input_size(table)`: feature columns, or (C, H, W) of images;
+    `max_length=None` is the model's own (`model_max_length`); `long` is `--long`."""
     base, twin = split_scratch(spec)
     options = LoadOptions(scratch=scratch or twin, n_inputs=n_inputs, pooling=pooling, normalize=normalize,
-                          max_length=max_length, seed=seed)
-    return family_of(base).load(base, options)
+                          max_length=max_length, seed=seed, long=long)
+    backbone = family_of(base).load(base, options)
+    if long is not None and backbone.long is None:
+        raise ExaptError(f"--long {long}: --model {spec!r} takes {backbone.input_kind} inputs, not token "
+                         "sequences; --long is for text, DNA and protein models")
+    return backbone
+
+
+def model_max_length(spec: str, reserve: int = 0) -> int | None:
+    """The default --max-length of a model: the length it was made for, as its family
+    says, leaving `reserve` positions free (None: not a token model)."""
+    base, _ = split_scratch(str(spec))
+    return family_of(base).max_length(base, reserve)
 
 
 __all__ = ["Backbone", "BackboneFamily", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES",
            "input_size", "check_input_kind", "cnn_widths", "family_of", "split_scratch", "resolve_alias",
-           "alias_tokenizer", "SCRATCH_PREFIX"]
+           "alias_tokenizer", "SCRATCH_PREFIX", "model_max_length"]

@@ -28,11 +28,16 @@ class Backbone(nn.Module):
     also_accepts: tuple[str, ...] = ()  # other data kinds it takes (the mlp: images, flattened)
     feature_dim: int
     supports_prefix: bool = False
+    long = None  # how inputs longer than the window are taken (HF backbones: `--long`); None: truncated
 
     # -- inputs ---------------------------------------------------------------------
     def prepare_inputs(self, inputs) -> list:
         """Raw inputs -> per-example items (e.g. token id lists), done once per data set."""
         return list(inputs)
+
+    def n_too_long(self, inputs, items) -> int:
+        """How many of `inputs` (prepared as `items`) are longer than the backbone takes."""
+        return 0
 
     def item_length(self, item) -> int:
         """Cost of one prepared item, used to group similar lengths into batches."""
@@ -88,8 +93,9 @@ class LoadOptions:
     n_inputs: int | tuple[int, ...] | None = None  # feature columns, or (C, H, W) of images; None: text
     pooling: str | None = None
     normalize: bool | None = None
-    max_length: int = 128
+    max_length: int | None = 128                # None: the model's own (BackboneFamily.max_length)
     seed: int = 0
+    long: str | None = None                     # --long chunk[:STRIDE][,pool=...] (text models)
 
 
 class BackboneFamily:
@@ -122,6 +128,12 @@ class BackboneFamily:
         """Image families: how many `blocks()` a model of this name has, known without
         loading it; `exapt rank` reads the features after each block. None: rank reads the
         hidden states of a Hugging Face folder instead."""
+        return None
+
+    def max_length(self, base: str, reserve: int = 0) -> int | None:
+        """The input length, in tokens, a model of this name was made for (the default
+        --max-length), leaving `reserve` of its positions free (prompt tuning's virtual
+        tokens); None: its inputs are not token sequences, or it cannot say."""
         return None
 
     def weights_file(self, base: str) -> Path | None:

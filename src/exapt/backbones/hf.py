@@ -17,10 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import LongInputs
 from ..errors import ExaptError
 from ..registry import BACKBONES
 from .base import Backbone, BackboneFamily, LoadOptions, pool
-from .sequence_input import SequenceInput
+from .sequence_input import SequenceInput, pretrained_window
+from .windows import Windows, cut_windows, owners, pool_windows, special_frame
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HASH_CACHE: dict[tuple, str] = {}
@@ -66,6 +68,30 @@ def sentence_transformers_pooling(folder: Path) -> tuple[str | None, bool]:
         return None, False
 
 
+def default_max_length(folder: Path) -> int | None:
+    """The input length, in tokens ([CLS]/[SEP] included), the model in `folder` was made
+    for: a sentence-transformers folder's max_seq_length (what its authors encode with:
+    256 for all-MiniLM-L6-v2), else the windows `exapt pretrain` trained it on
+    (exapt.json), else its position table. None: the folder says nothing."""
+    try:
+        return int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    window = pretrained_window(folder)
+    return window if window is not None else position_table(folder)
+
+
+def position_table(folder: Path) -> int | None:
+    """How many positions the model's table holds for tokens (less the padding offset of
+    RoBERTa-style models); None: its config.json does not say."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return positions - (2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer") else 0)
+
+
 def layer_list(model: nn.Module) -> nn.ModuleList:
     for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
         obj = model
@@ -80,7 +106,7 @@ class HFBackbone(Backbone):
     input_kind = "text"
 
     def __init__(self, name: str, folder: str | Path, *, scratch: bool = False, pooling: str | None = None,
-                 normalize: bool | None = None, max_length: int = 128, seed: int = 0,
+                 normalize: bool | None = None, max_length: int | None = None, seed: int = 0,
                  tokenizer=None, sequence_input: SequenceInput | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer  # heavy: imported on first use
@@ -114,7 +140,9 @@ class HFBackbone(Backbone):
         if self.pooling not in ("mean", "cls"):
             raise ExaptError(f"--pooling must be mean or cls (got {self.pooling!r})")
         self.normalize = st_norm if normalize is None else normalize
-        self.max_length = int(max_length)
+        # None: the model's own length (default_max_length); 512 if the folder says nothing
+        self.max_length = int(max_length or default_max_length(folder) or 512)
+        self.long, self.long_spec = None, None  # --long: set_long
         self.name, self.folder, self.scratch, self.seed = name, folder.resolve(), scratch, seed
         # DNA/protein models say in exapt.json how a raw sequence is written for their tokenizer
         self.sequence_input = sequence_input or SequenceInput.from_folder(folder)
@@ -136,20 +164,64 @@ class HFBackbone(Backbone):
         # every layer's tensors in the state dict.
         return layer_list(self.model)
 
+    def set_long(self, spec: str | None) -> None:
+        """`--long chunk[:STRIDE][,pool=...]`: inputs longer than the window become
+        windows STRIDE tokens apart whose embeddings are pooled (None: truncated)."""
+        long = LongInputs.parse(spec)
+        self.long, self.long_spec = None, None
+        if long is None:
+            return
+        content = self.window_tokens()
+        stride = long.stride or max(1, content // 2)
+        if stride >= content:
+            raise ExaptError(f"--long {spec}: the stride ({stride} tokens) must be smaller than the window "
+                             f"({content} tokens: --max-length {self.max_length} less the special tokens), "
+                             "so that windows overlap")
+        self.long, self.long_spec = LongInputs(stride, long.pool), spec
+        self._frame = special_frame(self.tokenizer)
+        self.supports_prefix = False  # a cached prefix holds one window per example
+
+    def window_tokens(self) -> int:
+        """Tokens of an input one window holds (the special tokens take the rest)."""
+        return self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+
     # -- inputs ---------------------------------------------------------------------
-    def prepare_inputs(self, inputs):
-        if len(inputs) == 0:
-            return []
+    def _tokenizer_texts(self, inputs) -> list[str]:
         inputs = list(inputs)
         if self.sequence_input is not None and self.sequence_input.is_sequence:
             inputs = [self.sequence_input.to_tokenizer_text(s, f"input {i + 1}") for i, s in enumerate(inputs)]
+        return inputs
+
+    def prepare_inputs(self, inputs):
+        if len(inputs) == 0:
+            return []
+        inputs = self._tokenizer_texts(inputs)
+        if self.long is not None:  # every window of every input, [CLS]/[SEP] each
+            enc = self.tokenizer(inputs, add_special_tokens=False, truncation=False)
+            return [cut_windows(ids, self.window_tokens(), self.long.stride, self._frame) for ids in enc["input_ids"]]
         enc = self.tokenizer(inputs, truncation=True, max_length=self.max_length)
         return list(enc["input_ids"])
 
+    def n_too_long(self, inputs, items) -> int:
+        """How many inputs do not fit one window: truncated, or with --long, chunked."""
+        if self.long is not None:
+            return sum(len(windows) > 1 for windows in items)
+        full = [i for i, ids in enumerate(items) if len(ids) >= self.max_length]  # may have been cut
+        if not full:
+            return 0
+        inputs = list(inputs)  # by position, whatever container the table holds
+        enc = self.tokenizer(self._tokenizer_texts([inputs[i] for i in full]), truncation=False)
+        return sum(len(ids) > self.max_length for ids in enc["input_ids"])
+
     def item_length(self, item) -> int:
-        return len(item)
+        return sum(len(w) for w in item) if isinstance(item, Windows) else len(item)
 
     def collate(self, items):
+        if items and isinstance(items[0], Windows):  # windows side by side; `owner` says whose
+            return {**self._collate_ids([w for windows in items for w in windows]), "window_owner": owners(items)}
+        return self._collate_ids(items)
+
+    def _collate_ids(self, items):
         width = max(len(ids) for ids in items)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(items), width), pad, dtype=torch.long)
@@ -165,7 +237,15 @@ class HFBackbone(Backbone):
         extra = hidden.shape[1] - batch["attention_mask"].shape[1]
         if extra > 0:  # soft-prompt positions prepended by prompt tuning: pool the real tokens
             hidden = hidden[:, extra:]
-        return pool(hidden, batch["attention_mask"], self.pooling, self.normalize)
+        return self.pool_items(pool(hidden, batch["attention_mask"], self.pooling, self.normalize), batch)
+
+    def pool_items(self, pooled: torch.Tensor, batch: dict) -> torch.Tensor:
+        """One embedding per input from one per window (--long); as is otherwise."""
+        owner = batch.get("window_owner")
+        if owner is None:
+            return pooled
+        out = pool_windows(pooled, owner, int(owner[-1]) + 1, self.long.pool)
+        return nn.functional.normalize(out, p=2, dim=-1) if self.normalize else out
 
     def blocks(self):
         out = [("embeddings", self.model.embeddings)] if hasattr(self.model, "embeddings") else []
@@ -222,6 +302,8 @@ class HFBackbone(Backbone):
             "max_length": self.max_length,
             "architecture": type(self.model).__name__,
             "sequence_input": self.sequence_input.to_dict() if self.sequence_input else None,
+            # only when set: the identity (and the feature cache's key) of every other run stays as it was
+            **({"long": self.long_spec} if self.long is not None else {}),
         }
 
     def describe(self):
@@ -292,12 +374,13 @@ class HuggingFaceFamily(BackboneFamily):
             raise ExaptError(f"--model {base!r}: no such alias or folder (aliases: {', '.join(ALIASES)}; "
                              "see `exapt models`)")
         o = options
+        max_length = o.max_length or (default_max_length(folder) if folder.is_dir() else None)
         key = (str(folder.resolve()), weights_sha256(folder) if folder.is_dir() else "", o.scratch, o.pooling,
-               o.normalize, o.max_length, o.seed if o.scratch else None)
+               o.normalize, max_length, o.seed if o.scratch else None)
         if key not in _LOADED:
             tokenizer, sequence_input = alias_tokenizer(base, folder)
             _LOADED[key] = HFBackbone(base, folder, scratch=o.scratch, pooling=o.pooling, normalize=o.normalize,
-                                      max_length=o.max_length, seed=o.seed, tokenizer=tokenizer,
+                                      max_length=max_length, seed=o.seed, tokenizer=tokenizer,
                                       sequence_input=sequence_input)
             while len(_LOADED) > _KEEP_LOADED:
                 _LOADED.popitem(last=False)
@@ -305,7 +388,14 @@ class HuggingFaceFamily(BackboneFamily):
         pristine = _LOADED[key]
         backbone = copy.deepcopy(pristine, memo={id(pristine.tokenizer): pristine.tokenizer})  # tokenizers are read-only
         backbone.name = base
+        backbone.set_long(o.long)
         return backbone
+
+    def max_length(self, base: str, reserve: int = 0) -> int | None:
+        folder = resolve_alias(base) if base in ALIASES else Path(base).expanduser()
+        length = default_max_length(folder) if folder.is_dir() else None
+        positions = position_table(folder) if length else None
+        return min(length, positions - reserve) if positions and reserve else length
 
     def rows(self) -> list[dict]:
         rows = []

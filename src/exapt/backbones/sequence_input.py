@@ -84,6 +84,16 @@ class SequenceInput:
             raise ExaptError(f"{path}: unreadable ({e})") from None
 
 
+def pretrained_window(folder: Path) -> int | None:
+    """The window, in tokens, `exapt pretrain` trained the model in `folder` on (its
+    exapt.json); None for a folder exapt did not pre-train. Positions beyond it were never
+    trained, so it is the model's natural --max-length."""
+    try:
+        return int(json.loads((Path(folder) / SETTINGS_FILE).read_text())["pretrain"]["config"]["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 _TABLES: dict[tuple[str, str], dict] = {}
 
 

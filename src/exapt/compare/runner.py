@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from tqdm.auto import tqdm
 
 from ..config import AdaptConfig, FitConfig, SourceConfig
@@ -31,10 +32,12 @@ from ..fit import check_options, fit_config, resolve_defaults
 from ..penalties import parse_penalties
 from ..run_folder import RunFolder
 from ..source import load_init, load_source_data
+from ..strategies import parse_strategy
 from ..sweep_folder import SweepFolder
 from ..tasks import Task, higher_is_better, primary_metric
 from ..version import __version__
-from .panel import ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies
+from .panel import (ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies,
+                    split_label)
 from .report import write_report_with_recommendation
 from .tracking import Tracker
 
@@ -80,8 +83,8 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
                    keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
                    command: str = "") -> Comparison:
     """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
-    _resolve_init(base)
     strategies = parse_strategies(strategies)
+    _resolve_init(base, out, max(parse_strategy(split_label(s)[0]).reserved_positions for s in strategies))
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
     sweep = SweepFolder(out, SETTINGS, CELL_DONE, "compare")
@@ -206,10 +209,17 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     return kind
 
 
-def _resolve_init(base: FitConfig) -> None:
+def _resolve_init(base: FitConfig, out, reserve: int = 0) -> None:
     """--model / --pooling from the --init run, once for all cells (fit would do it per cell,
-    and a cell's config must equal the panel's for an interrupted panel to resume)."""
-    resolve_defaults(base, load_init(base.init) if base.init else None)
+    and a cell's config must equal the panel's for an interrupted panel to resume); so is
+    --max-length, which, not given, stays what an existing panel in `out` was made with
+    (one from before it defaulted to the model's own holds 128, and resumes)."""
+    if base.max_length is None:
+        try:
+            base.max_length = yaml.safe_load((Path(out) / SETTINGS).read_text())["settings"]["max_length"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            pass
+    resolve_defaults(base, load_init(base.init) if base.init else None, reserve)
 
 
 def _settings(base: FitConfig) -> dict:

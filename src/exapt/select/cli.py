@@ -31,8 +31,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--layers", help="all, or layer numbers like 1,3,6: one candidate per layer of each model")
     r.add_argument("--scores", default=DEFAULT_SCORES,
                    help=f"comma-separated, from {', '.join([*SCORES, *SOURCE_SCORES])}, or all (default: {DEFAULT_SCORES})")
-    add_options(r, "n-per-class", "seed", "test", "test-fraction", "text", "label", "task", "max-length",
-                helps={"n-per-class": "sample N training examples per class (as exapt fit)"})
+    add_options(r, "n-per-class", "seed", "test", "test-fraction", "text", "label", "task", "max-length", "long",
+                defaults={"max-length": 128}, helps={"n-per-class": "sample N training examples per class (as exapt fit)",
+                                                     "max-length": "tokens per text (default: {default})"})
     r.add_argument("--validate", action="store_true",
                    help="also fine-tune every candidate (--strategy) and correlate each score with test accuracy")
     r.add_argument("--strategy", default="linear-probe", help="fine-tuning strategy for --validate (default: linear-probe)")
@@ -78,7 +79,7 @@ def run(args) -> None:
     frame = rank(args.data, args.models, layers=args.layers, scores=args.scores, n_per_class=args.n_per_class,
                  seed=args.seed, validate=args.validate, strategy=args.strategy, out=args.out, text=args.text,
                  label=args.label, task=args.task, test=args.test, test_fraction=args.test_fraction,
-                 max_length=args.max_length, epochs=args.epochs, overwrite=args.overwrite,
+                 max_length=args.max_length, long=args.long, epochs=args.epochs, overwrite=args.overwrite,
                  progress=not args.quiet, log=log)
     print(format_table(frame))
     tau = frame.attrs.get("tau")

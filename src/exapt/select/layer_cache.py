@@ -49,7 +49,7 @@ def _folder_fingerprint(folder: Path, weights: bool) -> dict:
     return {"files": small, "weights": weights_sha256(folder) if weights else None}
 
 
-def _source_key(src: Source, max_length: int, seed: int) -> str:
+def _source_key(src: Source, max_length: int, seed: int, long: str | None = None) -> str:
     ident = {"version": CACHE_VERSION, "kind": src.kind, "seed": seed if src.kind == "scratch" else None,
              "torch": torch.__version__.split("+")[0]}
     if src.image:   # keyed on the weight files: the base network's (ImageNet) and a run's own
@@ -60,12 +60,24 @@ def _source_key(src: Source, max_length: int, seed: int) -> str:
     else:
         ident.update(folder=_folder_fingerprint(src.folder, weights=src.kind != "scratch"), pooling=src.pooling,
                      normalize=src.normalize, max_length=int(max_length))
+        if long is not None:  # only when set: every other cache keeps its key
+            ident["long"] = long
         if src.run is not None:
             run = RunFolder(src.run)
             cfg = run.read_config()
             ident["run"] = {"weights": file_sha256(run.weights), "model": cfg.model,
                             "strategy": cfg.strategy, "seed": cfg.data.seed, "classes": src.source_classes}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _own_max_length(src: Source) -> int:
+    """A source's default --max-length: a run's own, else the model's (128 if it cannot say)."""
+    if src.run is not None and not src.image:
+        own = RunFolder(src.run).read_config().max_length
+        if own:
+            return int(own)
+    base, _ = split_scratch(src.load_spec)
+    return family_of(base).max_length(base) or 128
 
 
 def _cache_dir() -> Path:
@@ -81,7 +93,7 @@ class _Encoder:
     classifier: bool = False       # net returns logits (a ...ForSequenceClassification model)
 
 
-def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
+def _load_encoder(src: Source, max_length: int, seed: int, long: str | None = None) -> _Encoder:
     """Load the weights of one source (the only expensive step a cache hit skips)."""
     if src.run is not None:
         run = Run.load(src.run)
@@ -91,12 +103,13 @@ def _load_encoder(src: Source, max_length: int, seed: int) -> _Encoder:
             return _Encoder(bb.eval(), bb, head)
         _make_plain(bb, run.config.strategy, src.spec)
         bb.max_length = int(max_length)
+        bb.set_long(long)
         bb.eval()
         return _Encoder(bb, bb.model, head)
     if src.image:
         bb = load_backbone(src.load_spec, seed=seed).eval()
         return _Encoder(bb, bb)
-    bb = load_backbone(src.load_spec, max_length=max_length, seed=seed)
+    bb = load_backbone(src.load_spec, max_length=max_length, seed=seed, long=long)
     bb.eval()
     if src.kind == "classifier":
         from transformers import AutoModelForSequenceClassification  # heavy: imported on first use
@@ -187,7 +200,7 @@ def _encode(enc: _Encoder, texts: list, n_layers: int, batch_size: int = 64,
         for k in range(1, n_layers + 1):
             # the last layer as the backbone itself sees it (a model's final norm included)
             h = o.last_hidden_state if (k == n_layers and not enc.classifier) else hidden[k]
-            out[f"layer.{k}"][rows] = pool(h, mask, bb.pooling, bb.normalize).float()
+            out[f"layer.{k}"][rows] = bb.pool_items(pool(h, mask, bb.pooling, bb.normalize), batch).float()
         if enc.classifier:
             logits = o.logits
         else:
@@ -211,10 +224,13 @@ class LayerCache:
     with a classification head; written atomically, a damaged shard is ignored.
     """
 
-    def __init__(self, src: Source, max_length: int, seed: int):
+    def __init__(self, src: Source, max_length: int | None, seed: int, long: str | None = None):
+        """`max_length` None: the model's own (a run's: the length it was trained with);
+        `long`: `--long chunk...`, windows pooled per text."""
+        max_length = max_length or _own_max_length(src)
         if not src.key:
-            src.key = _source_key(src, max_length, seed)
-        self.src, self.max_length, self.seed = src, int(max_length), seed
+            src.key = _source_key(src, max_length, seed, long)
+        self.src, self.max_length, self.seed, self.long = src, int(max_length), seed, long
         self.dir = _cache_dir() / src.key
         self.hits = self.misses = 0
         self.encoded_seconds = 0.0
@@ -254,7 +270,7 @@ class LayerCache:
             if log:
                 what = "images" if self.src.image else "texts"
                 log(f"  encoding {len(todo)} {what} with {self.src.spec} ({self.src.n_layers} layers, one pass)")
-            enc = _load_encoder(self.src, self.max_length, self.seed)
+            enc = _load_encoder(self.src, self.max_length, self.seed, self.long)
             new = _encode(enc, [first[k] for k in todo], self.src.n_layers, batch_size, progress,
                           desc=f"encoding {self.src.spec}")
             new["keys"] = torch.tensor(np.frombuffer(b"".join(todo), dtype=np.uint8).reshape(len(todo), -1))
@@ -274,7 +290,7 @@ class LayerCache:
 
 
 def layer_features(model: str, texts: Sequence[str], layers=None, *, max_length: int = 128, seed: int = 0,
-                   batch_size: int = 64, progress: bool = False) -> dict[int, np.ndarray]:
+                   batch_size: int = 64, progress: bool = False, long: str | None = None) -> dict[int, np.ndarray]:
     """{K: (n, d) array}: the pooled hidden state after layer K of ``model`` for each text.
 
     ``layers``: None (the last layer), "all", or layer numbers. The same pooling and
@@ -287,7 +303,7 @@ def layer_features(model: str, texts: Sequence[str], layers=None, *, max_length:
     for k in ks:
         if not 1 <= k <= src.n_layers:
             raise ExaptError(f"layer {k} is out of range; {model} has {src.n_layers} layers (1..{src.n_layers})")
-    got = LayerCache(src, max_length, seed).get(list(texts), [f"layer.{k}" for k in ks], progress, batch_size)
+    got = LayerCache(src, max_length, seed, long).get(list(texts), [f"layer.{k}" for k in ks], progress, batch_size)
     return {k: got[f"layer.{k}"] for k in ks}
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ..backbones import input_size, load_backbone
-from ..config import FitConfig
+from ..config import FitConfig, LongInputs
 from ..data import fit_splits, load_data
 from ..errors import ExaptError
 from ..files import atomic_write_bytes
@@ -204,7 +204,7 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
          text=None, label: str = "label", task: str = "auto", test: str | None = None,
          val_fraction: float = 0.0, test_fraction: float = 0.2, max_test: int = 2000, max_length: int = 128,
          epochs: int | None = None, batch_size: int = 16, overwrite: bool = False, progress: bool = True,
-         log=print) -> pd.DataFrame:
+         log=print, long: str | None = None) -> pd.DataFrame:
     """Score every candidate's frozen features on the training examples; optionally fine-tune each.
 
     Returns one row per candidate: each score and its rank (1 = best), the seconds spent
@@ -221,6 +221,9 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
         text = [c.strip() for c in text.split(",") if c.strip()]
     settings = _settings(data, test, text, label, task, n_per_class, seed, val_fraction, test_fraction, max_test,
                          max_length, strategy, epochs, batch_size)
+    if long is not None:  # only when set: a rank folder made before keeps its settings
+        LongInputs.parse(long)  # a bad spec is said before any work
+        settings["long"] = long
     job = _prepare(settings, models, layers, scores, validate, out, overwrite, log)
     texts = list(job.data.train.inputs)
     log(f"rank {len(job.candidates)} candidate(s) on {len(texts)} training examples of {job.data.train.source} "
@@ -294,7 +297,7 @@ def _score_all(job: _Job, texts: list, progress: bool, log) -> tuple[pd.DataFram
         if src.classical:
             feats, hits = _classical_features(src, job.data.train), 0
         else:
-            cache = LayerCache(src, job.settings["max_length"], job.settings["seed"])
+            cache = LayerCache(src, job.settings["max_length"], job.settings["seed"], job.settings.get("long"))
             names = sorted({f"layer.{c.layer}" for c in group}) + (["probs"] if any(c.has_head for c in group) else [])
             feats, hits = cache.get(texts, names, progress, log=log), cache.hits
         share = (time.perf_counter() - t0) / len(group)   # one pass serves every layer of this source

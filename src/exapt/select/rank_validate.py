@@ -103,7 +103,7 @@ def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) 
         run = fit(s["data"], strategy, model, text=s["text"], label=s["label"], task=s["task"], test=s["test"],
                   n_per_class=s["n_per_class"], seed=s["seed"], val_fraction=s["val_fraction"],
                   test_fraction=s["test_fraction"], max_test=s["max_test"], pooling=pooling,
-                  max_length=s["max_length"], epochs=s["epochs"], batch_size=s["batch_size"], init=init, out=work,
+                  max_length=s["max_length"], long=s.get("long"), epochs=s["epochs"], batch_size=s["batch_size"], init=init, out=work,
                   progress=False, log=_quiet)
     except ExaptError as e:
         raise ExaptError(f"--validate: fine-tuning {c.name}: {e}") from None

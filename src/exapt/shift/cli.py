@@ -41,7 +41,8 @@ def add_parser(sub):
                    help="rows drawn at random from each domain (default: 2000)")
     s.add_argument("--permutations", type=int, default=1000, help="MMD permutation test (default: 1000)")
     s.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default: 0.05)")
-    add_options(s, "seed", "max-length")
+    add_options(s, "seed", "max-length", defaults={"max-length": 128},
+                helps={"max-length": "tokens per text (default: {default})"})
     s.add_argument("--out", help="report folder (default: runs/shift-SOURCE-TARGET)")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier shift report in --out")
     s.add_argument("--json", action="store_true", help="print shift.json instead of the summary")

@@ -49,6 +49,12 @@ class Strategy:
     # so it cannot be ranked or fine-tuned as a source model
     plain_encoder: ClassVar[bool] = True
 
+    @property
+    def reserved_positions(self) -> int:
+        """Positions of the encoder its own tokens take (prompt tuning's virtual tokens):
+        the default --max-length leaves them free."""
+        return 0
+
     # -- what a strategy needs before and around training ---------------------------
     def check_task(self, kind: str, spec: str) -> None:
         """Raise ExaptError when this strategy, with its options, cannot serve a task of

@@ -146,6 +146,10 @@ class VirtualTokenStrategy(PeftStrategy):
 
     tokens: int = 20
     new_param_tags: ClassVar[tuple[str, ...]] = ("prompt_encoder",)
+
+    @property
+    def reserved_positions(self) -> int:
+        return self.tokens
     default_lr: ClassVar[float] = 3e-3
     peft_config_name: ClassVar[str] = ""  # PromptTuningConfig / PrefixTuningConfig
     checkpoints_activations: ClassVar[bool] = False  # prefixes travel as cached keys/values
