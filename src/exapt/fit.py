@@ -29,7 +29,7 @@ from .strategies import model_for, parse_strategy
 from .tasks import Task
 from .threads import configure_threads
 from .train.features import FeatureCache, encode
-from .train.loop import Split, predict_logits, train
+from .train.loop import Split, predict_logits, prefix_split, train
 
 # fit()'s flat names for the options of the source and adapt sections
 _SECTION_OPTIONS = {"source_data": ("source", "data"), "source_text": ("source", "text"),
@@ -285,9 +285,9 @@ def _train_encoder(cfg, strategy, prep: _Prepared, splits: dict, target: dict, f
     ctx.unlabelled = target.get("unlabelled")
     prep.penalties.setup(ctx)
     k = strategy.cacheable_prefix(model) if (cfg.train.cache_prefix and bb.supports_prefix) else 0
-    train_splits = {n: _prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
+    train_splits = {n: prefix_split(bb, splits[n], k) for n in ("train", "val")} if k else splits
     if k and ctx.unlabelled is not None:  # target batches meet the model the way source batches do
-        ctx.unlabelled = _prefix_split(bb, ctx.unlabelled, k)
+        ctx.unlabelled = prefix_split(bb, ctx.unlabelled, k)
     model.prefix_k = k
     start = {n: t.detach().clone() for n, t in model.state_dict().items()} if strategy.needs_start_weights else None
     try:
@@ -393,16 +393,3 @@ def _features(bb, parts: dict, progress: bool, cached: bool = True) -> dict[str,
         cache = FeatureCache(bb)
         return {name: cache.features(t.inputs, prepared, progress=progress) for name, (t, prepared) in parts.items()}
     return {name: encode(bb, prepared, progress=False) for name, (t, prepared) in parts.items()}
-
-
-@torch.no_grad()
-def _prefix_split(bb, split: Split, k: int) -> Split:
-    """Replace token ids by the frozen prefix's output, computed once, in eval mode."""
-    was = bb.training
-    bb.eval()
-    states = []
-    for start in range(0, len(split.items), 64):
-        batch = bb.collate(split.items[start:start + 64])
-        states += bb.forward_prefix(batch, k)
-    bb.train(was)
-    return Split(states, split.targets, split.lengths, split.weights)

@@ -51,6 +51,20 @@ class Split:
         return cls(items, targets, [backbone.item_length(x) for x in items])
 
 
+@torch.no_grad()
+def prefix_split(bb, split: Split, k: int) -> Split:
+    """Replace token ids by the frozen prefix's output, computed once, in eval mode (how
+    `freeze:k` and the like skip the blocks that never train)."""
+    was = bb.training
+    bb.eval()
+    states = []
+    for start in range(0, len(split.items), 64):
+        batch = bb.collate(split.items[start:start + 64])
+        states += bb.forward_prefix(batch, k)
+    bb.train(was)
+    return Split(states, split.targets, split.lengths, split.weights)
+
+
 def device_batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
     items = [split.items[i] for i in idx]
     bb = model.backbone
