@@ -46,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
 FIT_DATA = ("text", "label", "features", "task", "test")
 FIT_SPLITS = ("n-per-class", "seed", "val-fraction", "test-fraction", "max-test")
 FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "pooling", "patience")
+FIT_CLASSES = ("class-weight", "loss", "decision", "target-recall")
 COMPARE_OPTIONS = ("text", "label", "features", "task", "test", "val-fraction", "test-fraction", "max-test",
                    "max-length", "epochs", "batch-size", "patience")
 
@@ -75,7 +76,7 @@ def _fit_parser(sub) -> None:
     f.add_argument("--strategy", default=FitConfig().strategy, help="see `exapt strategies` (default: linear-probe)")
     f.add_argument("--model", help="alias, HF model folder, scratch:NAME, mlp, or for images cnn / efficientnet-lite0[:SIZE] "
                    "(see `exapt models`; default: minilm-l6, or the --init run's)")
-    add_options(f, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING)
+    add_options(f, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES)
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
     f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -137,7 +138,7 @@ def _cmd_fit(a) -> None:
     if not a.data:
         raise ExaptError("fit needs DATA (a file or a built-in name), or --resume RUN")
     cfg = FitConfig.from_options(a.data, strategy=a.strategy, model=a.model,
-                                 **option_values(a, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING))
+                                 **option_values(a, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES))
     penalty_cli.apply_to_config(cfg, a)
     adapt_cli.apply_to_config(cfg, a)
     cfg.validate()  # the options just copied in, against their fields' declared ranges
