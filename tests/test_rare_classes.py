@@ -221,3 +221,15 @@ def test_gradient_strategies_train_with_the_weighted_focal_loss(tmp_path, tiny_b
                         n_per_class=8, max_test=50, epochs=1, **options)
         losses[name] = run.history[0]["train_loss"]
     assert math.isfinite(losses["focal"]) and losses["focal"] != pytest.approx(losses["plain"], rel=1e-3)
+
+
+def test_compare_ranks_an_imbalanced_task_by_macro_f1_and_shows_each_class(tmp_path, tiny_bert):
+    comparison = exapt.compare("tweets-self-driving", strategies="linear-probe", n_per_class="8", seeds=1,
+                               model=str(tiny_bert), out=tmp_path / "cmp", max_test=200, tracking=False,
+                               progress=False, log=quiet)
+    assert comparison.meta["metric"] == "macro_f1" and "imbalanced" in comparison.meta["metric_note"]
+    text = (tmp_path / "cmp" / "report.md").read_text()
+    assert "ranked by macro-F1, not accuracy" in text
+    assert "## Per class at 8 per class" in text and "negative (" in text and "ECE" in text
+    row = comparison.results.iloc[0]
+    assert 0 <= row["class_negative_recall"] <= 1 and row["class_neutral_support"] > row["class_negative_support"]

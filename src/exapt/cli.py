@@ -116,7 +116,7 @@ def _compare_parser(sub) -> None:
                    help="labelled examples per class, comma-separated; 'all' for the whole pool (default: 8,16,32,64)")
     c.add_argument("--seeds", type=int, default=3, help="seeds per size (default: 3)")
     c.add_argument("--out", default="compare", help="folder for results, report and cell runs (default: compare)")
-    add_options(c, *COMPARE_OPTIONS)
+    add_options(c, *COMPARE_OPTIONS, *FIT_CLASSES)
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any fit config field, all cells")
     c.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store inside --out)")
     c.add_argument("--no-tracking", action="store_true", help="do not log cells to MLflow")
@@ -177,7 +177,7 @@ def _cmd_merge(a) -> None:
 
 def _cmd_compare(a) -> None:
     base = FitConfig.from_options(a.data, model=a.model, init=a.init, source=penalty_cli.source_config(a),
-                                  overrides=tuple(a.set), **option_values(a, *COMPARE_OPTIONS))
+                                  overrides=tuple(a.set), **option_values(a, *COMPARE_OPTIONS, *FIT_CLASSES))
     compare_config(base, a.strategies, a.n_per_class, a.seeds, a.out, tracking=not a.no_tracking,
                    tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
                    progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
