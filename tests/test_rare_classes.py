@@ -143,6 +143,15 @@ def test_rule_from_a_balanced_validation_split_shifts_to_the_datas_frequencies()
     assert np.array_equal(again.decide(logits), rule.decide(logits))
 
 
+def test_target_recall_alone_moves_only_that_class():
+    logits, truth = _imbalanced_scores()
+    counts = np.bincount(truth, minlength=3)
+    rule = fit_rule("argmax", {"c": 0.9}, logits[:1500], truth[:1500], ["a", "b", "c"], counts, counts)
+    assert rule.rule == "target-recall" and rule.offsets[:2] == [0.0, 0.0] and rule.offsets[2] > 0
+    rare = truth[:1500] == 2
+    assert (rule.decide(logits[:1500])[rare] == 2).mean() >= 0.9
+
+
 def test_per_class_scores_match_scikit_learn():
     logits, truth = _imbalanced_scores(500)
     pred = logits.argmax(1).numpy()

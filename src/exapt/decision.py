@@ -32,7 +32,7 @@ ECE_BINS = 15                              # Guo et al.'s choice
 
 @dataclass
 class DecisionRule:
-    rule: str                                  # calibrated | macro-f1 (+ target recall)
+    rule: str                                  # calibrated | macro-f1 | target-recall
     temperature: float = 1.0
     shift: list[float] = field(default_factory=list)
     offsets: list[float] = field(default_factory=list)
@@ -194,5 +194,6 @@ def fit_rule(decision: str, target_recall: dict, logits: torch.Tensor, truth: np
     offsets = tune_offsets(scores, truth, weights) if decision == "macro-f1" else np.zeros(len(classes))
     for name, target in target_recall.items():
         offsets = reach_recall(scores, offsets, truth, classes.index(name), target)
-    return DecisionRule(decision, temperature, [float(x) for x in shift], [float(x) for x in offsets],
+    name = decision if decision != "argmax" else "target-recall"  # --target-recall alone
+    return DecisionRule(name, temperature, [float(x) for x in shift], [float(x) for x in offsets],
                         dict(target_recall))
