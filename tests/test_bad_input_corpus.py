@@ -138,6 +138,17 @@ def _case_table() -> list[tuple[str, str]]:
         f"{fit} --test {{emptydir}}", f"{fit} --penalty nope", f"{fit} --penalty l2sp:abc",
         f"{fit} --init {{missingdir}}", f"{fit} --init {{good_csv}}", f"{fit} --adapt-to {{missing}}",
         f"{fit} --select nope", f"{fit} --target-labels 2", f"{fit} --unknown-option", f"{fit} extra-arg")
+    # rare classes (docs/rare-classes.md): class weights, focal gamma, decision rules
+    add("fit-classes", f"{fit} --class-weight nope=2", f"{fit} --class-weight positive=0",
+        f"{fit} --class-weight positive=-1", f"{fit} --class-weight positive=abc", f"{fit} --class-weight positive",
+        f"{fit} --class-weight balancedd", f"{fit} --class-weight positive=inf", f"{fit} --loss focal:-1",
+        f"{fit} --loss focal:abc", f"{fit} --loss focal:nan", f"{fit} --loss nope", f"{fit} --target-recall positive=1.5",
+        f"{fit} --target-recall positive=0", f"{fit} --target-recall positive=-0.2", f"{fit} --target-recall nope=0.5",
+        f"{fit} --target-recall positive", f"{fit} --decision nope", f"{fit} --decision macro-f1 --val-fraction 0",
+        f"{fit} --set classes.loss=focal:-1", f"{fit} --set classes.decision=nope",
+        f"{fit} --set classes.class_weight=nope=1", f"{fit} --set classes.target_recall=positive=2",
+        "fit {numbers_csv} --text text --task regression --class-weight balanced",
+        "fit {numbers_csv} --text text --task regression --decision macro-f1")
     add("fit-more", f"{fit} --test {{header_csv}}", f"{fit} --test {{semi_csv}}", f"{fit} --task regression",
         "fit {oneclass_csv}", f"{fit} --label text", f"{fit} --test {{good_csv}} --test-fraction 2",
         f"{fit} --adapt-to {{emptydir}}", f"{fit} --source-data {{missing}}", f"{fit} --init {{incomplete}}",

@@ -146,3 +146,52 @@ def harden_parser(parser: argparse.ArgumentParser) -> None:
             action.type = _finite_float
         elif action.type is int:
             action.type = _seed if action.dest == "seed" else _bounded_int
+
+
+# -- rare classes (docs/rare-classes.md): the specs of --class-weight, --loss, --target-recall
+def parse_class_values(spec: str, flag: str, lo: float, hi: float | None = None) -> dict[str, float]:
+    """`CLASS=V,CLASS=V` -> {class: V}, each V a finite number in [lo, hi] (lo excluded
+    when 0: a weight of 0 would drop a class). Class names are checked against the task
+    later, when the classes are known."""
+    out: dict[str, float] = {}
+    for part in str(spec).split(","):
+        name, sep, raw = part.strip().rpartition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not sep or not name.strip() or not math.isfinite(value):
+            raise ExaptError(f"{flag} {spec!r}: write CLASS=NUMBER[,CLASS=NUMBER...], e.g. negative=0.9")
+        if value < lo or (lo == 0 and value == 0) or (hi is not None and value > hi):
+            span = f"in {'(' if lo == 0 else '['}{lo:g}, {hi:g}]" if hi is not None else f"> {lo:g}"
+            raise ExaptError(f"{flag} {spec!r}: {name.strip()}'s value must be {span} (got {value:g})")
+        out[name.strip()] = value
+    return out
+
+
+def parse_class_weight(spec: str | None) -> dict[str, float] | str | None:
+    """None (every class 1), `balanced` (n / (k * n_class), scikit-learn's rule) or
+    explicit `CLASS=W,...` (classes not named keep 1)."""
+    if spec is None or spec == "balanced":
+        return spec
+    return parse_class_values(spec, "--class-weight", 0.0)
+
+
+def parse_loss(spec: str) -> float | None:
+    """`cross-entropy` -> None; `focal[:gamma]` -> gamma (default 2, Lin et al. 2017)."""
+    name, _, raw = str(spec).partition(":")
+    if name == "cross-entropy" and not raw:
+        return None
+    if name != "focal":
+        raise ExaptError(f"--loss {spec!r}: choose cross-entropy or focal[:gamma]")
+    try:
+        gamma = float(raw) if raw else 2.0
+    except ValueError:
+        raise ExaptError(f"--loss {spec!r}: gamma must be a number, e.g. focal:2") from None
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ExaptError(f"--loss {spec!r}: focal gamma must be a finite number >= 0 (got {raw})")
+    return gamma
+
+
+def parse_target_recall(spec: str | None) -> dict[str, float]:
+    return {} if spec is None else parse_class_values(spec, "--target-recall", 0.0, 1.0)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .checks import allowed_types, option, seed_option, validate
+from .checks import (allowed_types, option, parse_class_weight, parse_loss, parse_target_recall, seed_option,
+                     validate)
 from .errors import ExaptError
 
 
@@ -153,6 +154,32 @@ class AdaptConfig:
 
 
 @dataclass
+class ClassesConfig:
+    """Rare classes (docs/rare-classes.md): the training loss's class weights and focal
+    term, and the decision rule tuned on validation after training. The defaults are
+    plain cross-entropy and argmax."""
+    class_weight: str | None = option(None, flag="--class-weight")  # balanced | CLASS=W,...
+    loss: str = option("cross-entropy", flag="--loss")               # cross-entropy | focal[:gamma]
+    # argmax | calibrated (temperature + the data's class frequencies) | macro-f1 (+ class offsets)
+    decision: str = option("argmax", choices=("argmax", "calibrated", "macro-f1"), flag="--decision")
+    target_recall: str | None = option(None, flag="--target-recall")  # CLASS=R: that recall on validation
+
+    def __post_init__(self):
+        validate(self, "classes")
+        parse_class_weight(self.class_weight)
+        parse_loss(self.loss)
+        parse_target_recall(self.target_recall)
+
+    def target_recall_values(self) -> dict[str, float]:
+        return parse_target_recall(self.target_recall)
+
+    @property
+    def tunes_rule(self) -> bool:
+        """Whether a decision rule is fitted on validation after training."""
+        return self.decision != "argmax" or self.target_recall is not None
+
+
+@dataclass
 class FitConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "minilm-l6"
@@ -168,6 +195,7 @@ class FitConfig:
     penalties: list[str] = field(default_factory=list)  # "l2sp:0.01", "ewc:1000", ...
     source: SourceConfig = field(default_factory=SourceConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
 
     def __post_init__(self):
         self.validate()
@@ -175,7 +203,7 @@ class FitConfig:
     def validate(self) -> None:
         """Every field of every section (each section checks itself the same way)."""
         validate(self)
-        for section in ("data", "train", "source", "adapt"):
+        for section in ("data", "train", "source", "adapt", "classes"):
             part = getattr(self, section)
             part.__post_init__()
 
@@ -189,22 +217,26 @@ class FitConfig:
         train = TrainConfig(**d.pop("train", {}))
         source = SourceConfig(**(d.pop("source", None) or {}))
         adapt = AdaptConfig(**(d.pop("adapt", None) or {}))
+        classes = ClassesConfig(**(d.pop("classes", None) or {}))  # runs made before it: the defaults
         d["penalties"] = list(d.get("penalties") or [])
-        return cls(data=data, train=train, source=source, adapt=adapt, **d)
+        return cls(data=data, train=train, source=source, adapt=adapt, classes=classes, **d)
 
     @classmethod
     def from_options(cls, data, *, overrides=(), **options) -> "FitConfig":
         """The one way flat options become a config: `exapt.fit`, `exapt.compare`, rank,
         transfer-map and the command line all build theirs here. An option names a field
         of FitConfig, of its data section (text, label, test, n_per_class...) or of its
-        train section (epochs, lr, batch_size...); `seed` seeds both sections; `text` and
+        train section (epochs, lr, batch_size...) or of its classes section (class_weight, loss,
+        decision, target_recall); `seed` seeds both sections; `text` and
         `features` may be comma-separated; `source` and `adapt` take a section or a dict of
         its fields. `overrides` are `--set key=value` assignments, applied last. Every value
         is checked against its field (checks.py) as the sections are built."""
         data_fields = {f.name for f in dataclasses.fields(DataConfig)}
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        top_fields = {f.name for f in dataclasses.fields(cls)} - {"data", "train"}
-        parts: dict[str, dict] = {"data": {"source": str(data)} if data is not None else {}, "train": {}, "top": {}}
+        classes_fields = {f.name for f in dataclasses.fields(ClassesConfig)}
+        top_fields = {f.name for f in dataclasses.fields(cls)} - {"data", "train", "classes"}
+        parts: dict[str, dict] = {"data": {"source": str(data)} if data is not None else {}, "train": {}, "top": {},
+                                  "classes": {}}
         for key, value in options.items():
             if key in ("text", "features"):
                 value = split_columns(value, always_list=key == "features")
@@ -216,6 +248,8 @@ class FitConfig:
                 parts["data"][key] = value
             elif key in train_fields:
                 parts["train"][key] = value
+            elif key in classes_fields:
+                parts["classes"][key] = value
             else:
                 raise TypeError(f"unknown option {key!r}")
         top = parts["top"]
@@ -225,7 +259,8 @@ class FitConfig:
         for name, section in (("source", SourceConfig), ("adapt", AdaptConfig)):
             given = top.pop(name, None)
             top[name] = given if isinstance(given, section) else section(**(given or {}))
-        cfg = cls(data=DataConfig(**parts["data"]), train=TrainConfig(**parts["train"]), **top)
+        cfg = cls(data=DataConfig(**parts["data"]), train=TrainConfig(**parts["train"]),
+                  classes=ClassesConfig(**parts["classes"]), **top)
         for assignment in overrides:
             apply_override(cfg, assignment)
         return cfg

@@ -22,6 +22,7 @@ from .errors import ExaptError
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .mlm_source import load_mlm_source
 from .penalties import Context, PenaltySet, parse_penalties
+from .rare_classes import class_metrics, fit_decision, prepare_classes, summary_line
 from .run import Run, build_model, write_outputs
 from .run_folder import RunFolder
 from .source import check_init_base, init_model_name, load_init, load_source_data
@@ -123,6 +124,7 @@ class _Prepared:
     init: object = None      # InitRun or None
     target: object = None    # TargetDomain of --adapt-to (adapt/target.py) or None
     names: Table = None      # the strategy's extra probe examples (class names, names=R), or None
+    class_counts: list = None  # the data's class counts outside test, for a decision rule (rare_classes.py)
 
 
 def resolve_defaults(cfg: FitConfig, init=None, reserve: int = 0) -> None:
@@ -154,6 +156,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     strategy.check_task(task.kind, cfg.strategy)
     names = strategy.extra_probe_examples(tables["train"], task.classes, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
+    class_counts = prepare_classes(cfg, task, table, tables, targets)
     start = {**init.state, **init.head} if init is not None else None
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
     bb = model.backbone
@@ -173,7 +176,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     context = Context(model, strategy, task, cfg, source=load_source_data(cfg, init, loader),
                       mlm=load_mlm_source(cfg, model), has_init=init is not None, target=target)
     penalties.check(context)
-    return _Prepared(task, tables, targets, model, penalties, context, init, target, names)
+    return _Prepared(task, tables, targets, model, penalties, context, init, target, names, class_counts)
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
@@ -205,6 +208,8 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     metrics = _metrics(prep, strategy, test_logits, result, seconds)
     if main:
         strategy.export(prep.model, folder.adapter)
+        if result["decision"] is not None:
+            folder.write_decision(result["decision"].to_json())
         write_outputs(folder, prep.model, set(result["trainable"]), metrics, result["history"])
     log(f"trained {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
         f"({metrics['trainable_fraction']:.2%}) in {metrics['train_seconds']:.1f} s")
@@ -213,10 +218,11 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         log(f"target test ({cfg.adapt.data}, {metrics['n_target_test']} rows): "
             f"{', '.join(f'{k} {v:.4f}' for k, v in metrics['target_test'].items())}; "
             f"model selection: {metrics['model_selection']['described']}")
-    for line in forgetting_lines(metrics):
-        log(line)
+    for line in [summary_line(metrics), *forgetting_lines(metrics)]:
+        if line:
+            log(line)
     prep.model.eval()
-    return Run(path, cfg, prep.task, prep.model)
+    return Run(path, cfg, prep.task, prep.model, result["decision"])
 
 
 def _labels_json(prep: _Prepared) -> dict:
@@ -270,6 +276,7 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
         with torch.no_grad():
             test_logits = model.head(test_features)
         result["source_after"] = result["source_before"]  # the encoder did not change
+    result["decision"] = fit_decision(cfg, prep.task, model, splits["val"], prep.targets["train"], prep.class_counts)
     if "test" in target:
         result["target_test"] = prep.task.metrics(predict_logits(model, target["test"]), target["test"].targets)
     result["trainable"] = sorted(set(result["ever_trainable"]) | set(model.head_parameter_names()))
@@ -333,7 +340,7 @@ def _fit_probe(strategy, prep: _Prepared, items: dict, progress: bool) -> tuple[
 def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: float) -> dict:
     model, trainable = prep.model, set(result["trainable"])
     metrics = {
-        "test": prep.task.metrics(test_logits, prep.targets["test"]),
+        "test": prep.task.metrics(test_logits, prep.targets["test"], result["decision"]),
         **{f"n_{name}": len(t) for name, t in prep.tables.items()},
         "strategy": strategy.spec(), "model": model.backbone.identity()["model"],
         "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
@@ -345,6 +352,7 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     if model.backbone.long is not None:
         metrics["n_chunked"] = result["too_long"]
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
+    metrics.update(class_metrics(prep.task, result["decision"], test_logits, prep.targets["test"]))
     if prep.names is not None:
         metrics["n_class_name_examples"] = len(prep.names)
     metrics.update(forgetting_metrics(prep.context, prep.init, prep.penalties, result))

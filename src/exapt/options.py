@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from .config import DataConfig, FitConfig, TrainConfig
+from .config import ClassesConfig, DataConfig, FitConfig, TrainConfig
 
-_DATA, _FIT, _TRAIN = DataConfig(), FitConfig(), TrainConfig()
+_DATA, _FIT, _TRAIN, _CLASSES = DataConfig(), FitConfig(), TrainConfig(), ClassesConfig()
 TASK_KINDS = ["auto", "classification", "multilabel", "regression"]
 
 # flag -> argparse keywords; "{default}" in a help text is filled with the option's default
@@ -39,6 +39,16 @@ SHARED: dict[str, dict] = {
     "batch-size": dict(type=int, default=_TRAIN.batch_size),
     "patience": dict(type=int, default=_TRAIN.patience,
                      help="stop after N epochs without validation gain (0: off; default {default})"),
+    # rare classes (docs/rare-classes.md)
+    "class-weight": dict(metavar="balanced|CLASS=W,...",
+                         help="weigh the training loss by class: balanced (n / (k * n_class)) or explicit weights"),
+    "loss": dict(default=_CLASSES.loss, metavar="cross-entropy|focal[:GAMMA]",
+                 help="training loss (default: {default}); focal's gamma defaults to 2"),
+    "decision": dict(default=_CLASSES.decision, choices=["argmax", "calibrated", "macro-f1"],
+                     help="decision rule tuned on validation and saved with the run: calibrated (temperature + the "
+                          "data's class frequencies) or macro-f1 (+ class offsets maximising macro-F1) "
+                          "(default: {default})"),
+    "target-recall": dict(metavar="CLASS=R", help="raise CLASS's decision offset until its validation recall is R"),
 }
 
 

@@ -15,6 +15,7 @@ import torch
 from .backbones import load_backbone, model_max_length
 from .config import FitConfig
 from .data import load_data
+from .decision import DecisionRule
 from .errors import ExaptError
 from .model import TransferModel
 from .run_folder import RunFolder
@@ -72,9 +73,11 @@ def save_weights(model: TransferModel, folder: RunFolder, trained: set[str]) -> 
 
 
 class Run:
-    def __init__(self, path: Path, config: FitConfig, task: Task, model: TransferModel):
+    def __init__(self, path: Path, config: FitConfig, task: Task, model: TransferModel,
+                 decision: DecisionRule | None = None):
         self.path, self.config, self.task, self.model = Path(path), config, task, model
         self.folder = RunFolder(self.path)
+        self.decision = decision  # the rule tuned on validation (decision.json), or None: argmax
 
     @property
     def metrics(self) -> dict:
@@ -124,7 +127,7 @@ class Run:
             raise ExaptError(f"{path}: the saved weights do not fit labels.json/config.yaml "
                              f"({str(e).splitlines()[-1].strip()[:200]})") from None
         model.eval()
-        return cls(path, cfg, task, model)
+        return cls(path, cfg, task, model, read_decision(folder))
 
     # -- using it ---------------------------------------------------------------------
     def _load_table(self, data, require_label: bool):
@@ -144,7 +147,7 @@ class Run:
         """Metrics on labelled data (a path, a built-in name or a loaded Table)."""
         table = data if hasattr(data, "inputs") else self._load_table(data, require_label=True)
         targets = self.task.encode(table.labels, table.rows, table.source)
-        metrics = self.task.metrics(self.logits(table, batch_size), targets)
+        metrics = self.task.metrics(self.logits(table, batch_size), targets, self.decision)
         metrics["n"] = len(table)
         return metrics
 
@@ -157,12 +160,20 @@ class Run:
             out["file"] = table.names
         if table.kind == "text":
             out["text"] = table.inputs
-        out["prediction"] = self.task.decode(logits)
+        out["prediction"] = self.task.decode(logits, self.decision)
         if self.task.kind != "regression":
-            probs = self.task.probabilities(logits)
+            probs = self.task.probabilities(logits, self.decision)
             for j, c in enumerate(self.task.classes):
                 out[f"p_{c}"] = np.round(probs[:, j], 6)
         return out
+
+
+def read_decision(folder: RunFolder) -> DecisionRule | None:
+    try:
+        saved = folder.read_decision()
+        return DecisionRule.from_json(saved) if saved is not None else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ExaptError(f"{folder.decision}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def write_outputs(folder: RunFolder, model, trained: set[str], metrics: dict, history: list[dict]) -> None:

@@ -9,6 +9,8 @@
     RUN/fisher.safetensors      EWC's Fisher information, when that penalty was used
     RUN/adapter/                a PEFT adapter folder, for strategies that make one
     RUN/history.jsonl           one line per epoch
+    RUN/decision.json           the decision rule tuned on validation (--decision,
+                                --target-recall): temperature, prior shift, class offsets
     RUN/metrics.json            written last: its presence marks a complete run
 
 Every write is atomic (a temporary file beside the target, then a rename), so a reader
@@ -40,6 +42,7 @@ class RunFolder:
     FISHER = "fisher.safetensors"
     ADAPTER = "adapter"
     HISTORY = "history.jsonl"
+    DECISION = "decision.json"
     METRICS = "metrics.json"   # written last: the completion marker
 
     def __init__(self, path):
@@ -60,6 +63,7 @@ class RunFolder:
     fisher = property(lambda self: self.path / self.FISHER)
     adapter = property(lambda self: self.path / self.ADAPTER)
     history = property(lambda self: self.path / self.HISTORY)
+    decision = property(lambda self: self.path / self.DECISION)
     metrics = property(lambda self: self.path / self.METRICS)
 
     # -- what it holds --------------------------------------------------------------
@@ -142,6 +146,9 @@ class RunFolder:
     def write_history(self, history: list[dict]) -> None:
         atomic_write_text(self.history, "".join(json.dumps(h) + "\n" for h in history))
 
+    def write_decision(self, rule: dict) -> None:
+        atomic_write_text(self.decision, json.dumps(rule, indent=2) + "\n")
+
     def mark_complete(self, metrics: dict) -> None:
         """metrics.json goes last, so a half-written run never looks complete; the
         optimiser state (only for resuming) and any temporary file a killed write left
@@ -167,6 +174,10 @@ class RunFolder:
         if not self.history.exists():
             return []
         return [json.loads(x) for x in self.history.read_text().splitlines() if x.strip()]
+
+    def read_decision(self) -> dict | None:
+        """The saved decision rule, or None for a run that decides by argmax."""
+        return json.loads(self.decision.read_text()) if self.decision.exists() else None
 
     def read_weights(self) -> tuple[dict, dict]:
         """(tensors, header metadata); the header holds the base model's identity."""

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import parse_class_weight, parse_loss
+from .decision import calibration_report, per_class_scores
 from .errors import ExaptError
 
 MULTILABEL_SEP = "|"
@@ -29,6 +31,26 @@ PRIMARY_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regre
 
 def primary_metric(kind: str) -> str:
     return PRIMARY_METRIC[kind]
+
+
+# When the classes are imbalanced (the smallest below this fraction of a uniform share,
+# 1/k), accuracy rewards ignoring the rare ones: compare then ranks single-label
+# classification by macro-F1 instead, and says so.
+IMBALANCE_SHARE = 0.5
+
+
+def imbalanced(counts) -> bool:
+    counts = [c for c in counts]
+    total = sum(counts)
+    return len(counts) > 1 and total > 0 and min(counts) / total < IMBALANCE_SHARE / len(counts)
+
+
+def ranking_metric(kind: str, counts=None) -> str:
+    """The metric compare ranks by: the task's primary metric, or macro-F1 for single-label
+    classification with imbalanced class counts."""
+    if kind == "classification" and counts is not None and imbalanced(counts):
+        return "macro_f1"
+    return primary_metric(kind)
 
 
 def higher_is_better(kind: str) -> bool:
@@ -59,6 +81,10 @@ class Task:
     classes: list[str] = field(default_factory=list)
     target_mean: float = 0.0  # regression only
     target_std: float = 1.0
+    # the training loss (classification): per-class weights and the focal term's gamma;
+    # set by `set_loss` for a fit, never saved (a loaded run only predicts)
+    class_weights: torch.Tensor | None = field(default=None, repr=False)
+    focal_gamma: float | None = None
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -124,25 +150,51 @@ class Task:
     def make_head(self, feature_dim: int) -> nn.Linear:
         return nn.Linear(feature_dim, self.n_outputs)
 
+    def set_loss(self, class_weight: str | None, loss: str, train_targets: torch.Tensor) -> None:
+        """--class-weight and --loss: `balanced` weighs class c by n / (k * n_c) over the
+        training split (scikit-learn's rule); `CLASS=W` names classes (others keep 1)."""
+        spec, gamma = parse_class_weight(class_weight), parse_loss(loss)
+        if spec is None and gamma is None:
+            return
+        if self.kind != "classification":
+            raise ExaptError(f"--class-weight and --loss focal need a single-label classification task (this is {self.kind})")
+        if spec == "balanced":
+            counts = torch.bincount(train_targets, minlength=len(self.classes)).double()
+            weights = len(train_targets) / (len(self.classes) * counts.clamp(min=1))
+        elif spec:
+            unknown = sorted(set(spec) - set(self.classes))
+            if unknown:
+                raise ExaptError(f"--class-weight: unknown class {unknown[0]!r} (classes: {', '.join(self.classes[:20])})")
+            weights = torch.tensor([spec.get(c, 1.0) for c in self.classes], dtype=torch.float64)
+        self.class_weights = weights.float() if spec else None
+        self.focal_gamma = gamma
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weight=None) -> torch.Tensor:
         if self.kind == "classification":
+            if self.class_weights is not None or self.focal_gamma is not None:
+                return focal_loss(logits, targets, self.class_weights, self.focal_gamma or 0.0)
             return nn.functional.cross_entropy(logits, targets)
         if self.kind == "multilabel":
             return nn.functional.binary_cross_entropy_with_logits(logits, targets)
         return nn.functional.mse_loss(logits.squeeze(-1), targets)
 
     # ---- outputs --------------------------------------------------------------------
-    def probabilities(self, logits: torch.Tensor) -> np.ndarray:
+    def probabilities(self, logits: torch.Tensor, rule=None) -> np.ndarray:
+        """`rule`: a run's DecisionRule (decision.py): its calibrated probabilities."""
         if self.kind == "classification":
-            return torch.softmax(logits.float(), -1).numpy()
+            return torch.softmax(rule.calibrated(logits) if rule else logits.float(), -1).numpy()
         if self.kind == "multilabel":
             return torch.sigmoid(logits.float()).numpy()
         return (logits.float().squeeze(-1) * self.target_std + self.target_mean).numpy()
 
-    def decode(self, logits: torch.Tensor) -> list:
+    def predicted(self, logits: torch.Tensor, rule=None) -> np.ndarray:
+        """Single-label class indices: the argmax, or the rule's decision."""
+        return rule.decide(logits) if rule else self.probabilities(logits).argmax(1)
+
+    def decode(self, logits: torch.Tensor, rule=None) -> list:
         out = self.probabilities(logits)
         if self.kind == "classification":
-            return [self.classes[i] for i in out.argmax(1)]
+            return [self.classes[i] for i in self.predicted(logits, rule)]
         if self.kind == "multilabel":
             return [MULTILABEL_SEP.join(c for c, p in zip(self.classes, row) if p >= 0.5) for row in out]
         return [float(v) for v in out]
@@ -155,10 +207,10 @@ class Task:
     def higher_is_better(self) -> bool:
         return higher_is_better(self.kind)
 
-    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor, rule=None) -> dict[str, float]:
         from sklearn import metrics as m  # heavy: imported on first use
 
-        probs = self.probabilities(logits)
+        probs = self.probabilities(logits, rule)
         t = targets.numpy()
         if self.kind == "regression":
             truth = t * self.target_std + self.target_mean
@@ -168,7 +220,7 @@ class Task:
                 "r2": float(m.r2_score(truth, probs)) if len(truth) > 1 else float("nan"),
             }
         if self.kind == "classification":
-            pred = probs.argmax(1)
+            pred = self.predicted(logits, rule)
             out = {
                 "accuracy": float(m.accuracy_score(t, pred)),
                 "macro_f1": float(m.f1_score(t, pred, average="macro", labels=range(len(self.classes)), zero_division=0)),
@@ -187,6 +239,28 @@ class Task:
         if keep.any():
             out["auroc"] = float(m.roc_auc_score(t[:, keep], probs[:, keep], average="macro"))
         return out
+
+    def class_report(self, logits: torch.Tensor, targets: torch.Tensor, rule=None) -> dict:
+        """Single-label classification: per-class precision / recall / F1 and calibration
+        (ECE + the reliability table) of the probabilities as given (rule applied)."""
+        if self.kind != "classification":
+            return {}
+        truth = targets.numpy()
+        return {"per_class": per_class_scores(self.predicted(logits, rule), truth, self.classes),
+                "calibration": calibration_report(self.probabilities(logits, rule), truth)}
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
+               gamma: float = 0.0) -> torch.Tensor:
+    """Mean over rows of -w_y (1 - p_y)^gamma log p_y (Lin et al. 2017, eq. 5, with the
+    class weight as alpha). gamma = 0 is class-weighted cross-entropy. The mean is over
+    rows, not over the weights' sum, so the probe's objective is scikit-learn's
+    class-weighted one (C * sum_i w_i loss_i)."""
+    logp = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+    per_row = -logp if gamma == 0 else -((1 - logp.exp()).clamp(min=0) ** gamma) * logp
+    if weights is not None:
+        per_row = per_row * weights.to(logits.device, per_row.dtype)[targets]
+    return per_row.mean()
 
 
 def _split_multi(value) -> list[str]:

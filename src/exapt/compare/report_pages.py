@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from . import class_report as C
 from . import forgetting_report as F
 from .report_figures import figures
 
@@ -46,7 +47,9 @@ def render_html(report) -> str:
     else:
         parts += ['<section id="recommendation">', "<h2>Recommendation</h2>",
                   f'<p class="recommendation"><strong>Use {e(report.rec["strategy"])}.</strong> '
-                  + " ".join(_html_reason(r) for r in report.rec["reasons"]) + "</p>", "</section>"]
+                  + " ".join(_html_reason(r) for r in report.rec["reasons"]) + "</p>",
+                  *([f'<p class="note">{e(report.meta["metric_note"])}</p>'] if report.meta.get("metric_note") else []),
+                  "</section>"]
         parts += ['<section id="figures">', "<h2>Figures</h2>"]
         for fid, png, caption, fig_note in figures(report):
             if png is None:
@@ -70,6 +73,8 @@ def render_html(report) -> str:
             parts.append(f'<p class="note">{e(report.saved_note())}</p>')
         if F.has_source(report):
             parts += [f"<h3>{e(F.heading(report))}</h3>", _html_table(*F.grid(report))]
+        if C.has_classes(report):
+            parts += [f"<h3>{e(C.heading(report))}</h3>", _html_table(*C.grid(report))]
         parts += ["<h3>Time and memory</h3>", _html_table(*report.cost_grid()),
                   "<h3>Ranking</h3>", _html_table(*report.ranking_grid(), left=2), "</section>"]
     parts += ['<section id="settings">', "<h2>Settings</h2>", '<table class="settings"><tbody>']
@@ -93,6 +98,7 @@ def render_markdown(report) -> str:
     else:
         lines += ["## Recommendation", "",
                   f"**Use {_md(report.rec['strategy'])}.** " + " ".join(_md(r) for r in report.rec["reasons"]), "",
+                  *([_md(report.meta["metric_note"]), ""] if report.meta.get("metric_note") else []),
                   f"## Test {report.label} (mean ± std over seeds)", "", _md_table(*report.summary_grid()), "",
                   f"## Gain over {_md(report.baseline)} (paired by seed)", ""]
         if report.has_baseline and not report.gain.empty:
@@ -106,6 +112,8 @@ def render_markdown(report) -> str:
             lines += [_md(report.saved_note()), ""]
         if F.has_source(report):
             lines += [f"## {_md(F.heading(report))}", "", _md_table(*F.grid(report)), ""]
+        if C.has_classes(report):
+            lines += [f"## {_md(C.heading(report))}", "", _md_table(*C.grid(report)), ""]
         lines += ["## Time and memory", "", _md_table(*report.cost_grid()), "",
                   "## Ranking", "", _md_table(*report.ranking_grid(), left=2), ""]
     lines += ["## Settings", ""] + [f"- {_md(k)}: {_md(v)}" for k, v in report.settings()] + [""]

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import AdaptConfig, FitConfig, SourceConfig
+from ..config import AdaptConfig, ClassesConfig, FitConfig, SourceConfig
 from ..data import fit_splits, load_data, load_table
 from ..errors import ExaptError
 from ..files import atomic_write_text
@@ -34,8 +34,9 @@ from ..run_folder import RunFolder
 from ..source import load_init, load_source_data
 from ..strategies import parse_strategy
 from ..sweep_folder import SweepFolder
-from ..tasks import Task, higher_is_better, primary_metric
+from ..tasks import Task, higher_is_better, ranking_metric
 from ..version import __version__
+from .class_report import ranking_note, row_columns
 from .panel import (ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies,
                     split_label)
 from .report import write_report_with_recommendation
@@ -91,10 +92,13 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
     loader = _MemoLoader()
     kind = _check_inputs(cells, loader)  # every user error before the folder is touched
     tracker = _open(sweep, base, overwrite, tracking, tracking_uri)
-    metric, higher = primary_metric(kind), higher_is_better(kind)
+    counts = _class_counts(cells[0].cfg, kind, loader)
+    metric, higher = ranking_metric(kind, counts), higher_is_better(kind)
     meta = {"data": base.data.source, "model": base.model, "task": kind, "metric": metric, "higher_is_better": higher,
             "strategies": strategies, "n_values": sizes, "seeds": seeds, "command": command,
             "exapt_version": __version__, "tracking_uri": tracker.uri if tracker else None}
+    if ranking_note(counts, metric):
+        meta["metric_note"] = ranking_note(counts, metric)
     if base.init:
         meta["init"] = base.init
     sweep.write_marker({"settings": _settings(base), "panel": {"strategies": strategies, "n_per_class": sizes,
@@ -209,6 +213,16 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     return kind
 
 
+def _class_counts(cfg: FitConfig, kind: str, loader) -> list[int] | None:
+    """Single-label classification: the labelled data's class counts (the imbalance rule
+    of tasks.ranking_metric reads them; a panel of pre-made files: its first file's);
+    None otherwise."""
+    if kind != "classification":
+        return None
+    labels = [str(v) for v in load_table(cfg.data, loader).labels]
+    return [labels.count(c) for c in sorted(set(labels))]
+
+
 def _resolve_init(base: FitConfig, out, reserve: int = 0) -> None:
     """--model / --pooling from the --init run, once for all cells (fit would do it per cell,
     and a cell's config must equal the panel's for an interrupted panel to resume); so is
@@ -233,6 +247,8 @@ def _settings(base: FitConfig) -> dict:
         d.pop("source")
     if d["adapt"] == asdict(AdaptConfig()):  # likewise for folders made before --adapt-to existed
         d.pop("adapt")
+    if d["classes"] == asdict(ClassesConfig()):  # and before --class-weight / --decision
+        d.pop("classes")
     d["data"].pop("n_per_class")
     d["data"].pop("seed")
     d["train"].pop("seed")
@@ -276,6 +292,7 @@ def _row(cell: Cell, metrics: dict, seconds: float, peak_mb: float, resumed: boo
     for key in ("trainable_parameters", "total_parameters", "train_seconds", "epochs_run"):
         row[key] = metrics.get(key)
     row.update(source_columns(metrics))
+    row.update(row_columns(metrics))
     row.update({"cell_seconds": round(seconds, 2), "peak_rss_mb": peak_mb, "resumed": resumed})
     return row
 
