@@ -90,6 +90,8 @@ def strategy_cell(strategy: str, seed: int) -> dict:
 
 
 def _ms(values) -> str:
+    if len(values) < 2:
+        return f"{statistics.mean(values):.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
@@ -99,13 +101,14 @@ ROWS = (("cross-entropy, argmax (the default)", "A", "argmax"), ("cross-entropy 
 
 
 def target_lines(results: dict) -> list[str]:
-    lines = ["| strategy | setting | loss, decision | accuracy | macro-F1 | Δ macro-F1 | Δ accuracy | ECE | "
-             "rarest-class recall |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | setting | seeds | loss, decision | accuracy | macro-F1 | Δ macro-F1 | Δ accuracy | ECE | "
+             "rarest-class recall |", "|---|---|---|---|---|---|---|---|---|---|"]
     for strategy in TRAINING:
         for setting in SETTINGS:
-            cells = {v: [results["target"].get(f"{strategy}/{setting}/s{s}/{v}") for s in SEEDS] for v in VARIANTS}
-            if not all(all(c) for c in cells.values()):
+            done = [s for s in SEEDS if all(f"{strategy}/{setting}/s{s}/{v}" in results["target"] for v in VARIANTS)]
+            if not done:
                 continue
+            cells = {v: [results["target"][f"{strategy}/{setting}/s{s}/{v}"] for s in done] for v in VARIANTS}
             base = [c["argmax"] for c in cells["A"]]
             for label, variant, which in ROWS:
                 got = [c[which] for c in cells[variant]]
@@ -113,7 +116,7 @@ def target_lines(results: dict) -> list[str]:
                 per_class = [c["per_class_rule" if which == "rule" else "per_class_argmax"] for c in cells[variant]]
                 rare = min(per_class[0], key=lambda k: per_class[0][k]["support"])
                 lines.append(
-                    f"| {strategy} | {setting} | {label} | {_ms([g['accuracy'] for g in got])} | "
+                    f"| {strategy} | {setting} | {','.join(map(str, done))} | {label} | {_ms([g['accuracy'] for g in got])} | "
                     f"{_ms([g['macro_f1'] for g in got])} | "
                     f"{_ms([g['macro_f1'] - b['macro_f1'] for g, b in zip(got, base)])} | "
                     f"{_ms([g['accuracy'] - b['accuracy'] for g, b in zip(got, base)])} | {_ms(ece)} | "

@@ -16,8 +16,16 @@ from sklearn.preprocessing import StandardScaler
 import exapt
 from exapt.config import ClassesConfig, FitConfig
 from exapt.data import fit_splits, load_data
-from exapt.decision import (DecisionRule, expected_calibration_error, fit_rule, fit_temperature, per_class_scores,
-                            reach_recall, tune_offsets, weighted_macro_f1)
+from exapt.decision import (
+    DecisionRule,
+    expected_calibration_error,
+    fit_rule,
+    fit_temperature,
+    per_class_scores,
+    reach_recall,
+    tune_offsets,
+    weighted_macro_f1,
+)
 from exapt.errors import ExaptError
 from exapt.run import Run
 from exapt.run_folder import RunFolder
