@@ -50,15 +50,7 @@ def render_html(report) -> str:
                   + " ".join(_html_reason(r) for r in report.rec["reasons"]) + "</p>",
                   *([f'<p class="note">{e(report.meta["metric_note"])}</p>'] if report.meta.get("metric_note") else []),
                   "</section>"]
-        parts += ['<section id="figures">', "<h2>Figures</h2>"]
-        for fid, png, caption, fig_note in figures(report):
-            if png is None:
-                parts.append(f'<p class="note" id="{fid}-note">{e(fig_note)}</p>')
-            else:
-                parts.append(f'<figure class="exapt-figure" id="{fid}">'
-                             f'<img src="data:image/png;base64,{png}" alt="{e(caption)}">'
-                             f"<figcaption>{e(caption)}</figcaption></figure>")
-        parts.append("</section>")
+        parts += _html_figures(report)
         parts += ['<section id="tables">', "<h2>Tables</h2>",
                   f"<h3>Test {e(report.label)}: mean ± std over seeds</h3>", _html_table(*report.summary_grid()),
                   f"<h3>Gain over {e(report.baseline)} (paired by seed)</h3>"]
@@ -87,6 +79,22 @@ def render_html(report) -> str:
         parts.append("<p>The command line was not recorded.</p>")
     parts += ["</section>", "</main>", "</body>", "</html>", ""]
     return "\n".join(parts)
+
+
+def _html_figures(report) -> list[str]:
+    """The figures section: each figure embedded as PNG, or the note that says why it is missing."""
+    e = html.escape
+    parts = ['<section id="figures">', "<h2>Figures</h2>"]
+    for fid, png, caption, fig_note in figures(report):
+        if png is None:
+            parts.append(f'<p class="note" id="{fid}-note">{e(fig_note)}</p>')
+        else:
+            parts.append(f'<figure class="exapt-figure" id="{fid}">'
+                         f'<img src="data:image/png;base64,{png}" alt="{e(caption)}">'
+                         f"<figcaption>{e(caption)}</figcaption></figure>")
+    parts.append("</section>")
+    return parts
+
 
 def render_markdown(report) -> str:
     lines = [f"# {_md(report.title())}", "", _md(report.subtitle()), ""]
