@@ -85,26 +85,6 @@ def resume(run_dir, progress: bool = True, log=print, overrides=()) -> Run:
     return fit_config(cfg, out=folder.path, resume=True, progress=progress, log=log)
 
 
-def check_options(cfg: FitConfig) -> None:
-    d, t = cfg.data, cfg.train
-    checks = [
-        (0 <= d.val_fraction < 1, f"--val-fraction must be in [0, 1) (got {d.val_fraction})"),
-        (0 < d.test_fraction < 1 or (d.test and d.test_fraction == 0),
-         f"--test-fraction must be in (0, 1) when no --test file is given (got {d.test_fraction})"),
-        (t.patience >= 0, f"--patience must be >= 0 (got {t.patience})"),
-        (d.max_test >= 1, f"--max-test must be >= 1 (got {d.max_test})"),
-        (d.n_per_class is None or d.n_per_class >= 1, f"--n-per-class must be >= 1 (got {d.n_per_class})"),
-        (t.batch_size >= 1, f"--batch-size must be >= 1 (got {t.batch_size})"),
-        (t.epochs is None or t.epochs >= 1, f"--epochs must be >= 1 (got {t.epochs})"),
-        (t.lr is None or t.lr > 0, f"--lr must be > 0 (got {t.lr})"),
-        (cfg.max_length is None or cfg.max_length >= 8, f"--max-length must be >= 8 (got {cfg.max_length})"),
-        (cfg.source.max_test >= 1, f"--source-max-test must be >= 1 (got {cfg.source.max_test})"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ExaptError(message)
-
-
 def _prepare_out(out, cfg: FitConfig, resume: bool, overwrite: bool) -> RunFolder:
     folder = RunFolder(out) if out else RunFolder.default_for(cfg)
     if not resume:
@@ -181,7 +161,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
                progress: bool = True, log=print, loader=load_data) -> Run:
-    check_options(cfg)
+    cfg.validate()  # every field against the rule declared with it (config.py, checks.py)
     strategy = parse_strategy(cfg.strategy)
     penalties = parse_penalties(cfg.penalties)
     if penalties and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -51,9 +51,6 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     # -- where things are -----------------------------------------------------------
     config = property(lambda self: self.path / self.CONFIG)
     labels = property(lambda self: self.path / self.LABELS)

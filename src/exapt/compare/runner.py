@@ -28,7 +28,7 @@ from ..config import AdaptConfig, ClassesConfig, FitConfig, SourceConfig
 from ..data import fit_splits, load_data, load_table
 from ..errors import ExaptError
 from ..files import atomic_write_text
-from ..fit import check_options, fit_config, resolve_defaults
+from ..fit import fit_config, resolve_defaults
 from ..penalties import parse_penalties
 from ..run_folder import RunFolder
 from ..source import load_init, load_source_data
@@ -185,7 +185,7 @@ def _check_inputs(cells: list[Cell], loader) -> str:
     """Every file readable, every option valid, every size drawable, before DIR is touched."""
     kind, seen, source_checked = None, set(), False
     for cell in cells:
-        check_options(cell.cfg)
+        cell.cfg.validate()
         parse_penalties(cell.cfg.penalties).check_static(bool(cell.cfg.init), bool(cell.cfg.source.corpus),
                                                          bool(cell.cfg.adapt.data))
         d = cell.cfg.data

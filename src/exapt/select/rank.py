@@ -51,7 +51,6 @@ from ..config import FitConfig, LongInputs
 from ..data import fit_splits, load_data
 from ..errors import ExaptError
 from ..files import atomic_write_bytes
-from ..fit import check_options
 from ..strategies import parse_strategy
 from ..tasks import Task
 from ..threads import configure_threads
@@ -150,7 +149,7 @@ def _load_split(settings: dict, batch_size: int, epochs, input_kind: str = "text
                                  test_fraction=s["test_fraction"], max_test=s["max_test"],
                                  val_fraction=s["val_fraction"], n_per_class=s["n_per_class"], seed=s["seed"],
                                  task=s["task"], max_length=s["max_length"], epochs=epochs, batch_size=batch_size)
-    check_options(cfg)
+    cfg.validate()
     table = load_data(cfg.data.source, text=cfg.data.text, label=cfg.data.label)
     if input_kind is not None and table.kind != input_kind:
         has = {"features": "numeric features", "image": "images", "text": "texts"}.get(table.kind, table.kind)

@@ -1,9 +1,6 @@
-"""Checkpoints and weights as safetensors, written atomically.
-
-A training checkpoint is one .safetensors file: tensors (model, best-so-far model,
-optimiser moments, torch RNG state) plus JSON metadata (epoch, history, scheduler,
-numpy/python RNG states). One file means one `os.replace`: a run killed mid-write
-keeps its previous checkpoint intact. No pickle anywhere.
+"""The parts of a training checkpoint that are not weights: optimiser state and RNG states
+as flat tensors + JSON, so train/state.py can write the whole checkpoint as one
+safetensors file (atomically, through files.py). No pickle anywhere.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from ..config import FitConfig
 from ..data import load_data
 from ..errors import ExaptError
 from ..files import atomic_write_text
-from ..fit import check_options, fit_config
+from ..fit import fit_config
 from ..run import Run
 from ..strategies import parse_strategy
 from ..sweep_folder import SweepFolder
@@ -71,7 +71,7 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
     base = FitConfig.from_options(None, val_fraction=val_fraction, n_per_class=n_per_class, model=model,
                                   strategy=strategy, max_length=max_length, epochs=epochs, batch_size=batch_size,
                                   patience=patience)  # each domain's data is set per fit
-    check_options(base)
+    base.validate()
     found = load_domains(names, text=text, label=label, test_fraction=test_fraction, max_test=max_test)
     check_sizes(found, n_per_class)
     _check_model(base, parsed)
