@@ -227,6 +227,18 @@ def _case_table() -> list[tuple[str, str]]:
         "pretrain {seqs_fa} --out {underfile}", "transfer-map --domains a,b --out {underfile}",
         "merge {incomplete} --out {underfile}", "interpolate {incomplete} --out {underfile}",
         "interpolate {incomplete} --save {good_csv}", "demo --out {good_csv}", "demo --out {underfile}")
+    # distil / prune (issue 19): numbers, runs, requests, outputs, all refused before any model loads
+    add("distil", "distil {incomplete} --student minilm-l6@3", "distil {missingdir} --student minilm-l6@3",
+        "distil {good_csv} --student minilm-l6@3", "distil {incomplete}",
+        "distil {incomplete} --student minilm-l6@3 --alpha 1.5", "distil {incomplete} --student minilm-l6@3 --alpha nan",
+        "distil {incomplete} --student minilm-l6@3 --temperature 0",
+        "distil {incomplete} --student minilm-l6@3 --temperature inf",
+        "distil {incomplete} --student minilm-l6@3 --epochs 0", "distil {incomplete} --student minilm-l6@3 --lr -1",
+        "distil {incomplete} --student minilm-l6@3 --out {underfile}")
+    add("prune", "prune {incomplete} --heads 1.0", "prune {incomplete} --heads 0", "prune {incomplete} --heads -0.5",
+        "prune {incomplete} --heads nan", "prune {incomplete} --layers 0", "prune {incomplete}",
+        "prune {incomplete} --heads 0.5 --layers 2", "prune {incomplete} --heads 0.5", "prune {missingdir} --layers 2",
+        "prune {incomplete} --layers 2 --recover-epochs 0", "prune {incomplete} --heads 0.25 --out {good_csv}")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")
@@ -303,6 +315,9 @@ RUN_CASES = [
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {good_csv} --out sh",
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {incomplete} --out sh",
     "rank {feats_csv} --models {run} --seed -3 --out rk",
+    # a student that does not read the teacher's inputs; a model prune cannot cut
+    "distil {run} --student cnn --out st", "distil {run} --student minilm-l6@3 --out st",
+    "prune {run} --layers 1 --out pr", "prune {run} --heads 0.5 --out pr",
 ]
 
 

@@ -11,6 +11,7 @@
     RUN/history.jsonl           one line per epoch
     RUN/decision.json           the decision rule tuned on validation (--decision,
                                 --target-recall): temperature, prior shift, class offsets
+    RUN/distil.json             a distilled / pruned run: its teacher, agreement, sizes, speeds
     RUN/metrics.json            written last: its presence marks a complete run
 
 Every write is atomic (a temporary file beside the target, then a rename), so a reader
@@ -43,6 +44,7 @@ class RunFolder:
     ADAPTER = "adapter"
     HISTORY = "history.jsonl"
     DECISION = "decision.json"
+    DISTIL = "distil.json"     # `exapt distil` / `exapt prune`: the teacher and what was kept
     METRICS = "metrics.json"   # written last: the completion marker
 
     def __init__(self, path):
@@ -61,6 +63,7 @@ class RunFolder:
     adapter = property(lambda self: self.path / self.ADAPTER)
     history = property(lambda self: self.path / self.HISTORY)
     decision = property(lambda self: self.path / self.DECISION)
+    distil = property(lambda self: self.path / self.DISTIL)
     metrics = property(lambda self: self.path / self.METRICS)
 
     # -- what it holds --------------------------------------------------------------
@@ -146,6 +149,9 @@ class RunFolder:
     def write_decision(self, rule: dict) -> None:
         atomic_write_text(self.decision, json.dumps(rule, indent=2) + "\n")
 
+    def write_distil(self, record: dict) -> None:
+        atomic_write_text(self.distil, json.dumps(record, indent=2) + "\n")
+
     def mark_complete(self, metrics: dict) -> None:
         """metrics.json goes last, so a half-written run never looks complete; the
         optimiser state (only for resuming) and any temporary file a killed write left
@@ -175,6 +181,9 @@ class RunFolder:
     def read_decision(self) -> dict | None:
         """The saved decision rule, or None for a run that decides by argmax."""
         return json.loads(self.decision.read_text()) if self.decision.exists() else None
+
+    def read_distil(self) -> dict | None:
+        return json.loads(self.distil.read_text()) if self.distil.exists() else None
 
     def read_weights(self) -> tuple[dict, dict]:
         """(tensors, header metadata); the header holds the base model's identity."""
