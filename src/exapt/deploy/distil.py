@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -182,9 +183,26 @@ def split_of(backbone, rows: Rows, names: tuple[str, ...], prepared: list) -> Sp
     return Split(items, torch.tensor(idx, dtype=torch.long), [backbone.item_length(x) for x in items])
 
 
+# the teacher's outputs of the last few (teacher weights, rows) asked for in this process:
+# a prune sweep (benchmarks/ship_distil.py) distils from one teacher several times
+_TEACHER_OUTPUTS: dict = {}
+_KEEP_OUTPUTS = 2
+
+
 def teacher_logits(teacher: Run, rows: Rows) -> tuple[torch.Tensor, list]:
     """The teacher's outputs on every row, once (the cache every epoch reads), and the
     rows as the teacher's backbone prepared them."""
+    inputs = rows.inputs
+    digest = hash(tuple(inputs)) if isinstance(inputs, list) else hashlib.sha256(np.ascontiguousarray(inputs)).hexdigest()
+    key = (str(teacher.path), teacher.folder.weights_sha256(), digest)
+    if key not in _TEACHER_OUTPUTS:
+        _TEACHER_OUTPUTS[key] = _compute_teacher_logits(teacher, rows)
+        while len(_TEACHER_OUTPUTS) > _KEEP_OUTPUTS:
+            _TEACHER_OUTPUTS.pop(next(iter(_TEACHER_OUTPUTS)))
+    return _TEACHER_OUTPUTS[key]
+
+
+def _compute_teacher_logits(teacher: Run, rows: Rows) -> tuple[torch.Tensor, list]:
     bb = teacher.model.backbone
     prepared = bb.prepare_inputs(rows.inputs)
     split = Split(prepared, torch.zeros(len(prepared)), [bb.item_length(x) for x in prepared])
