@@ -177,3 +177,20 @@ def test_minilm_distils_into_its_bottom_three_layers(tweets_small, tweets_test_s
     # started from the teacher's layers and head: it agrees with the teacher far above chance
     assert record["test"]["agreement"] > 0.5
     assert math.isfinite(record["test"]["student"]["accuracy"])
+
+
+def test_regression_run_on_features_distils_into_a_smaller_mlp(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=80)
+    data = tmp_path / "reg.csv"
+    data.write_text("f1,f2,f3,y\n" + "".join(f"{a:.4f},{b:.4f},{c:.4f},{t:.4f}\n" for (a, b, c), t in zip(x, y)))
+    teacher = exapt.fit(str(data), "full", "mlp:32,32", features="f1,f2,f3", label="y", task="regression", epochs=3,
+                        out=tmp_path / "teacher", progress=False, log=quiet)
+    student = distil(teacher.path, "mlp:8", DistilSettings(epochs=3, alpha=1.0), out=tmp_path / "student",
+                     progress=False, log=quiet)
+    loaded = Run.load(tmp_path / "student")
+    assert loaded.task.kind == "regression" and loaded.config.model == "mlp:8"
+    record = json.loads((tmp_path / "student" / "distil.json").read_text())
+    assert record["test"]["primary_metric"] == "rmse" and record["parameters"]["ratio"] < 0.5
+    assert "agreement" in record["test"] and student.evaluate(str(data))["n"] == 80

@@ -109,7 +109,9 @@ def make_student(teacher: Run, spec: str, settings: DistilSettings) -> tuple[Fit
     check_student(teacher, spec)
     stem, shape = split_shape(split_scratch(spec)[0])
     scratch = split_scratch(spec)[1]
-    same_base = not scratch and shape is not None and shape.heads is None and stem == teacher.config.model
+    teacher_stem, teacher_shape = split_shape(teacher.config.model)
+    same_base = (not scratch and shape is not None and shape.heads is None and stem == teacher_stem
+                 and (teacher_shape is None or teacher_shape.heads is None))
     cfg = student_config(teacher, spec, settings, same_base)
     if same_base:
         model = copy_of_teacher(teacher)
