@@ -195,7 +195,14 @@ def _check_on_nodes(ray, nodes: list, probe, argument, message) -> None:
 
 
 def _missing_packages(packages: tuple) -> list:
-    return [p for p in packages if importlib.util.find_spec(p) is None]
+    return [p for p in packages if not _importable(p)]
+
+
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):   # a broken or hidden install counts as missing
+        return False
 
 
 def _package_message(node: str, missing: list) -> str:
