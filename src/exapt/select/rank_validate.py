@@ -79,7 +79,7 @@ def validate_candidates(candidates, settings: dict, d, out: Path | None, log, ex
             f"in {result['seconds']:.1f} s")
         results[i] = result
 
-    executor.run(finetune, jobs, done, shared=out / FINETUNE_DIR if out is not None else None)
+    executor.run(finetune, jobs, done, shared=out)
     return [results[i] for i in range(len(candidates))]
 
 
