@@ -76,10 +76,16 @@ class RayExecutor:
         if not self.own:
             pass
         elif self.address:
-            ray.init(address=self.address, **kw)
+            try:
+                ray.init(address=self.address, **kw)
+            except ConnectionError as e:   # reachable, but it would not take us (most often its auth token)
+                raise ExaptError(f"--executor ray:{self.address}: the cluster refused the connection ({e}); a "
+                                 "cluster with token authentication needs RAY_AUTH_MODE=token (and its token) "
+                                 "here too") from None
         else:
             workers = self.workers or max(1, (os.cpu_count() or 1) // self.cpus)
-            ray.init(num_cpus=workers * self.cpus, **kw)
+            # "local": a new cluster of its own, even where `ray start` left one running on this machine
+            ray.init(address="local", num_cpus=workers * self.cpus, **kw)
         try:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             _check_resources(nodes, self.cpus, self.gpus, self.address)
@@ -189,7 +195,7 @@ def _check_on_nodes(ray, nodes: list, probe, argument, message) -> None:
         except Exception as e:  # the probe itself could not run there: most often exapt is missing
             raise ExaptError(f"the Ray worker on {node['NodeManagerAddress']} cannot run exapt's code "
                              f"({e.__class__.__name__}: {str(e).strip().splitlines()[-1][:200]}); install exapt "
-                             "on every node") from None
+                             "(the same version as here) on every node") from None
         if found:
             raise ExaptError(message(node["NodeManagerAddress"], found))
 
