@@ -71,21 +71,9 @@ class RayExecutor:
         ray = _import_ray()
         if self.address and self.address != "auto":
             _check_reachable(self.address)
-        kw = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=True)
         self.own = not ray.is_initialized()   # a session the caller opened is used, and left open
-        if not self.own:
-            pass
-        elif self.address:
-            try:
-                ray.init(address=self.address, **kw)
-            except ConnectionError as e:   # reachable, but it would not take us (most often its auth token)
-                raise ExaptError(f"--executor ray:{self.address}: the cluster refused the connection ({e}); a "
-                                 "cluster with token authentication needs RAY_AUTH_MODE=token (and its token) "
-                                 "here too") from None
-        else:
-            workers = self.workers or max(1, (os.cpu_count() or 1) // self.cpus)
-            # "local": a new cluster of its own, even where `ray start` left one running on this machine
-            ray.init(address="local", num_cpus=workers * self.cpus, **kw)
+        if self.own:
+            self._connect(ray)
         try:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             _check_resources(nodes, self.cpus, self.gpus, self.address)
@@ -94,6 +82,20 @@ class RayExecutor:
             self.close()
             raise
         self.nodes = nodes
+
+    def _connect(self, ray) -> None:
+        kw = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=True)
+        if not self.address:
+            workers = self.workers or max(1, (os.cpu_count() or 1) // self.cpus)
+            # "local": a new cluster of its own, even where `ray start` left one running on this machine
+            ray.init(address="local", num_cpus=workers * self.cpus, **kw)
+            return
+        try:
+            ray.init(address=self.address, **kw)
+        except ConnectionError as e:   # reachable, but it would not take us (most often its auth token)
+            raise ExaptError(f"--executor ray:{self.address}: the cluster refused the connection ({e}); a "
+                             "cluster with token authentication needs RAY_AUTH_MODE=token (and its token) "
+                             "here too") from None
 
     def run(self, function, jobs, done, shared: Path | None = None) -> None:
         """Every job as a task; `done` as each result arrives. Stopped early (an error, Ctrl-C):
