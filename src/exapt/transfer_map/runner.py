@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -22,10 +23,11 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..backbones import load_backbone
+from ..backbones import load_backbone, model_packages
 from ..config import FitConfig
 from ..data import load_data
 from ..errors import ExaptError
+from ..executors import parse_executor
 from ..files import atomic_write_text
 from ..fit import fit_config
 from ..run import Run
@@ -55,8 +57,9 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
                  test_fraction: float = 0.2, max_test: int = 500, val_fraction: float = 0.2,
                  max_length: int = 64, epochs: int | None = None, batch_size: int = 16, patience: int = 5,
                  keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-                 command: str | None = None) -> TransferMap:
-    """Train on each domain, test on every domain.
+                 command: str | None = None, executor: str | None = None) -> TransferMap:
+    """Train on each domain, test on every domain; `executor`: where the fits run, "local"
+    or "ray[:ADDRESS][,...]" (exapt.executors, docs/scale.md).
 
     >>> transfer_map("tweets-airline,tweets-apple", n_per_class=16, seeds=2, out="tm")  # doctest: +SKIP
     """
@@ -66,6 +69,7 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
         raise ExaptError(f"--seeds must be >= 1 (got {seeds})")
     if not isinstance(n_per_class, int) or n_per_class < 1:
         raise ExaptError(f"--n-per-class must be >= 1 (got {n_per_class})")
+    runner = parse_executor(executor)
     names = parse_domains(domains)
     parsed = parse_strategy(strategy)
     base = FitConfig.from_options(None, val_fraction=val_fraction, n_per_class=n_per_class, model=model,
@@ -75,22 +79,32 @@ def transfer_map(domains, model: str = "minilm-l6", strategy: str = "linear-prob
     found = load_domains(names, text=text, label=label, test_fraction=test_fraction, max_test=max_test)
     check_sizes(found, n_per_class)
     _check_model(base, parsed)
-    out = Path(out)
+    runner.start(packages=("exapt", *model_packages(model)))   # cluster errors, too, before the folder is made
+    options = dict(model=model, strategy=parsed.spec(), n_per_class=n_per_class, test_fraction=test_fraction,
+                   max_test=max_test, val_fraction=val_fraction, max_length=max_length, epochs=epochs,
+                   batch_size=batch_size, patience=patience)   # in the order transfer-map.yaml lists them
+    try:
+        return _map(runner, Path(out), found, base, seeds, text, label, options,
+                    command or f"exapt.transfer_map({','.join(names)!r}, ...)", keep_weights, overwrite, progress, log)
+    finally:
+        runner.close()
+
+
+def _map(runner, out: Path, found: list[Domain], base: FitConfig, seeds: int, text, label, options: dict,
+         command: str, keep_weights: bool, overwrite: bool, progress: bool, log) -> TransferMap:
     splits = {d.name: split_texts(d) for d in found}
-    settings = _settings(found, splits, text, label, model=model, strategy=parsed.spec(), n_per_class=n_per_class,
-                         test_fraction=test_fraction, max_test=max_test, val_fraction=val_fraction,
-                         max_length=max_length, epochs=epochs, batch_size=batch_size, patience=patience)
+    settings = _settings(found, splits, text, label, **options)
     _claim_folder(out, settings, seeds, found, splits, overwrite)   # user errors are behind us
     fits = [(d, seed, _fit_config(base, out, d, seed)) for d in found for seed in range(seeds)]
     records = _finished_records(out, fits, found)
     if records:
         log(f"{out}: {len(records)} of {len(fits)} fits already done; running the other {len(fits) - len(records)}")
-    meta = {"domains": [d.name for d in found], "model": model, "strategy": parsed.spec(),
-            "n_per_class": n_per_class, "seeds": seeds, "max_length": max_length,
+    meta = {"domains": [d.name for d in found], "model": options["model"], "strategy": options["strategy"],
+            "n_per_class": options["n_per_class"], "seeds": seeds, "max_length": options["max_length"],
             "n_test": {d.name: len(d.test) for d in found},
             "majority": {d.name: _majority(d) for d in found},
-            "command": command or f"exapt.transfer_map({','.join(names)!r}, ...)"}
-    results, accuracy, files = _run_fits(out, found, fits, records, meta, keep_weights, progress, log)
+            "command": command}
+    results, accuracy, files = _run_fits(out, found, fits, records, meta, keep_weights, progress, log, runner)
     log(f"transfer map: {files['png']}  (and {files['md']}, {files['csv']})")
     return TransferMap(out, results, accuracy, meta, files)
 
@@ -125,26 +139,33 @@ def _finished_records(out: Path, fits: list, found: list[Domain]) -> dict:
 
 
 def _run_fits(out: Path, found: list[Domain], fits: list, records: dict, meta: dict, keep_weights: bool,
-              progress: bool, log) -> tuple:
-    """Run the fits not yet done, scoring each on every domain; write the map's files even
-    when interrupted (from the fits finished so far). Returns (results, accuracy, files)."""
+              progress: bool, log, runner) -> tuple:
+    """Run the fits not yet done (here, or as tasks of a cluster), scoring each on every
+    domain; each fit's record is written here, in the driver, as it ends; write the map's
+    files even when interrupted (from the fits finished so far). Returns (results, accuracy, files)."""
     todo = [(d, s, c) for d, s, c in fits if (d.name, s) not in records]
-    evaluator = _Evaluator(out, found)
     started = time.perf_counter()
     bar = _bar(len(fits), len(records), progress)
+    # in this process the fits share one evaluator (test tables and frozen test features); a worker keeps its own
+    work = partial(fit_source, out, domains=found, keep_weights=keep_weights, progress=progress and runner.in_process,
+                   evaluator=_Evaluator(out, found) if runner.in_process else None)
+
+    def done(key: tuple, record: dict) -> None:
+        name, seed = key
+        sweep_folder(out).write_record(_fit_name(next(d for d in found if d.name == name), seed), record)
+        records[key] = record
+        rows = record["targets"]
+        own = next(r["accuracy"] for r in rows if r["target"] == name)
+        bar.update(1)
+        line = (f"  {name} seed={seed}: in-domain accuracy {own:.4f}; "
+                + ", ".join(f"{r['target']} {r['accuracy']:.4f}" for r in rows if r["target"] != name))
+        if progress:
+            bar.write(line)
+        else:
+            log(line)   # tqdm.write would print even with the bar off (--quiet)
+
     try:
-        for d, seed, cfg in todo:
-            bar.set_postfix_str(f"{d.name} seed={seed}")
-            records[(d.name, seed)] = _run_fit(out, d, seed, cfg, found, evaluator, keep_weights, progress)
-            rows = records[(d.name, seed)]["targets"]
-            own = next(r["accuracy"] for r in rows if r["target"] == d.name)
-            bar.update(1)
-            line = (f"  {d.name} seed={seed}: in-domain accuracy {own:.4f}; "
-                    + ", ".join(f"{r['target']} {r['accuracy']:.4f}" for r in rows if r["target"] != d.name))
-            if progress:
-                bar.write(line)
-            else:
-                log(line)   # tqdm.write would print even with the bar off (--quiet)
+        runner.run(work, [((d.name, seed), (d, seed, cfg)) for d, seed, cfg in todo], done, shared=out / SETTINGS)
     finally:
         bar.close()
         if records:
@@ -203,8 +224,11 @@ def _finished(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Dom
     return record if record is not None and scored == [x.name for x in domains] else None
 
 
-def _run_fit(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Domain], evaluator,
-             keep_weights: bool, progress: bool) -> dict:
+def fit_source(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Domain], keep_weights: bool = False,
+               progress: bool = False, evaluator=None) -> dict:
+    """One fit on source `d`, scored on every domain: its record (the driver writes it).
+    Picklable, so a cluster's worker can run it (exapt.executors)."""
+    evaluator = evaluator or _process_evaluator(out, domains)
     sweep, name = sweep_folder(out), _fit_name(d, seed)
     folder, same = sweep.start_fit(name, cfg)   # a stale fit of this map, made under another configuration, is removed
     started = time.perf_counter()
@@ -218,10 +242,21 @@ def _run_fit(out: Path, d: Domain, seed: int, cfg: FitConfig, domains: list[Doma
               "train_seconds": metrics.get("train_seconds"),
               "targets": [{"target": t.name, **evaluator.score(run, t)} for t in domains]}
     record["fit_seconds"] = round(time.perf_counter() - started, 2)
-    sweep.write_record(name, record)
     if not keep_weights:   # the map needs only the scores
         sweep.drop_weights(name)
     return record
+
+
+_EVALUATORS: dict = {}
+
+
+def _process_evaluator(out: Path, domains: list[Domain]):
+    """A cluster worker's evaluator, kept across the fits of one map that it runs."""
+    key = (str(out), tuple(d.name for d in domains))
+    if key not in _EVALUATORS:
+        _EVALUATORS.clear()
+        _EVALUATORS[key] = _Evaluator(out, domains)
+    return _EVALUATORS[key]
 
 
 class _Evaluator:
