@@ -49,6 +49,11 @@ SHARED: dict[str, dict] = {
                           "data's class frequencies) or macro-f1 (+ class offsets maximising macro-F1) "
                           "(default: {default})"),
     "target-recall": dict(metavar="CLASS=R", help="raise CLASS's decision offset until its validation recall is R"),
+    # synthetic examples (docs/augment.md)
+    "synthetic": dict(metavar="FILE", help="synthetic training rows (exapt augment's output), weighted by ALPHA"),
+    "synthetic-weight": dict(default=_DATA.synthetic_weight, metavar="ALPHA[,ALPHA...]", aliases=("--synthetic-weights",),
+                             help="loss weight of each synthetic row (default: {default}); several: one fit each, "
+                                  "ALPHA chosen on validation (0: real rows alone)"),
 }
 
 
@@ -64,7 +69,7 @@ def add_options(parser: argparse.ArgumentParser, *flags: str, defaults: dict | N
             kw["help"] = helps[flag]
         if "help" in kw:
             kw["help"] = kw["help"].replace("{default}", str(kw.get("default")))
-        parser.add_argument(f"--{flag}", **kw)
+        parser.add_argument(f"--{flag}", *kw.pop("aliases", ()), **kw)
 
 
 def option_values(args: argparse.Namespace, *flags: str) -> dict:
