@@ -201,3 +201,21 @@ def test_compare_reports_the_chosen_alpha(tmp_path, tiny_bert, tweets_small, twe
     assert row["synthetic_weight"] in (0.0, 1.0) and row["n_synth"] == len(pd.read_csv(synthetic_csv))
     assert "synthetic_weight_chosen" in (tmp_path / "cmp" / "report.md").read_text()
     assert np.isfinite(row["n_eff"])
+
+
+def test_dna_with_an_exapt_pretrained_model(tmp_path):
+    """An `exapt pretrain` DNA model (single bases) infills the promoters: same lengths, bases only."""
+    fasta = tmp_path / "genome.fa"
+    rng = np.random.default_rng(0)
+    fasta.write_text("".join(f">r{i}\n{''.join(rng.choice(list('ACGT'), 200))}\n" for i in range(40)))
+    model = tmp_path / "dna"
+    assert main(["pretrain", str(fasta), "--alphabet", "dna", "--arch", "tiny", "--steps", "2", "--max-length", "64",
+                 "--out", str(model), "--quiet"]) == 0
+    out = tmp_path / "s.csv"
+    assert main(["augment", "promoters", "--method", f"mlm:{model}", "--per-example", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    frame = pd.read_csv(out)
+    real = load_data("promoters")
+    by_row = dict(zip(real.rows.tolist(), real.inputs))
+    assert len(frame) and all(set(s) <= set("ACGT") for s in frame["text"])
+    assert all(len(s) == len(by_row[r]) and s != by_row[r] for s, r in zip(frame["text"], frame["source_row"]))

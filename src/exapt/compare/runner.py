@@ -85,6 +85,8 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
                    command: str = "") -> Comparison:
     """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
     strategies = parse_strategies(strategies)
+    if base.data.synthetic and "{" in base.data.source:  # source_row numbers the rows of one data file
+        raise ExaptError("--synthetic belongs to the one data file it was made from; a {n}/{seed} pattern names many")
     _resolve_init(base, out, max(parse_strategy(split_label(s)[0]).reserved_positions for s in strategies))
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
