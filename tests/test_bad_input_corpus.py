@@ -77,6 +77,8 @@ def _make_files(root: Path) -> dict[str, str]:
     (badlabels / "weights.safetensors").write_bytes(b"\x00" * 16)
     (root / "oneclass.csv").write_text("text,label\n" + "some text,same\n" * 12)
     (root / "numbers.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(12)))
+    (root / "synth_extra.csv").write_text("text,label,score\nnice flight,positive,1\n")  # --synthetic (issue 22)
+    (root / "synth_label.csv").write_text("text,label\nnice flight,excellent\n")
     names = {p.name.replace(".", "_"): str(p) for p in root.iterdir()}
     names["missing"] = str(root / "missing.csv")
     names["missingdir"] = str(root / "missing-folder")
@@ -160,6 +162,20 @@ def _case_table() -> list[tuple[str, str]]:
         "evaluate {badlabels} {good_csv}", "fit --resume {missingdir}", "fit --resume {good_csv}", "fit --resume {emptydir}",
         "fit --resume {badconfig}", "fit --resume {badlr}", "fit --resume {incomplete} --set data.seed=1",
         "fit {good_csv} --resume {incomplete}", "fit --resume {incomplete} --set train.lr=-1")
+    # fit --synthetic and augment (issue 22 part 5): other columns or labels, bad ALPHAs, bad augment options
+    add("fit-synthetic", f"{fit} --synthetic {{synth_extra_csv}}", f"{fit} --synthetic {{synth_label_csv}}",
+        f"{fit} --synthetic {{missing}}", f"{fit} --synthetic {{emptydir}}", f"{fit} --synthetic-weight 0.5",
+        f"{fit} --synthetic {{good_csv}} --synthetic-weight=-1", f"{fit} --synthetic {{good_csv}} --synthetic-weight nan",
+        f"{fit} --synthetic {{good_csv}} --synthetic-weight 0,x", f"{fit} --synthetic {{good_csv}} --synthetic-weight ''",
+        f"{fit} --synthetic {{good_csv}} --synthetic-weight 0,1 --val-fraction 0",
+        f"{fit} --synthetic {{good_csv}} --task regression", "fit mnist-8x8 --model mlp --synthetic {good_csv}",
+        "compare {good_csv} --text text --out cmp --synthetic {good_csv} --synthetic-weights 0,inf")
+    au = "augment {good_csv} --method mlm:{emptydir}"
+    add("augment", f"{au} --per-example 0", f"{au} --per-example -1", f"{au} --mask-fraction 0",
+        f"{au} --mask-fraction 1.5", f"{au} --mask-fraction nan", f"{au} --seed -1", f"{au} --batch-size 0",
+        "augment {good_csv} --method nope", "augment {good_csv}", au, "augment {good_csv} --method mlm:{missingdir}",
+        f"{au} --out {{good_csv}}", f"{au} --out {{emptydir}}", f"{au} --out {{underfile}}", "augment {missing} --method mlm:x",
+        "augment mnist-8x8 --method mlm:x", "augment {good_csv} --method mlm:x --text nope")
     # evaluate / predict / merge / interpolate: runs and outputs
     add("evaluate", "evaluate {missingdir} {good_csv}", "evaluate {good_csv} {good_csv}",
         "evaluate {incomplete} {good_csv}", "evaluate {emptydir} {good_csv}", "evaluate {badconfig} {good_csv}",

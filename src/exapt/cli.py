@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import interpolate as interpolate_cli
 from .adapt import cli as adapt_cli
+from .augment import cli as augment_cli
 from .backbones import list_models
 from .checks import harden_parser
 from .compare import compare_config
@@ -48,6 +49,7 @@ FIT_DATA = ("text", "label", "features", "task", "test")
 FIT_SPLITS = ("n-per-class", "seed", "val-fraction", "test-fraction", "max-test")
 FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "long", "pooling", "patience")
 FIT_CLASSES = ("class-weight", "loss", "decision", "target-recall")
+FIT_SYNTHETIC = ("synthetic", "synthetic-weight")  # docs/augment.md
 COMPARE_OPTIONS = ("text", "label", "features", "task", "test", "val-fraction", "test-fraction", "max-test",
                    "max-length", "long", "epochs", "batch-size", "patience")
 
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parsers(sub)
     _compare_parser(sub)
     for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli,
-                   distil_cli):
+                   distil_cli,
+                   augment_cli,
+                   ):
         module.add_parser(sub)
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
@@ -78,7 +82,7 @@ def _fit_parser(sub) -> None:
     f.add_argument("--strategy", default=FitConfig().strategy, help="see `exapt strategies` (default: linear-probe)")
     f.add_argument("--model", help="alias, HF model folder, scratch:NAME, mlp, or for images cnn / efficientnet-lite0[:SIZE] "
                    "(see `exapt models`; default: minilm-l6, or the --init run's)")
-    add_options(f, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES)
+    add_options(f, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES, *FIT_SYNTHETIC)
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.head_lr=1e-3")
     f.add_argument("--out", help="run folder (default: runs/<data>-<strategy>-s<seed>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -118,7 +122,7 @@ def _compare_parser(sub) -> None:
                    help="labelled examples per class, comma-separated; 'all' for the whole pool (default: 8,16,32,64)")
     c.add_argument("--seeds", type=int, default=3, help="seeds per size (default: 3)")
     c.add_argument("--out", default="compare", help="folder for results, report and cell runs (default: compare)")
-    add_options(c, *COMPARE_OPTIONS, *FIT_CLASSES)
+    add_options(c, *COMPARE_OPTIONS, *FIT_CLASSES, *FIT_SYNTHETIC)
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any fit config field, all cells")
     c.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store inside --out)")
     c.add_argument("--no-tracking", action="store_true", help="do not log cells to MLflow")
@@ -141,7 +145,7 @@ def _cmd_fit(a) -> None:
     if not a.data:
         raise ExaptError("fit needs DATA (a file or a built-in name), or --resume RUN")
     cfg = FitConfig.from_options(a.data, strategy=a.strategy, model=a.model,
-                                 **option_values(a, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES))
+                                 **option_values(a, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES, *FIT_SYNTHETIC))
     penalty_cli.apply_to_config(cfg, a)
     adapt_cli.apply_to_config(cfg, a)
     cfg.validate()  # the options just copied in, against their fields' declared ranges
@@ -180,7 +184,7 @@ def _cmd_merge(a) -> None:
 
 def _cmd_compare(a) -> None:
     base = FitConfig.from_options(a.data, model=a.model, init=a.init, source=penalty_cli.source_config(a),
-                                  overrides=tuple(a.set), **option_values(a, *COMPARE_OPTIONS, *FIT_CLASSES))
+                                  overrides=tuple(a.set), **option_values(a, *COMPARE_OPTIONS, *FIT_CLASSES, *FIT_SYNTHETIC))
     compare_config(base, a.strategies, a.n_per_class, a.seeds, a.out, tracking=not a.no_tracking,
                    tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
                    progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
@@ -207,6 +211,7 @@ COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 COMMANDS.update({"distil": distil_cli.run_distil, "prune": distil_cli.run_prune})
+COMMANDS.update({"augment": augment_cli.run})
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

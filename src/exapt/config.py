@@ -103,6 +103,10 @@ class DataConfig:
     # images resized to N x N when read (a folder of mixed sizes needs it)
     image_size: int | None = option(None, lo=1, flag="option image_size",
                                     message="{name} must be a whole number of pixels >= 1 (got {value!r})")
+    # synthetic training rows (`exapt augment`, docs/augment.md): their loss weighted by ALPHA; a
+    # list "0,0.3,1" fits once per ALPHA and keeps the one best on validation
+    synthetic: str | None = option(None, flag="--synthetic")
+    synthetic_weight: str = option("1", flag="--synthetic-weight", parse=lambda v: parse_synthetic_weights(v))
 
     def __post_init__(self):
         validate(self, "data")
@@ -110,6 +114,8 @@ class DataConfig:
             raise ExaptError(f"option image_size must be at most {MAX_IMAGE_SIZE} pixels (got {self.image_size})")
         if not (0 < self.test_fraction < 1 or (self.test and self.test_fraction == 0)):
             raise ExaptError(f"--test-fraction must be in (0, 1) when no --test file is given (got {self.test_fraction})")
+        if self.synthetic is None and parse_synthetic_weights(self.synthetic_weight) != [1.0]:
+            raise ExaptError("--synthetic-weight weighs the rows of a --synthetic FILE; give the file too")
 
 
 @dataclass
@@ -276,6 +282,24 @@ class FitConfig:
             raise ExaptError(f"{path}: not a readable exapt config ({str(e).splitlines()[0]})") from None
         except ExaptError as e:  # a value out of its field's range: say which file holds it
             raise ExaptError(f"{path}: {e}") from None
+
+
+def parse_synthetic_weights(spec) -> list[float]:
+    """`--synthetic-weight 0.3` or `0,0.3,1` -> sorted distinct ALPHAs, each a finite number >= 0."""
+    parts = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(part, bool) or not math.isfinite(value) or value < 0:
+            raise ExaptError(f"--synthetic-weight {spec!r}: each ALPHA must be a finite number >= 0 "
+                             f"(got {str(part).strip()!r})")
+        values.append(value)
+    if not values:
+        raise ExaptError("--synthetic-weight needs at least one ALPHA")
+    return sorted(set(values))
 
 
 def split_columns(value, always_list: bool = False):

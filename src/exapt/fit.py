@@ -6,6 +6,7 @@ complete only when `metrics.json` is written, at the very end.
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ import torch
 from .adapt.in_fit import StartFeatures, check_selection, selection_record, target_splits, weighted_validation
 from .adapt.target import load_target
 from .backbones import check_input_kind, input_size, model_max_length
-from .config import FitConfig, resume_overrides, split_columns
+from .config import FitConfig, parse_synthetic_weights, resume_overrides, split_columns
 from .data import Table, fit_splits, load_data, load_table
+from .data.synthetic import K0, effective_sizes, join, load_synthetic
 from .errors import ExaptError
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .mlm_source import load_mlm_source
@@ -105,6 +107,8 @@ class _Prepared:
     target: object = None    # TargetDomain of --adapt-to (adapt/target.py) or None
     names: Table = None      # the strategy's extra probe examples (class names, names=R), or None
     class_counts: list = None  # the data's class counts outside test, for a decision rule (rare_classes.py)
+    synthetic: object = None   # the --synthetic rows that may train this fit (data/synthetic.py) or None
+    loss_weights: object = None  # the training rows' loss weights (ALPHA for synthetic rows) or None
 
 
 def resolve_defaults(cfg: FitConfig, init=None, reserve: int = 0) -> None:
@@ -137,6 +141,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     names = strategy.extra_probe_examples(tables["train"], task.classes, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     class_counts = prepare_classes(cfg, task, table, tables, targets)
+    synthetic = _load_synthetic(cfg, task, tables)
     start = {**init.state, **init.head} if init is not None else None
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
     bb = model.backbone
@@ -156,7 +161,19 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     context = Context(model, strategy, task, cfg, source=load_source_data(cfg, init, loader),
                       mlm=load_mlm_source(cfg, model), has_init=init is not None, target=target)
     penalties.check(context)
-    return _Prepared(task, tables, targets, model, penalties, context, init, target, names, class_counts)
+    return _Prepared(task, tables, targets, model, penalties, context, init, target, names, class_counts, synthetic)
+
+
+def _load_synthetic(cfg: FitConfig, task: Task, tables: dict):
+    """--synthetic: its rows that may train this fit (docs/augment.md), checked before the run folder exists."""
+    if not cfg.data.synthetic:
+        return None
+    if task.kind != "classification":
+        raise ExaptError(f"--synthetic needs a single-label classification task (this is {task.kind})")
+    if len(parse_synthetic_weights(cfg.data.synthetic_weight)) > 1 and not len(tables["val"]):
+        raise ExaptError("--synthetic-weight with several values chooses ALPHA on validation; "
+                         "--val-fraction 0 leaves none")
+    return load_synthetic(cfg.data, tables["train"], [tables["val"], tables["test"]], task.classes)
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
@@ -182,7 +199,8 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         log(f"started from {prep.init.path if prep.init else cfg.model}; penalties: {given}")
 
     started = time.perf_counter()
-    test_logits, result = _run_strategy(cfg, strategy, prep, folder, resume, progress and main, log, main)
+    run = _run_synthetic if prep.synthetic is not None else _run_strategy
+    test_logits, result = run(cfg, strategy, prep, folder, resume, progress and main, log, main)
     # a resumed run adds the training time of the processes before it (kept in the checkpoint)
     seconds = time.perf_counter() - started + result.get("earlier_seconds", 0.0)
     metrics = _metrics(prep, strategy, test_logits, result, seconds)
@@ -230,6 +248,7 @@ def _run_strategy(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, pro
     """Probe and/or gradient training; returns test logits and what training reports."""
     model, bb = prep.model, prep.model.backbone
     splits = {name: Split.prepare(bb, t.inputs, prep.targets[name]) for name, t in prep.tables.items()}
+    splits["train"].loss_weights = prep.loss_weights  # synthetic rows weigh ALPHA (docs/augment.md)
     items = {name: split.items for name, split in splits.items()}
     result = {"history": [], "ever_trainable": [], "best_epoch": 0, "epochs": 0,
               "too_long": _too_long(bb, prep.tables, items, log)}
@@ -288,6 +307,48 @@ def _train_encoder(cfg, strategy, prep: _Prepared, splits: dict, target: dict, f
     return report
 
 
+def _run_synthetic(cfg, strategy, prep: _Prepared, folder: RunFolder, resume, progress, log, main=True
+                   ) -> tuple[torch.Tensor, dict]:
+    """--synthetic: one run per ALPHA of --synthetic-weight, each from the same start (ALPHA 0:
+    the real rows alone); the best on validation (real rows only; a tie goes to the smaller
+    ALPHA) is kept. Returns its test logits and report, with the `synthetic` record."""
+    alphas = parse_synthetic_weights(cfg.data.synthetic_weight)
+    real = prep.tables["train"]
+    pristine = copy.deepcopy(prep.model) if len(alphas) > 1 else None
+    val = Split.prepare(prep.model.backbone, prep.tables["val"].inputs, prep.targets["val"])
+    best, scores = None, {}
+    for alpha in alphas:
+        if pristine is not None:
+            prep.model = prep.context.model = copy.deepcopy(pristine)
+        prep.tables["train"], prep.loss_weights = join(real, prep.synthetic, alpha)
+        prep.targets["train"] = prep.task.encode(prep.tables["train"].labels)
+        if len(alphas) > 1:
+            log(f"--synthetic-weight {alpha:g}: {len(prep.tables['train'])} training rows")
+        test_logits, result = _run_strategy(cfg, strategy, prep, folder, resume and pristine is None, progress, log,
+                                            main)
+        if len(val.items):
+            logits = predict_logits(prep.model, val)
+            scores[alpha] = {**prep.task.metrics(logits, val.targets), "loss": float(prep.task.loss(logits, val.targets))}
+            sign = 1 if prep.task.higher_is_better else -1
+            key = (sign * scores[alpha][prep.task.primary_metric], -scores[alpha]["loss"])
+        else:
+            key = (0.0,)
+        if best is None or key > best[0]:
+            best = (key, alpha, prep.model, test_logits, result, prep.loss_weights)
+    _, alpha, prep.model, test_logits, result, prep.loss_weights = best
+    prep.context.model = prep.model
+    prep.tables["train"], prep.targets["train"] = real, prep.task.encode(real.labels)
+    result["synthetic"] = {
+        "file": prep.synthetic.path, "weight": alpha, "weights_tried": alphas,
+        "chosen_on": "validation" if len(alphas) > 1 else "given", "k0": K0,
+        "n_real": len(real), "n_synth": len(prep.synthetic.table), "n_synth_read": prep.synthetic.n_read,
+        "n_synth_dropped": prep.synthetic.dropped, "val": {f"{a:g}": s for a, s in scores.items()},
+        "per_class": effective_sizes(prep.task.classes, real.labels, prep.synthetic, alpha)}
+    log(f"synthetic rows: {len(prep.synthetic.table)} at ALPHA {alpha:g}"
+        + (f" (chosen on validation from {', '.join(f'{a:g}' for a in alphas)})" if len(alphas) > 1 else ""))
+    return test_logits, result
+
+
 def _choose_validation(strategy, prep: _Prepared, splits: dict, target: dict, seed: int) -> dict:
     """With --adapt-to: the validation split that picks the epoch (replaced in `splits`),
     and its record for metrics.json."""
@@ -313,7 +374,12 @@ def _fit_probe(strategy, prep: _Prepared, items: dict, progress: bool) -> tuple[
     # the cache holds the untuned encoder's features: not for a run tuned first or started from a run
     feats = _features(bb, parts, progress, cached=prep.init is None and strategy.probe_features_cacheable)
     probe_features = torch.cat([feats["train"], feats["names"]]) if prep.names is not None else feats["train"]
-    probe = strategy.fit_probe(prep.model.head, probe_features, probe_targets, prep.task)
+    weights = prep.loss_weights
+    if weights is not None and prep.names is not None:
+        weights = torch.cat([weights, torch.ones(len(prep.names))])
+    # passed only when there are weights, so a strategy's own fit_probe without the keyword still serves
+    probe = strategy.fit_probe(prep.model.head, probe_features, probe_targets, prep.task,
+                               **({"sample_weight": weights} if weights is not None else {}))
     return probe, feats["test"]
 
 
@@ -335,6 +401,8 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     metrics.update(class_metrics(prep.task, result["decision"], test_logits, prep.targets["test"]))
     if prep.names is not None:
         metrics["n_class_name_examples"] = len(prep.names)
+    if "synthetic" in result:
+        metrics["synthetic"] = result["synthetic"]
     metrics.update(forgetting_metrics(prep.context, prep.init, prep.penalties, result))
     if prep.target is not None:
         metrics["adapt_to"] = prep.context.cfg.adapt.data

@@ -54,6 +54,11 @@ SHARED: dict[str, dict] = {
                      help="where the independent fits run: local (this process; default), or one Ray task each "
                           "(pip install 'exapt[ray]') on the cluster at ADDRESS (host:port, or auto), else on a "
                           "local cluster of `workers` x `cpus` started for the command; output on a shared disk"),
+    # synthetic examples (docs/augment.md)
+    "synthetic": dict(metavar="FILE", help="synthetic training rows (exapt augment's output), weighted by ALPHA"),
+    "synthetic-weight": dict(default=_DATA.synthetic_weight, metavar="ALPHA[,ALPHA...]", aliases=("--synthetic-weights",),
+                             help="loss weight of each synthetic row (default: {default}); several: one fit each, "
+                                  "ALPHA chosen on validation (0: real rows alone)"),
 }
 
 
@@ -69,7 +74,7 @@ def add_options(parser: argparse.ArgumentParser, *flags: str, defaults: dict | N
             kw["help"] = helps[flag]
         if "help" in kw:
             kw["help"] = kw["help"].replace("{default}", str(kw.get("default")))
-        parser.add_argument(f"--{flag}", **kw)
+        parser.add_argument(f"--{flag}", *kw.pop("aliases", ()), **kw)
 
 
 def option_values(args: argparse.Namespace, *flags: str) -> dict:

@@ -170,6 +170,11 @@ class Task:
         self.focal_gamma = gamma
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weight=None) -> torch.Tensor:
+        """The mean loss over rows; `weight` (one per row, e.g. ALPHA for synthetic rows):
+        the mean of w_i * loss_i, so a row of weight ALPHA counts ALPHA times (scikit-learn's
+        sample_weight in the probe's objective, train/probe.py)."""
+        if weight is not None:
+            return (self.row_losses(logits, targets) * weight.to(logits.device, logits.dtype)).mean()
         if self.kind == "classification":
             if self.class_weights is not None or self.focal_gamma is not None:
                 return focal_loss(logits, targets, self.class_weights, self.focal_gamma or 0.0)
@@ -177,6 +182,14 @@ class Task:
         if self.kind == "multilabel":
             return nn.functional.binary_cross_entropy_with_logits(logits, targets)
         return nn.functional.mse_loss(logits.squeeze(-1), targets)
+
+    def row_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each row's loss (what `loss` averages)."""
+        if self.kind == "classification":
+            return focal_loss(logits, targets, self.class_weights, self.focal_gamma or 0.0, reduce=False)
+        if self.kind == "multilabel":
+            return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        return nn.functional.mse_loss(logits.squeeze(-1), targets, reduction="none")
 
     # ---- outputs --------------------------------------------------------------------
     def probabilities(self, logits: torch.Tensor, rule=None) -> np.ndarray:
@@ -251,7 +264,7 @@ class Task:
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
-               gamma: float = 0.0) -> torch.Tensor:
+               gamma: float = 0.0, reduce: bool = True) -> torch.Tensor:
     """Mean over rows of -w_y (1 - p_y)^gamma log p_y (Lin et al. 2017, eq. 5, with the
     class weight as alpha). gamma = 0 is class-weighted cross-entropy. The mean is over
     rows, not over the weights' sum, so the probe's objective is scikit-learn's
@@ -260,7 +273,7 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tenso
     per_row = -logp if gamma == 0 else -((1 - logp.exp()).clamp(min=0) ** gamma) * logp
     if weights is not None:
         per_row = per_row * weights.to(logits.device, per_row.dtype)[targets]
-    return per_row.mean()
+    return per_row.mean() if reduce else per_row
 
 
 def _split_multi(value) -> list[str]:

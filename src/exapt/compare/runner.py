@@ -89,6 +89,8 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
     """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
     runner = parse_executor(executor)
     strategies = parse_strategies(strategies)
+    if base.data.synthetic and "{" in base.data.source:  # source_row numbers the rows of one data file
+        raise ExaptError("--synthetic belongs to the one data file it was made from; a {n}/{seed} pattern names many")
     _resolve_init(base, out, max(parse_strategy(split_label(s)[0]).reserved_positions for s in strategies))
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
@@ -119,6 +121,8 @@ def _compare_cells(sweep: SweepFolder, base: FitConfig, cells: list[Cell], loade
         meta["metric_note"] = ranking_note(counts, metric)
     if base.init:
         meta["init"] = base.init
+    if base.data.synthetic:  # docs/augment.md: every cell fits each ALPHA and keeps the best on validation
+        meta["synthetic"] = f"{base.data.synthetic}, ALPHA in {base.data.synthetic_weight} chosen on validation per cell"
     sweep.write_marker({"settings": _settings(base), "panel": {"strategies": strategies, "n_per_class": sizes,
                                                                 "seeds": seeds}})
     rows = {cell.name: row for cell in cells if (row := sweep.read_record(cell.name, cell.cfg)) is not None}
@@ -336,6 +340,10 @@ def _row(cell: Cell, metrics: dict, seconds: float, peak_mb: float, resumed: boo
         row[key] = metrics.get(key)
     row.update(source_columns(metrics))
     row.update(row_columns(metrics))
+    synthetic = metrics.get("synthetic")
+    if synthetic:  # --synthetic (docs/augment.md): the ALPHA chosen on validation, the rows it weighed
+        row.update(synthetic_weight=synthetic["weight"], n_synth=synthetic["n_synth"],
+                   n_eff=sum(c["n_eff"] for c in synthetic["per_class"].values()))
     row.update({"cell_seconds": round(seconds, 2), "peak_rss_mb": peak_mb, "resumed": resumed})
     return row
 
@@ -370,6 +378,10 @@ def _write_results(out: Path, cells: list[Cell], rows: dict) -> pd.DataFrame:
 
 def _write_report(out: Path, results: pd.DataFrame, meta: dict, complete: bool) -> dict:
     meta = dict(meta, complete=complete, n_test=int(results["n_test"].iloc[0]) if len(results) else 0)
+    if "synthetic_weight" in results.columns:  # the ALPHA each cell chose, seeds in order
+        chosen = results.groupby(["strategy", "n"], sort=False)["synthetic_weight"]
+        meta["synthetic_weight_chosen"] = "; ".join(f"{s} n={n}: {'/'.join(f'{v:g}' for v in values)}"
+                                                    for (s, n), values in chosen)
     files, recommendation = write_report_with_recommendation(out, results, meta)
     return {**files, "recommendation": recommendation}
 

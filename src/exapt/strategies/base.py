@@ -81,10 +81,11 @@ class Strategy:
         classical features), or None: --model's. `model_for` is the one rule reading it."""
         return None
 
-    def fit_probe(self, head: nn.Module, features, targets, task) -> dict:
+    def fit_probe(self, head: nn.Module, features, targets, task, sample_weight=None) -> dict:
         """Fit the linear head on frozen features; returns what metrics.json reports of it.
-        The baseline overrides it to choose C by cross-validation first."""
-        return fit_linear_head(head, features, targets, task, C=self.probe_C)
+        The baseline overrides it to choose C by cross-validation first. `sample_weight`: a
+        loss weight per row (synthetic rows, docs/augment.md), or None."""
+        return fit_linear_head(head, features, targets, task, C=self.probe_C, sample_weight=sample_weight)
 
     def extra_probe_examples(self, train, classes: list, spec: str):
         """A Table of examples the probe fits on beside the training split (never the

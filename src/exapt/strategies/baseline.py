@@ -56,13 +56,13 @@ class Baseline(Strategy):
     def probe_features_cacheable(self) -> bool:
         return False   # TF-IDF and standardisation are fitted on this training split
 
-    def fit_probe(self, head, features, targets, task) -> dict:
+    def fit_probe(self, head, features, targets, task, sample_weight=None) -> dict:
         # columns that are zero on every training example (unused TF-IDF or k-mer slots) get
         # zero weight at the L2-regularised optimum: fit on the others only, the same model, faster
         used = (features != 0).any(0)
         small = nn.utils.skip_init(nn.Linear, int(used.sum()), head.out_features)  # no random draws
-        C, scores, folds = choose_C(small, features[:, used], targets, task, self.folds)
-        out = fit_linear_head(small, features[:, used], targets, task, C=C)
+        C, scores, folds = choose_C(small, features[:, used], targets, task, self.folds, sample_weight)
+        out = fit_linear_head(small, features[:, used], targets, task, C=C, sample_weight=sample_weight)
         with torch.no_grad():
             head.weight.zero_()
             head.weight[:, used] = small.weight
@@ -91,7 +91,8 @@ def fold_indices(targets: torch.Tensor, task, folds: int, seed: int = 0) -> list
     return list(KFold(n_splits=min(folds, n // 2), shuffle=True, random_state=seed).split(np.zeros(n)))
 
 
-def choose_C(head, features: torch.Tensor, targets: torch.Tensor, task, folds: int) -> tuple[float, dict, int]:
+def choose_C(head, features: torch.Tensor, targets: torch.Tensor, task, folds: int,
+             sample_weight: torch.Tensor | None = None) -> tuple[float, dict, int]:
     """(C, mean held-out score per C, folds used): the C with the best mean score (a tie: the
     one nearest 1); C = 1 when there are too few examples to cross-validate. `head` is
     only copied (the fold fits start from zeros, as the probe always does)."""
@@ -104,7 +105,8 @@ def choose_C(head, features: torch.Tensor, targets: torch.Tensor, task, folds: i
         values = []
         for train_idx, held_idx in pairs:
             fold_head = copy.deepcopy(head)
-            fit_linear_head(fold_head, features[train_idx], targets[train_idx], task, C=C)
+            weight = sample_weight[train_idx] if sample_weight is not None else None  # synthetic rows
+            fit_linear_head(fold_head, features[train_idx], targets[train_idx], task, C=C, sample_weight=weight)
             with torch.no_grad():
                 logits = fold_head(features[held_idx])
             values.append(task.metrics(logits, targets[held_idx])[task.primary_metric])

@@ -43,6 +43,8 @@ class Split:
     # Importance weights of validation rows (IWCV, Sugiyama et al. 2007): with them the
     # epoch is chosen on the weighted loss, an estimate of the *target* domain's loss.
     weights: torch.Tensor | None = None
+    # Loss weights of training rows (synthetic rows weigh ALPHA, docs/augment.md); None: all 1.
+    loss_weights: torch.Tensor | None = None
 
     @classmethod
     def prepare(cls, backbone, inputs, targets: torch.Tensor) -> "Split":
@@ -62,7 +64,7 @@ def prefix_split(bb, split: Split, k: int) -> Split:
         batch = bb.collate(split.items[start:start + 64])
         states += bb.forward_prefix(batch, k)
     bb.train(was)
-    return Split(states, split.targets, split.lengths, split.weights)
+    return Split(states, split.targets, split.lengths, split.weights, split.loss_weights)
 
 
 def device_batch(model, split: Split, idx, device) -> tuple[dict, torch.Tensor]:
@@ -266,15 +268,17 @@ def _step(loop: _Loop, model, task, train_split: Split, idx, cfg: TrainConfig, e
           penalties, penalty_sums: dict) -> float:
     """Forward, backward, clip, optimiser and schedule step for one batch; its task loss."""
     batch, targets = device_batch(model, train_split, idx, loop.device)
+    weights = train_split.loss_weights
+    weights = weights[torch.as_tensor(idx)].to(loop.device) if weights is not None else None
     if penalties:  # single process (fit refuses more): the penalties read the features too
         features = model.features(batch)
-        task_loss = task.loss(model.head(features), targets)
+        task_loss = task.loss(model.head(features), targets, weight=weights)
         extra, parts = penalties(model, Step(idx, features, epoch, number))
         loss = task_loss + extra
         for name, value in parts.items():
             penalty_sums[name] = penalty_sums.get(name, 0.0) + value * len(idx)
     else:
-        loss = task_loss = task.loss(loop.ddp_model(batch), targets)
+        loss = task_loss = task.loss(loop.ddp_model(batch), targets, weight=weights)
     _check_finite(loop, loss, f"epoch {epoch + 1}, step {number + 1} of {loop.steps_per_epoch}")
     loop.accelerator.backward(loss)
     if cfg.clip:

@@ -11,7 +11,9 @@ from torch import nn
 
 
 def fit_linear_head(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, task, C: float = 1.0,
-                    max_iter: int = 1000, tol: float = 1e-7) -> dict:
+                    max_iter: int = 1000, tol: float = 1e-7, sample_weight: torch.Tensor | None = None) -> dict:
+    """`sample_weight`: scikit-learn's, C * sum(w_i loss_i): a row of weight ALPHA counts ALPHA
+    times, one of weight 0 not at all (synthetic rows, docs/augment.md)."""
     x = features.detach().float()
     n = len(x)
     lam = 1.0 / (C * n)
@@ -21,7 +23,7 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, targets: torch.Tens
                             history_size=20, line_search_fn="strong_wolfe")
 
     def objective():
-        data = task.loss(x @ w.T + b, targets)
+        data = task.loss(x @ w.T + b, targets, weight=sample_weight)
         if task.kind == "multilabel":  # one logistic regression per label: sum over labels
             data = data * targets.shape[1]
         return data + 0.5 * lam * (w * w).sum()
