@@ -34,6 +34,7 @@ from .select import cli as select_cli
 from .shift import cli as shift_cli
 from .strategies import STRATEGIES
 from .transfer_map import cli as transfer_map_cli
+from .trust import attack_cli
 
 EXIT_USAGE = 2
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compare_parser(sub)
     for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli):
         module.add_parser(sub)
+    attack_cli.add_parser(sub)
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
     d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
@@ -203,6 +205,7 @@ COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "compare": _cmd_compare, "rank": select_cli.run, "shift": shift_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
             "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
+COMMANDS["attack"] = attack_cli.run
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
