@@ -227,6 +227,12 @@ def _case_table() -> list[tuple[str, str]]:
         "pretrain {seqs_fa} --out {underfile}", "transfer-map --domains a,b --out {underfile}",
         "merge {incomplete} --out {underfile}", "interpolate {incomplete} --out {underfile}",
         "interpolate {incomplete} --save {good_csv}", "demo --out {good_csv}", "demo --out {underfile}")
+    # attack (checked before the run is read)
+    at = "attack {incomplete} {good_csv} --out at"
+    add("attack", f"{at} --attack nope", f"{at} --attack pgd --budget -1", f"{at} --attack pgd --budget nan",
+        f"{at} --attack pgd --budget 2", f"{at} --attack charswap --budget 1.5", f"{at} --attack wordswap --budget 0",
+        f"{at} --attack pgd --max-examples 0", f"{at} --attack pgd --steps 0", f"{at} --attack wordswap --min-similarity 2",
+        f"{at} --attack pgd", "attack {missingdir} {good_csv} --attack fgsm --out at", "attack {incomplete} --attack pgd")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")
@@ -303,6 +309,7 @@ RUN_CASES = [
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {good_csv} --out sh",
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {incomplete} --out sh",
     "rank {feats_csv} --models {run} --seed -3 --out rk",
+    "attack {run} {feats_csv} --attack pgd --out at", "attack {run} {feats_csv} --attack wordswap --out at",
 ]
 
 
