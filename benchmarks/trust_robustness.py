@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, write_json  # noqa: E402
+from common import RESULTS, machine, write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "trust_robustness"
 TWEETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets"
@@ -67,11 +67,11 @@ def attacked(run_path: Path, data, attack: str, n: int, budget: str | None = Non
     return json.loads((out / "attack.json").read_text())
 
 
-def text_rows(n: int) -> list[dict]:
+def text_rows(n: int, strategies=("linear-probe", "full")) -> list[dict]:
     """Head-only against full fine-tuning on the tweets, under both text attacks."""
     rows = []
     test = TWEETS / "test.csv"
-    for strategy in ("linear-probe", "full"):
+    for strategy in strategies:
         t0 = time.time()
         run = fitted(OUT / f"tweets-{strategy}", TWEETS / "train_n256_s0.csv", strategy, test=str(test),
                      max_test=500, max_length=64)
@@ -128,7 +128,7 @@ def adversarial_rows(n: int, per_class: int) -> list[dict]:
     three under PGD. Fine-tuning a trained model adversarially costs a few epochs, not a
     whole adversarial training run (each adversarial step costs steps + 2 passes)."""
     split, rows = mnist_split(), []
-    common = dict(test=str(split["test8"]), n_per_class=per_class, batch_size=64, patience=0)
+    common = {"test": str(split["test8"]), "n_per_class": per_class, "batch_size": 64, "patience": 0}
     plain = fitted(OUT / f"mnist8-cnn-plain-n{per_class}", split["train8"], "full", "cnn:16,32", lr=3e-3, epochs=15,
                    **common)
     rows += _pgd_rows(plain, split["test8"], n, "mnist-8x8 (cnn:16,32)", "full")
@@ -165,8 +165,8 @@ def verdicts(rows: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# Robustness: head-only against full fine-tuning, and adversarial fine-tuning", "",
-             f"Scale: {result['scale']}; {result['machine'].get('cpu', '')}. Seed 0 only. "
-             "Written by benchmarks/trust_robustness.py.", "",
+             (f"Scale: {result['scale']}; {result['machine'].get('cpu', '')}. Seed 0 only. "
+              "Written by benchmarks/trust_robustness.py."), "",
              "| data | strategy | attack | clean acc (attacked sample) | robust acc | success rate | queries/example | n |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -181,17 +181,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer examples attacked, smaller image training sets")
     p.add_argument("--only", choices=("text", "image", "adversarial"), action="append",
-                   help="run only these parts (default: all)")
+                   help="run only these parts (default: all); the other parts' rows already in the results stay")
+    p.add_argument("--text-strategies", default="linear-probe,full", help="strategies of the text rows")
     args = p.parse_args()
     scale = SCALE["quick" if args.quick else "full"]
     parts = args.only or ["adversarial", "text", "image"]  # cheapest first
-    result = {"scale": "quick" if args.quick else "full", "machine": machine(), "rows": [], "verdicts": {}}
     path = RESULTS / "trust_robustness.json"
+    result = {"scale": "quick" if args.quick else "full", "machine": machine(), "rows": [], "verdicts": {}}
+    if path.exists():  # keep the rows of parts not run now, measured at the same scale
+        old = json.loads(path.read_text())
+        if old.get("scale") == result["scale"]:
+            result["rows"] = [r for r in old["rows"] if r.get("part") not in parts]
+            result["seconds"] = {k: v for k, v in old.get("seconds", {}).items() if k not in parts}
     for part in parts:
         t0 = time.time()
         rows = (adversarial_rows(scale["image"], scale["cnn_per_class"]) if part == "adversarial" else
-                image_rows(scale["image"], scale["img_per_class"]) if part == "image" else text_rows(scale["text"]))
-        result["rows"] += rows
+                image_rows(scale["image"], scale["img_per_class"]) if part == "image" else
+                text_rows(scale["text"], args.text_strategies.split(",")))
+        result["rows"] += [{"part": part, **r} for r in rows]
         result["verdicts"] = verdicts(result["rows"])
         result.setdefault("seconds", {})[part] = round(time.time() - t0, 1)
         write_json(path, result)

@@ -206,8 +206,9 @@ def _f(value, spec: str = ".3f") -> str:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# {r['attack']} on {r['run']}", "", f"{r['n']} examples of {r['data']}; model {r['model']}, "
-             f"strategy {r['strategy']}.", "", f"- clean accuracy: {_f(r['clean_accuracy'])}"]
+    lines = [f"# {r['attack']} on {r['run']}", "",
+             f"{r['n']} examples of {r['data']}; model {r['model']}, strategy {r['strategy']}.", "",
+             f"- clean accuracy: {_f(r['clean_accuracy'])}"]
     if "results" not in r:
         lines += [f"- robust accuracy: {_f(r['robust_accuracy'])}",
                   f"- attack success rate (of examples classified right): {_f(r['success_rate'])}",

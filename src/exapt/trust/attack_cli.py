@@ -2,10 +2,15 @@
 like `shift`: ``add_parser(sub)`` in build_parser, ``"attack": run`` in COMMANDS)."""
 from __future__ import annotations
 
-import json
-
 from ..errors import ExaptError
-from .attack import DEFAULT_BUDGET, DEFAULT_EXAMPLES, IMAGE_ATTACKS, TEXT_ATTACKS, AttackSettings, attack_run
+from .attack import (
+    DEFAULT_BUDGET,
+    DEFAULT_EXAMPLES,
+    IMAGE_ATTACKS,
+    TEXT_ATTACKS,
+    AttackSettings,
+    attack_run,
+)
 
 
 def add_parser(sub):
@@ -20,13 +25,13 @@ def add_parser(sub):
     s.add_argument("--attack", required=True, choices=TEXT_ATTACKS + IMAGE_ATTACKS,
                    help="charswap (character edits in at most k words), wordswap (embedding-neighbour word "
                         "substitution), fgsm or pgd (l-inf, images)")
-    s.add_argument("--budget", help="charswap: words to edit (default %s); wordswap: share of words it may change "
-                                    "(default %s); fgsm/pgd: eps values on [0, 1] pixels, comma-separated "
-                                    "(default %s)" % (DEFAULT_BUDGET["charswap"], DEFAULT_BUDGET["wordswap"],
-                                                      DEFAULT_BUDGET["pgd"]))
+    b = DEFAULT_BUDGET
+    s.add_argument("--budget", help=f"charswap: words to edit (default {b['charswap']}); wordswap: share of words it "
+                                    f"may change (default {b['wordswap']}); fgsm/pgd: eps values on [0, 1] pixels, "
+                                    f"comma-separated (default {b['pgd']})")
     s.add_argument("--max-examples", type=int, metavar="N",
-                   help="attack a random sample of N examples (default: %d text, %d images)"
-                        % (DEFAULT_EXAMPLES["text"], DEFAULT_EXAMPLES["image"]))
+                   help=f"attack a random sample of N examples (default: {DEFAULT_EXAMPLES['text']} text, "
+                        f"{DEFAULT_EXAMPLES['image']} images)")
     s.add_argument("--steps", type=int, default=10, help="PGD steps (default: 10)")
     s.add_argument("--min-similarity", type=float, default=0.85,
                    help="wordswap: least MiniLM sentence similarity to the original (default: 0.85)")

@@ -13,6 +13,7 @@ three cheap checks say when the numbers cannot be trusted:
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,7 +81,7 @@ def masking_checks(clean_accuracy: float, results: list[ImageAttackResult]) -> d
     zero = [r for r in results if r.eps == 0]
     checks = {"eps0_equals_clean": all(abs(r.robust_accuracy - clean_accuracy) <= 1e-9 for r in zero)}
     checks["falls_with_eps"] = all(b.robust_accuracy <= a.robust_accuracy + TOLERANCE
-                                   for rs in by.values() for a, b in zip(rs, rs[1:]))
+                                   for rs in by.values() for a, b in itertools.pairwise(rs))
     fgsm_at = {r.eps: r.robust_accuracy for r in by["fgsm"]}
     checks["pgd_not_weaker_than_fgsm"] = all(r.robust_accuracy <= fgsm_at[r.eps] + TOLERANCE
                                              for r in by["pgd"] if r.eps in fgsm_at)
