@@ -140,6 +140,32 @@ def adversarial_rows(n: int, per_class: int) -> list[dict]:
     return rows
 
 
+def digits_rows(n: int, per_class: int = 30) -> list[dict]:
+    """Head-only against full on an image transfer that is cheap on 2 cores: the mnist-8x8
+    cnn (the adversarial part's plain run) to UCI optdigits (docs/images.md), a fixed
+    1,297 / 500 split, 30 training images per class, under PGD."""
+    from exapt.data import load_data
+
+    mnist_split()
+    plain = OUT / f"mnist8-cnn-plain-n{SCALE['quick']['cnn_per_class']}"
+    if not (plain / "metrics.json").exists():
+        adversarial_rows(n, SCALE["quick"]["cnn_per_class"])
+    paths = {k: OUT / f"optdigits-{k}.npz" for k in ("train", "test")}
+    if not all(p.exists() for p in paths.values()):
+        table = load_data("optdigits")
+        order = np.random.default_rng(0).permutation(len(table))
+        x, y = np.asarray(table.inputs), np.asarray([int(v) for v in table.labels])
+        for part, idx in (("train", order[500:]), ("test", order[:500])):
+            np.savez_compressed(paths[part], x=x[idx], y=y[idx])
+    rows = []
+    for strategy, lr in (("linear-probe", None), ("full", 1e-3)):
+        options = {"lr": lr} if lr else {}
+        run = fitted(OUT / f"optdigits-from-mnist8-{strategy}", paths["train"], strategy, init=str(plain),
+                     test=str(paths["test"]), n_per_class=per_class, **options)
+        rows += _pgd_rows(run, paths["test"], n, "optdigits (cnn:16,32 from mnist-8x8)", strategy)
+    return rows
+
+
 def verdicts(rows: list[dict]) -> dict:
     """The answers, read off the rows."""
     out = {}
@@ -180,12 +206,12 @@ def markdown(result: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer examples attacked, smaller image training sets")
-    p.add_argument("--only", choices=("text", "image", "adversarial"), action="append",
+    p.add_argument("--only", choices=("text", "image", "adversarial", "digits"), action="append",
                    help="run only these parts (default: all); the other parts' rows already in the results stay")
     p.add_argument("--text-strategies", default="linear-probe,full", help="strategies of the text rows")
     args = p.parse_args()
     scale = SCALE["quick" if args.quick else "full"]
-    parts = args.only or ["adversarial", "text", "image"]  # cheapest first
+    parts = args.only or ["adversarial", "digits", "text", "image"]  # cheapest first
     path = RESULTS / "trust_robustness.json"
     result = {"scale": "quick" if args.quick else "full", "machine": machine(), "rows": [], "verdicts": {}}
     if path.exists():  # keep the rows of parts not run now, measured at the same scale
@@ -196,6 +222,7 @@ def main() -> None:
     for part in parts:
         t0 = time.time()
         rows = (adversarial_rows(scale["image"], scale["cnn_per_class"]) if part == "adversarial" else
+                digits_rows(scale["image"]) if part == "digits" else
                 image_rows(scale["image"], scale["img_per_class"]) if part == "image" else
                 text_rows(scale["text"], args.text_strategies.split(",")))
         result["rows"] += [{"part": part, **r} for r in rows]
