@@ -262,6 +262,12 @@ def _case_table() -> list[tuple[str, str]]:
         "prune {incomplete} --heads nan", "prune {incomplete} --layers 0", "prune {incomplete}",
         "prune {incomplete} --heads 0.5 --layers 2", "prune {incomplete} --heads 0.5", "prune {missingdir} --layers 2",
         "prune {incomplete} --layers 2 --recover-epochs 0", "prune {incomplete} --heads 0.25 --out {good_csv}")
+    # attack (checked before the run is read)
+    at = "attack {incomplete} {good_csv} --out at"
+    add("attack", f"{at} --attack nope", f"{at} --attack pgd --budget -1", f"{at} --attack pgd --budget nan",
+        f"{at} --attack pgd --budget 2", f"{at} --attack charswap --budget 1.5", f"{at} --attack wordswap --budget 0",
+        f"{at} --attack pgd --max-examples 0", f"{at} --attack pgd --steps 0", f"{at} --attack wordswap --min-similarity 2",
+        f"{at} --attack pgd", "attack {missingdir} {good_csv} --attack fgsm --out at", "attack {incomplete} --attack pgd")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")
@@ -341,6 +347,7 @@ RUN_CASES = [
     # a student that does not read the teacher's inputs; a model prune cannot cut
     "distil {run} --student cnn --out st", "distil {run} --student minilm-l6@3 --out st",
     "prune {run} --layers 1 --out pr", "prune {run} --heads 0.5 --out pr",
+    "attack {run} {feats_csv} --attack pgd --out at", "attack {run} {feats_csv} --attack wordswap --out at",
 ]
 
 

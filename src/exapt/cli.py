@@ -36,6 +36,7 @@ from .select import cli as select_cli
 from .shift import cli as shift_cli
 from .strategies import STRATEGIES
 from .transfer_map import cli as transfer_map_cli
+from .trust import attack_cli
 
 EXIT_USAGE = 2
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    augment_cli,
                    ):
         module.add_parser(sub)
+    attack_cli.add_parser(sub)
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
     d = sub.add_parser("demo", help="exapt compare on the bundled tweets and MiniLM (~10 min on 2 cores)")
@@ -212,6 +214,7 @@ COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 COMMANDS.update({"distil": distil_cli.run_distil, "prune": distil_cli.run_prune})
 COMMANDS.update({"augment": augment_cli.run})
+COMMANDS["attack"] = attack_cli.run
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
