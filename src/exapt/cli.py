@@ -22,6 +22,7 @@ from .compare import compare_config
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .config import FitConfig, apply_override
 from .demo import demo
+from .deploy import serve_cli
 from .errors import ExaptError
 from .files import atomic_write_text
 from .fit import fit_config, resume
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_parser(sub)
     _run_parsers(sub)
     _compare_parser(sub)
-    for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli):
+    for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli, serve_cli):
         module.add_parser(sub)
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
@@ -202,7 +203,8 @@ def _cmd_demo(a) -> None:
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
             "compare": _cmd_compare, "rank": select_cli.run, "shift": shift_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
             "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
-            "strategies": _cmd_strategies, "demo": _cmd_demo}
+            "strategies": _cmd_strategies, "demo": _cmd_demo,
+            "serve": serve_cli.run_serve, "keys": serve_cli.run_keys, "drift": serve_cli.run_drift}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # output-folder options of the commands that write one (fit's --out is its run folder's own check)
 _FOLDER_OPTIONS = {"compare": ("out",), "rank": ("out",), "shift": ("out",), "transfer-map": ("out",),
-                   "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
+                   "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",),
+                   "drift": ("out",)}
 
 
 def _check_folder_options(args) -> None:
