@@ -390,6 +390,7 @@ def test_kill_9_of_a_worker_under_load(runs, tmp_path):
         # every request sent after the kill is answered by the other worker
         assert before.count("dropped") <= len(threads)
         assert len(after) >= 4 and set(after) == {200}, after
-        assert srv.proc.poll() is None     # the supervisor is still up (and replaces the dead worker)
+        assert srv.proc.poll() is None     # the supervisor is still up, and replaces the dead worker
+        assert f"worker {sorted(pids)[0]} ended (exit -9); starting another" in srv.log.read_text()
     finally:
         srv.stop()

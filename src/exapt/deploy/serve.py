@@ -1,18 +1,21 @@
 """`exapt serve`: checks before anything starts, then uvicorn with one or N workers.
 
-With `--workers N`, uvicorn's supervisor binds the port once and starts N processes that
-share it (each loads its own model); a worker that dies, even by kill -9, is replaced
-while the others keep answering. Prometheus metrics are merged across workers through
+With `--workers N`, the port is bound once and N spawned processes share the socket
+(each loads its own model); a worker that dies, even by kill -9, is replaced while the
+others keep answering (`Supervisor`). Prometheus metrics are merged across workers through
 a PROMETHEUS_MULTIPROC_DIR made here.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import ExaptError
@@ -22,9 +25,6 @@ from .serving_model import is_export
 
 APP = "exapt.deploy.serve_app:app_from_environment"
 GRACEFUL_SECONDS = 30   # in-flight requests get this long to finish on SIGTERM / Ctrl-C
-# a spawned worker imports torch and loads the model before its health thread answers: a
-# short timeout would have the supervisor kill and respawn every worker on a busy machine
-HEALTHCHECK_SECONDS = 120
 
 
 def is_loopback(host: str) -> bool:
@@ -79,28 +79,84 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(workers: int = 1):
+    import uvicorn  # heavy: imported on first use
+
+    # the app is named, not imported: uvicorn builds it (in each worker), and `exapt --help` stays light
+    return uvicorn.Config(APP, factory=True, workers=workers, log_level="warning", access_log=False,
+                          timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False)
+
+
+def run_worker(sock: socket.socket) -> None:
+    """One worker process: its own app and model, on the supervisor's listening socket."""
+    import uvicorn  # heavy: imported on first use
+
+    uvicorn.Server(uvicorn_config()).run(sockets=[sock])
+
+
 def serve(opts: ServeOptions, log=print) -> None:
     """Run until SIGTERM / Ctrl-C; in-flight requests finish first."""
     import uvicorn  # heavy: imported on first use
-    from uvicorn.supervisors import Multiprocess  # heavy: imported on first use
 
     check_options(opts)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sock = bind(opts.host, opts.port)
     where = f"http://{opts.host if ':' not in opts.host else f'[{opts.host}]'}:{sock.getsockname()[1]}"
     log(f"exapt serve: {opts.target} on {where} ({opts.workers} worker{'s' if opts.workers > 1 else ''}; "
-        f"docs at {where}/docs; ready when {where}/readyz answers 200)")
-    # the app is named, not imported: uvicorn builds it (in each worker), and `exapt --help` stays light
+        f"docs at {where}/docs; ready when {where}/readyz answers 200)", flush=True)
     os.environ[OPTIONS_ENV] = opts.to_json()
-    config = uvicorn.Config(APP, factory=True, workers=opts.workers, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False,
-                            timeout_worker_healthcheck=HEALTHCHECK_SECONDS)
     if opts.workers == 1:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(uvicorn_config()).run(sockets=[sock])
         return
     metrics_dir = tempfile.mkdtemp(prefix="exapt-serve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        Multiprocess(config, sockets=[sock]).run()
+        Supervisor(sock, opts.workers).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class Supervisor:
+    """N worker processes on one listening socket; a worker that dies (kill -9 included) is
+    replaced, the others keep answering; SIGTERM / SIGINT stop them all gracefully.
+
+    Not uvicorn's own supervisor: it pings workers over a pipe whose far end the parent
+    also holds, so a killed worker's ping waits out the whole health-check timeout, and a
+    short timeout kills workers that are still importing torch on a busy machine."""
+
+    def __init__(self, sock: socket.socket, n: int):
+        self.sock, self.n = sock, n
+        self.context = multiprocessing.get_context("spawn")
+        self.stop = False
+
+    def start_one(self):
+        p = self.context.Process(target=run_worker, args=(self.sock,), daemon=False)
+        p.start()
+        return p
+
+    def run(self) -> None:
+        def on_signal(signum, _frame):
+            self.stop = True
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        workers = [self.start_one() for _ in range(self.n)]
+        try:
+            while not self.stop:
+                time.sleep(0.2)
+                for i, p in enumerate(workers):
+                    if not p.is_alive() and not self.stop:
+                        logging.getLogger("exapt.serve").warning(
+                            "exapt serve: worker %s ended (exit %s); starting another", p.pid, p.exitcode)
+                        workers[i] = self.start_one()
+        finally:
+            for p in workers:
+                if p.is_alive():
+                    p.terminate()           # SIGTERM: uvicorn finishes in-flight requests
+            deadline = time.monotonic() + GRACEFUL_SECONDS + 5
+            for p in workers:
+                p.join(max(0.1, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
