@@ -390,6 +390,8 @@ def test_kill_9_of_a_worker_under_load(runs, tmp_path):
         # every request sent after the kill is answered by the other worker
         assert before.count("dropped") <= len(threads)
         assert len(after) >= 4 and set(after) == {200}, after
+        metrics = httpx.get(srv.url + "/metrics").text   # merged over the workers (multiprocess mode)
+        assert "exapt_inputs_total" in metrics and 'exapt_ready{pid="' in metrics
         assert srv.proc.poll() is None     # the supervisor is still up, and replaces the dead worker
         assert f"worker {sorted(pids)[0]} ended (exit -9); starting another" in srv.log.read_text()
     finally:

@@ -172,3 +172,46 @@ def test_drift_cli_over_a_logged_stream(probe_run, tmp_path, capsys):
     hashed.write_text(json.dumps({"inputs_sha256": ["ab"]}) + "\n")
     assert main(["drift", str(probe_run), str(hashed), "--out", str(tmp_path / "r2")]) == 2
     assert "--log-inputs" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+# ---------------------------------------------------------------------------- image inputs
+def test_image_inputs_decode_png_and_jpeg_to_the_runs_shape():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from exapt.deploy.serving_model import image_inputs
+
+    def encoded(fmt, size, mode="RGB"):
+        buf = io.BytesIO()
+        Image.new(mode, size, (200, 200, 200)).save(buf, format=fmt)
+        return base64.b64encode(buf.getvalue()).decode()
+
+    x = image_inputs([encoded("PNG", (10, 12)), "data:image/jpeg;base64," + encoded("JPEG", (8, 8))], (1, 28, 28))
+    assert x.shape == (2, 1, 28, 28) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert abs(float(x[0].mean()) - 200 / 255) < 0.01
+    gif = io.BytesIO()
+    Image.new("L", (4, 4)).save(gif, format="GIF")
+    for bad, words in (("not base64!", "not a readable image"), (base64.b64encode(b"plain text").decode(), "not a readable image"),
+                       (base64.b64encode(gif.getvalue()).decode(), "GIF is not PNG or JPEG"), ("", "base64 PNG or JPEG"),
+                       (7, "base64 PNG or JPEG")):
+        with pytest.raises(exapt.ExaptError, match=words):
+            image_inputs([encoded("PNG", (4, 4)), bad], (3, 8, 8))
+
+
+# ---------------------------------------------------------------------------- request log
+def test_request_log_hashes_inputs_unless_asked(tmp_path):
+    import hashlib
+
+    from exapt.deploy.serve_state import RequestLog
+
+    answers = [{"label": "negative", "probabilities": {}}]
+    RequestLog(tmp_path / "hashed.jsonl", raw_inputs=False).write("alice", "m", ["my secret tweet"], answers, 0.01)
+    RequestLog(tmp_path / "raw.jsonl", raw_inputs=True).write(None, "m", ["my secret tweet"], answers, 0.01)
+    hashed = (tmp_path / "hashed.jsonl").read_text()
+    assert "secret" not in hashed
+    line = json.loads(hashed)
+    assert line["inputs_sha256"] == [hashlib.sha256(b'"my secret tweet"').hexdigest()]
+    assert line["caller"] == "alice" and line["predictions"] == ["negative"]
+    assert json.loads((tmp_path / "raw.jsonl").read_text())["inputs"] == ["my secret tweet"]

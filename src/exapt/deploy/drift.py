@@ -97,9 +97,10 @@ def drift_report(run, requests, *, window: int = DEFAULT_WINDOW, alpha: float = 
     if not Path(run).is_dir():
         raise ExaptError(f"run folder not found: {run}")
     out = Path(out) if out else Path("runs") / f"drift-{Path(run).resolve().name}"
+    name = Path(run).name or Path(run).resolve().name
     check_out(out, overwrite)
     inputs, times = read_stream(requests)
-    predictor = load_run(run, Path(run).resolve().name)
+    predictor = load_run(run, name)
     if predictor.input_kind == "image":
         raise ExaptError("exapt drift replays text and feature inputs; image streams are monitored by the server")
     alerts: list[str] = []

@@ -135,6 +135,8 @@ class Supervisor:
         return p
 
     def run(self) -> None:
+        from prometheus_client.multiprocess import mark_process_dead  # heavy: imported on first use
+
         def on_signal(signum, _frame):
             self.stop = True
 
@@ -147,6 +149,7 @@ class Supervisor:
                     if not p.is_alive() and not self.stop:
                         logging.getLogger("exapt.serve").warning(
                             "exapt serve: worker %s ended (exit %s); starting another", p.pid, p.exitcode)
+                        mark_process_dead(p.pid)
                         workers[i] = self.start_one()
         finally:
             for p in workers:

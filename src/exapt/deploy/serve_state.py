@@ -61,7 +61,8 @@ class ServeOptions:
 
     @property
     def default_name(self) -> str:
-        return Path(self.target).resolve().name or "default"
+        p = Path(self.target)
+        return p.name if p.name not in ("", ".", "..") else (p.resolve().name or "default")
 
 
 class RateLimiter:
