@@ -268,6 +268,17 @@ def _case_table() -> list[tuple[str, str]]:
         f"{at} --attack pgd --budget 2", f"{at} --attack charswap --budget 1.5", f"{at} --attack wordswap --budget 0",
         f"{at} --attack pgd --max-examples 0", f"{at} --attack pgd --steps 0", f"{at} --attack wordswap --min-similarity 2",
         f"{at} --attack pgd", "attack {missingdir} {good_csv} --attack fgsm --out at", "attack {incomplete} --attack pgd")
+    # serve, keys, drift (refused before a model is loaded or a port is bound)
+    sv = "serve {incomplete}"
+    add("serve", "serve {missingdir}", "serve {emptydir}", f"{sv} --host 0.0.0.0", f"{sv} --workers 0",
+        f"{sv} --max-batch 0", f"{sv} --max-wait-ms -1", f"{sv} --keys {{missing}}", f"{sv} --keys {{good_csv}}",
+        f"{sv} --model x", f"{sv} --model x={{missingdir}}", f"{sv} --alpha 2", f"{sv} --port 70000",
+        f"{sv} --window 1", f"{sv} --rate -1",
+        "keys add x --keys {good_csv}", "keys add --keys k.json", "keys add x --keys k.json --role root",
+        "keys add 'a b' --keys k.json", "keys revoke x --keys k.json", "keys list", "keys add x --keys {emptydir}",
+        "drift {missingdir} {good_csv}", "drift {incomplete} {missing}", "drift {incomplete} {bad_jsonl}",
+        "drift {incomplete} {good_csv}", "drift {incomplete} {list_jsonl}", "drift {incomplete} {good_csv} --window 5",
+        "drift {incomplete} {good_csv} --out {good_csv}")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")

@@ -23,7 +23,7 @@ from .compare import compare_config
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .config import FitConfig, apply_override
 from .demo import demo
-from .deploy import distil_cli
+from .deploy import distil_cli, serve_cli
 from .errors import ExaptError
 from .files import atomic_write_text
 from .fit import fit_config, resume
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli,
                    distil_cli,
                    augment_cli,
+                   serve_cli,
                    ):
         module.add_parser(sub)
     attack_cli.add_parser(sub)
@@ -215,6 +216,7 @@ COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
 COMMANDS.update({"distil": distil_cli.run_distil, "prune": distil_cli.run_prune})
 COMMANDS.update({"augment": augment_cli.run})
 COMMANDS["attack"] = attack_cli.run
+COMMANDS.update({"serve": serve_cli.run_serve, "keys": serve_cli.run_keys, "drift": serve_cli.run_drift})
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 _FOLDER_OPTIONS = {"compare": ("out",), "rank": ("out",), "shift": ("out",), "transfer-map": ("out",),
                    "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
 _FOLDER_OPTIONS.update({"distil": ("out",), "prune": ("out",)})
+_FOLDER_OPTIONS.update({"drift": ("out",)})
 
 
 def _check_folder_options(args) -> None:
