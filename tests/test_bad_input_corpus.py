@@ -227,6 +227,14 @@ def _case_table() -> list[tuple[str, str]]:
         "pretrain {seqs_fa} --out {underfile}", "transfer-map --domains a,b --out {underfile}",
         "merge {incomplete} --out {underfile}", "interpolate {incomplete} --out {underfile}",
         "interpolate {incomplete} --save {good_csv}", "demo --out {good_csv}", "demo --out {underfile}")
+    # privacy (fit --privacy) and the audit (trust/)
+    add("privacy", "fit {good_csv} --privacy epsilon=0", "fit {good_csv} --privacy epsilon=-1",
+        "fit {good_csv} --privacy epsilon=nan", "fit {good_csv} --privacy delta=1e-5",
+        "fit {good_csv} --privacy epsilon=8,delta=2", "fit {good_csv} --privacy epsilon=8,clip=0",
+        "fit {good_csv} --privacy epsilon=8,noise=1", "fit {good_csv} --strategy lp-ft --privacy epsilon=8",
+        "fit {good_csv} --strategy prefix --privacy 8", "fit {good_csv} --strategy full --privacy 8 --penalty l2sp",
+        "compare {good_csv} --privacy none,0 --out cmp", "audit {missingdir}", "audit {incomplete}",
+        "audit {good_csv}", "audit {incomplete} --attack nope", "audit {incomplete} --shadows -1")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")
@@ -303,6 +311,7 @@ RUN_CASES = [
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {good_csv} --out sh",
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {incomplete} --out sh",
     "rank {feats_csv} --models {run} --seed -3 --out rk",
+    "audit {run} --shadows 1", "audit {run} --shadows 100000",
 ]
 
 

@@ -123,3 +123,18 @@ def test_real_minilm_private_probe(tmp_path):
     m = _metrics(run.path)
     assert m["privacy"]["epsilon"] <= 8 and m["privacy"]["noise_multiplier"] > 0
     assert m["test"]["accuracy"] > 0.45
+
+
+def test_compare_privacy_is_a_panel_dimension(tmp_path, tiny_bert, tweets_small):
+    from exapt.compare.panel import privacy_of, split_label, with_privacy
+
+    assert with_privacy(["linear-probe", "lora"], "none,8") == ["linear-probe", "linear-probe@dp=8", "lora", "lora@dp=8"]
+    with pytest.raises(ExaptError, match="--penalty"):
+        with_privacy(["lora+l2sp"], "none,8")
+    assert split_label("lora+l2sp@dp=8") == ("lora", ["l2sp"]) and privacy_of("lora@dp=8") == "8"
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tweets_small), "--model", str(tiny_bert), "--strategies", "linear-probe",
+                 "--privacy", "none,4", "--n-per-class", "8", "--seeds", "1", "--out", str(out), "--no-tracking",
+                 "--quiet"]) == 0
+    text = (out / "results.csv").read_text()
+    assert "linear-probe@dp=4" in text and "linear-probe," in text

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .config import FitConfig
 from .errors import ExaptError
-from .files import atomic_save_tensors, atomic_write_text, load_tensors, remove_stale_temporaries
+from .files import atomic_save_tensors, atomic_write_bytes, atomic_write_text, load_tensors, remove_stale_temporaries
 
 
 class RunFolder:
@@ -44,6 +44,8 @@ class RunFolder:
     HISTORY = "history.jsonl"
     DECISION = "decision.json"
     METRICS = "metrics.json"   # written last: the completion marker
+    AUDIT = "audit.json"       # `exapt audit`'s report (trust/audit.py), beside its ROC figure
+    AUDIT_ROC = "audit-roc.png"
 
     def __init__(self, path):
         self.path = Path(path)
@@ -62,6 +64,8 @@ class RunFolder:
     history = property(lambda self: self.path / self.HISTORY)
     decision = property(lambda self: self.path / self.DECISION)
     metrics = property(lambda self: self.path / self.METRICS)
+    audit = property(lambda self: self.path / self.AUDIT)
+    audit_roc = property(lambda self: self.path / self.AUDIT_ROC)
 
     # -- what it holds --------------------------------------------------------------
     def is_run(self) -> bool:
@@ -145,6 +149,11 @@ class RunFolder:
 
     def write_decision(self, rule: dict) -> None:
         atomic_write_text(self.decision, json.dumps(rule, indent=2) + "\n")
+
+    def write_audit(self, report: dict, roc_png: bytes) -> None:
+        """A membership-inference audit of the finished run: the figure first, the report last."""
+        atomic_write_bytes(self.audit_roc, roc_png)
+        atomic_write_text(self.audit, json.dumps(report, indent=2) + "\n")
 
     def mark_complete(self, metrics: dict) -> None:
         """metrics.json goes last, so a half-written run never looks complete; the

@@ -38,7 +38,7 @@ from ..tasks import Task, higher_is_better, ranking_metric
 from ..version import __version__
 from .class_report import ranking_note, row_columns
 from .panel import (ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies,
-                    split_label)
+                    split_label, with_privacy)
 from .report import write_report_with_recommendation
 from .tracking import Tracker
 
@@ -82,9 +82,10 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
 def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=DEFAULT_SIZES, seeds: int = 3,
                    out: str | Path = "compare", *, tracking: bool = True, tracking_uri: str | None = None,
                    keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-                   command: str = "") -> Comparison:
-    """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
-    strategies = parse_strategies(strategies)
+                   command: str = "", privacy: str | None = None) -> Comparison:
+    """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed);
+    `privacy` ("none,8,1") repeats each strategy once per privacy budget (panel.with_privacy)."""
+    strategies = with_privacy(parse_strategies(strategies), privacy)
     _resolve_init(base, out, max(parse_strategy(split_label(s)[0]).reserved_positions for s in strategies))
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
