@@ -23,6 +23,7 @@ guarantee's training rows; hyper-parameter search on private data is not counted
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -109,6 +110,7 @@ class PrivatePlan:
                 "n_private_rows": self.n, "accountant": ACCOUNTANT, "sampling": "poisson"}
 
 
+@functools.lru_cache(maxsize=64)  # an audit's shadows ask the same question (seconds of search each)
 def noise_for(epsilon: float, delta: float, q: float, steps: int) -> float:
     from opacus.accountants.utils import get_noise_multiplier  # heavy: imported on first use
 

@@ -1,10 +1,10 @@
 """`exapt audit RUN`: does the run leak who was in its training set?
 
-The pool is the run's own data: its training split (members, known) and its validation and
-test splits (non-members), rebuilt from config.yaml exactly as the fit drew them. K shadow
-models are trained with the run's own config (strategy, options, privacy) on random subsets
-of the pool of the target's training size (each row in with probability n_train / N; halves
-when the pool is twice the training split), so each shadow's members are known. The attack
+The pool is the run's own data: its training split (the members, n of them) and as many
+non-members drawn at random from its validation and test splits, rebuilt from config.yaml
+exactly as the fit drew them. K shadow models are trained with the run's own config
+(strategy, options, privacy) on random halves of that pool (n rows each, the target's own
+training size), so each shadow's members are known and each row is in about K/2 shadows. The attack
 is calibrated on those shadows only; the target's membership is used only to score it.
 
 - `loss`: the loss-threshold attack (Yeom et al. 2018); needs no shadows.
@@ -46,15 +46,17 @@ FPRS = (0.001, 0.01)
 @dataclass
 class Pool:
     tables: list          # the run's train, val and test Tables
-    labels: np.ndarray    # encoded class of every row, in that order
+    keep: np.ndarray      # the pool's rows, as indices into those tables in that order
+    labels: np.ndarray    # encoded class of each pool row
     members: np.ndarray   # True: in the target's training split
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def load_pool(run: Run) -> Pool:
-    """The run's splits, as its fit drew them (deterministic in config.yaml)."""
+def load_pool(run: Run, seed: int = 0) -> Pool:
+    """The members and as many non-members at random (all of them if fewer), from the
+    run's splits as its fit drew them (deterministic in config.yaml)."""
     if run.task.kind != "classification":
         raise ExaptError(f"audit {run.path}: membership inference here needs a single-label classification run "
                          f"(this one is {run.task.kind})")
@@ -65,9 +67,12 @@ def load_pool(run: Run) -> Pool:
         raise ExaptError(f"audit {run.path}: the run's data cannot be read ({str(e).splitlines()[0]}); "
                          "the audit needs the data the run was fitted on, at the path in its config.yaml") from None
     labels = np.concatenate([run.task.encode(t.labels, t.rows, t.source).numpy() for t in tables])
-    members = np.zeros(len(labels), dtype=bool)
-    members[:len(tables[0])] = True
-    return Pool(tables, labels, members)
+    n = len(tables[0])
+    others = np.arange(n, len(labels))
+    if len(others) > n:
+        others = np.sort(np.random.default_rng([seed, 0xA0D2]).choice(others, n, replace=False))
+    keep = np.r_[np.arange(n), others]
+    return Pool(tables, keep, labels[keep], keep < n)
 
 
 def shadow_masks(n: int, n_train: int, shadows: int, seed: int) -> np.ndarray:
@@ -92,15 +97,15 @@ def audit_run(path, attack: str = "lira", shadows: int = 16, offline: bool = Fal
         raise ExaptError(f"audit {run.path}: shadows of --strategy {strategy.name} (a probe, then fine-tuning) "
                          "are not supported; audit a linear-probe, lora, adapter, bitfit or full run")
     started, cpu = time.perf_counter(), time.process_time()
-    pool = load_pool(run)
+    pool = load_pool(run, seed)
     log(f"audit of {run.path}: {int(pool.members.sum())} members, {int((~pool.members).sum())} non-members")
     head_only = not strategy.trains_encoder
     feats = _features(run, pool, progress) if head_only else None
     target = _head_logits(run.model.head, feats) if head_only else np.concatenate(
-        [run.logits(t).numpy() for t in pool.tables])
+        [run.logits(t).numpy() for t in pool.tables])[pool.keep]
     curves = {"loss": roc(loss_scores(target, pool.labels), pool.members)}
     if attack == "lira":
-        masks = shadow_masks(len(pool), int(pool.members.sum()), shadows, seed)
+        masks = shadow_masks(len(pool), len(pool) // 2, shadows, seed)
         phis = np.stack([logit_confidence(logits, pool.labels)
                          for logits in _shadows(run, strategy, pool, masks, feats, log)])
         lira = lira_offline if offline else lira_online
@@ -116,8 +121,8 @@ def _features(run: Run, pool: Pool, progress: bool) -> torch.Tensor:
     parts = [(t.inputs, bb.prepare_inputs(t.inputs)) for t in pool.tables]
     if run.config.init is None and bb.input_kind in ("text", "image"):  # the base encoder's: cacheable
         cache = FeatureCache(bb)
-        return torch.cat([cache.features(raw, prepared, progress=progress) for raw, prepared in parts])
-    return torch.cat([encode(bb, prepared, progress=False) for _, prepared in parts])
+        return torch.cat([cache.features(raw, prepared, progress=progress) for raw, prepared in parts])[pool.keep]
+    return torch.cat([encode(bb, prepared, progress=False) for _, prepared in parts])[pool.keep]
 
 
 @torch.no_grad()
@@ -161,15 +166,16 @@ def _shadow_fit(run: Run, strategy, pool: Pool, idx, labels, spec) -> np.ndarray
     cfg = run.config
     model = build_model(cfg, run.task, input_size(pool.tables[0]), strategy)
     inputs = [x for t in pool.tables for x in (t.inputs if isinstance(t.inputs, list) else list(t.inputs))]
-    chosen = [inputs[i] for i in idx.tolist()]
+    rows = [inputs[k] for k in pool.keep]
+    chosen = [rows[i] for i in idx.tolist()]
     if not isinstance(pool.tables[0].inputs, list):
-        chosen = np.stack(chosen)
+        rows, chosen = np.stack(rows), np.stack(chosen)
     if hasattr(model.backbone, "fit_input_stats"):  # as fit does: statistics of the training rows
         model.backbone.fit_input_stats(chosen)
     with tempfile.TemporaryDirectory(prefix="exapt-shadow-") as tmp:
         train(model, strategy, run.task, _split(model, chosen, labels[idx]), None, cfg.train, tmp,
               progress=False, log=lambda *_: None, privacy=spec)
-    return np.concatenate([predict_logits(model, _split(model, t.inputs)).numpy() for t in pool.tables])
+    return predict_logits(model, _split(model, rows)).numpy()
 
 
 def _report(run: Run, pool: Pool, curves: dict, attack: str, shadows: int, seconds: tuple) -> dict:
