@@ -279,6 +279,14 @@ def _case_table() -> list[tuple[str, str]]:
         "drift {missingdir} {good_csv}", "drift {incomplete} {missing}", "drift {incomplete} {bad_jsonl}",
         "drift {incomplete} {good_csv}", "drift {incomplete} {list_jsonl}", "drift {incomplete} {good_csv} --window 5",
         "drift {incomplete} {good_csv} --out {good_csv}")
+    # privacy (fit --privacy) and the audit (trust/)
+    add("privacy", "fit {good_csv} --privacy epsilon=0", "fit {good_csv} --privacy epsilon=-1",
+        "fit {good_csv} --privacy epsilon=nan", "fit {good_csv} --privacy delta=1e-5",
+        "fit {good_csv} --privacy epsilon=8,delta=2", "fit {good_csv} --privacy epsilon=8,clip=0",
+        "fit {good_csv} --privacy epsilon=8,noise=1", "fit {good_csv} --strategy lp-ft --privacy epsilon=8",
+        "fit {good_csv} --strategy prefix --privacy 8", "fit {good_csv} --strategy full --privacy 8 --penalty l2sp",
+        "compare {good_csv} --privacy none,0 --out cmp", "audit {missingdir}", "audit {incomplete}",
+        "audit {good_csv}", "audit {incomplete} --attack nope", "audit {incomplete} --shadows -1")
     # listings and the parser itself
     add("listing", "models extra", "strategies --nope", "penalties extra", "nope-command", "", "--nope",
         "demo --nope", "fit --help-me")
@@ -359,6 +367,7 @@ RUN_CASES = [
     "distil {run} --student cnn --out st", "distil {run} --student minilm-l6@3 --out st",
     "prune {run} --layers 1 --out pr", "prune {run} --heads 0.5 --out pr",
     "attack {run} {feats_csv} --attack pgd --out at", "attack {run} {feats_csv} --attack wordswap --out at",
+    "audit {run} --shadows 1", "audit {run} --shadows 100000",
 ]
 
 

@@ -37,6 +37,7 @@ from .shift import cli as shift_cli
 from .strategies import STRATEGIES
 from .transfer_map import cli as transfer_map_cli
 from .trust import attack_cli
+from .trust import audit_cli
 
 EXIT_USAGE = 2
 
@@ -48,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 FIT_DATA = ("text", "label", "features", "task", "test")
 FIT_SPLITS = ("n-per-class", "seed", "val-fraction", "test-fraction", "max-test")
-FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "long", "pooling", "patience")
+FIT_TRAINING = ("epochs", "lr", "batch-size", "max-length", "long", "pooling", "patience", "privacy")
 FIT_CLASSES = ("class-weight", "loss", "decision", "target-recall")
 FIT_SYNTHETIC = ("synthetic", "synthetic-weight")  # docs/augment.md
 COMPARE_OPTIONS = ("text", "label", "features", "task", "test", "val-fraction", "test-fraction", "max-test",
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    distil_cli,
                    augment_cli,
                    serve_cli,
+                   audit_cli,
                    ):
         module.add_parser(sub)
     attack_cli.add_parser(sub)
@@ -127,6 +129,8 @@ def _compare_parser(sub) -> None:
     c.add_argument("--out", default="compare", help="folder for results, report and cell runs (default: compare)")
     add_options(c, *COMPARE_OPTIONS, *FIT_CLASSES, *FIT_SYNTHETIC)
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any fit config field, all cells")
+    c.add_argument("--privacy", metavar="none,8,1", help="each strategy once per privacy budget epsilon (none: not "
+                   "private), DP-SGD as in fit --privacy: privacy as a panel dimension (docs/trust.md)")
     c.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store inside --out)")
     c.add_argument("--no-tracking", action="store_true", help="do not log cells to MLflow")
     c.add_argument("--keep-weights", action="store_true", help="keep each cell's weights (default: metrics only)")
@@ -190,7 +194,7 @@ def _cmd_compare(a) -> None:
                                   overrides=tuple(a.set), **option_values(a, *COMPARE_OPTIONS, *FIT_CLASSES, *FIT_SYNTHETIC))
     compare_config(base, a.strategies, a.n_per_class, a.seeds, a.out, tracking=not a.no_tracking,
                    tracking_uri=a.tracking_uri, keep_weights=a.keep_weights, overwrite=a.overwrite,
-                   progress=not a.quiet, log=(lambda *_: None) if a.quiet else print,
+                   progress=not a.quiet, log=(lambda *_: None) if a.quiet else print, privacy=a.privacy,
                    command="exapt " + " ".join(shlex.quote(x) for x in sys.argv[1:]), executor=a.executor)
 
 
@@ -211,7 +215,7 @@ def _cmd_demo(a) -> None:
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
             "compare": _cmd_compare, "rank": select_cli.run, "shift": shift_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
-            "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
+            "interpolate": interpolate_cli.run, "penalties": penalty_cli.run, "audit": audit_cli.run,
             "strategies": _cmd_strategies, "demo": _cmd_demo}
 COMMANDS.update({"distil": distil_cli.run_distil, "prune": distil_cli.run_prune})
 COMMANDS.update({"augment": augment_cli.run})

@@ -85,6 +85,46 @@ class LongInputs:
         return cls(stride, pool)
 
 
+PRIVACY_KEYS = ("epsilon", "delta", "clip")
+
+
+@dataclass(frozen=True)
+class PrivacySpec:
+    """`--privacy epsilon=E[,delta=D,clip=C]`: train with DP-SGD (train/privacy.py) to an
+    (E, D)-DP guarantee; D defaults to 1/(10 n) for n training rows, C (the per-example
+    gradient-norm bound) to 1. `none` (or no flag): an ordinary fit."""
+    epsilon: float
+    delta: float | None = None
+    clip: float = 1.0
+
+    @classmethod
+    def parse(cls, spec) -> "PrivacySpec | None":
+        if spec is None or str(spec).strip().lower() in ("none", "inf"):
+            return None
+        values = {}
+        for part in filter(None, (p.strip() for p in str(spec).split(","))):
+            key, eq, raw = part.partition("=")
+            key = key.strip() if eq else "epsilon"  # `--privacy 8` reads as epsilon=8
+            raw = raw if eq else part
+            if key not in PRIVACY_KEYS:
+                raise ExaptError(f"--privacy {spec!r}: unknown key {key!r} (use epsilon=E[,delta=D,clip=C])")
+            try:
+                values[key] = float(raw)
+            except ValueError:
+                raise ExaptError(f"--privacy {spec!r}: {key} must be a number (got {raw.strip()!r})") from None
+        if "epsilon" not in values:
+            raise ExaptError(f"--privacy {spec!r}: give epsilon=E (e.g. epsilon=8)")
+        eps, delta, clip = values["epsilon"], values.get("delta"), values.get("clip", 1.0)
+        if not math.isfinite(eps) or eps <= 0:
+            raise ExaptError(f"--privacy {spec!r}: epsilon must be a finite number > 0 (got {eps:g}); "
+                             "--privacy none trains without privacy")
+        if delta is not None and not 0 < delta < 1:
+            raise ExaptError(f"--privacy {spec!r}: delta must be in (0, 1) (got {delta:g})")
+        if not math.isfinite(clip) or clip <= 0:
+            raise ExaptError(f"--privacy {spec!r}: clip must be a finite number > 0 (got {clip:g})")
+        return cls(eps, delta, clip)
+
+
 MAX_IMAGE_SIZE = 4096  # beyond it a resize asks for more memory than any machine has
 
 
@@ -196,6 +236,8 @@ class FitConfig:
     # by fit before config.yaml is written, so a run reloads with the length it used
     max_length: int | None = option(None, lo=8, flag="--max-length")
     long: str | None = option(None, flag="--long", parse=LongInputs.parse)  # chunk[:STRIDE]
+    # epsilon=E[,delta=D,clip=C]: DP-SGD (train/privacy.py); None: not private
+    privacy: str | None = option(None, flag="--privacy", parse=PrivacySpec.parse)
     train: TrainConfig = field(default_factory=TrainConfig)
     init: str | None = None          # start from this run's weights; its head becomes the source head
     penalties: list[str] = field(default_factory=list)  # "l2sp:0.01", "ewc:1000", ...

@@ -33,6 +33,7 @@ from .tasks import Task
 from .threads import configure_threads
 from .train.features import FeatureCache, encode
 from .train.loop import Split, predict_logits, prefix_split, train
+from .train.privacy import check_private, private_probe
 
 # fit()'s flat names for the options of the source and adapt sections
 _SECTION_OPTIONS = {"source_data": ("source", "data"), "source_text": ("source", "text"),
@@ -109,6 +110,7 @@ class _Prepared:
     class_counts: list = None  # the data's class counts outside test, for a decision rule (rare_classes.py)
     synthetic: object = None   # the --synthetic rows that may train this fit (data/synthetic.py) or None
     loss_weights: object = None  # the training rows' loss weights (ALPHA for synthetic rows) or None
+    privacy: object = None     # --privacy's PrivacySpec (config.py) or None
 
 
 def resolve_defaults(cfg: FitConfig, init=None, reserve: int = 0) -> None:
@@ -183,9 +185,13 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
     penalties = parse_penalties(cfg.penalties)
     if penalties and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ExaptError("--penalty runs in a single process for now; launch without torchrun / accelerate")
+    privacy = check_private(cfg, strategy, penalties)
+    if privacy is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ExaptError("--privacy runs in a single process; launch without torchrun / accelerate")
     configure_threads()
     folder, main = _agree_on_out(out, cfg, resume, overwrite)  # a path that can never be a run fails first
     prep = _prepare(cfg, strategy, loader, penalties)
+    prep.privacy = privacy
     path = folder.path
     if main:
         folder.begin(cfg, _labels_json(prep), overwrite=overwrite and not resume, resume=resume)
@@ -216,11 +222,20 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         log(f"target test ({cfg.adapt.data}, {metrics['n_target_test']} rows): "
             f"{', '.join(f'{k} {v:.4f}' for k, v in metrics['target_test'].items())}; "
             f"model selection: {metrics['model_selection']['described']}")
-    for line in [summary_line(metrics), *forgetting_lines(metrics)]:
+    for line in [summary_line(metrics), *forgetting_lines(metrics), _privacy_line(metrics)]:
         if line:
             log(line)
     prep.model.eval()
     return Run(path, cfg, prep.task, prep.model, result["decision"])
+
+
+def _privacy_line(metrics: dict) -> str:
+    r = metrics.get("privacy")
+    if not r:
+        return ""
+    return (f"private ({r['accountant']} accountant): epsilon {r['epsilon']:.3g} of {r['target_epsilon']:g}, "
+            f"delta {r['delta']:.2g}, noise multiplier {r['noise_multiplier']:.3g}, clip {r['clip']:g}, "
+            f"sampling rate {r['sample_rate']:.3g}, {r['steps']} steps")
 
 
 def _labels_json(prep: _Prepared) -> dict:
@@ -299,7 +314,7 @@ def _train_encoder(cfg, strategy, prep: _Prepared, splits: dict, target: dict, f
     try:
         val = train_splits["val"] if len(train_splits["val"].items) else None
         report = train(model, strategy, prep.task, train_splits["train"], val, cfg.train, folder.path,
-                       resume=resume, progress=progress, log=log, penalties=prep.penalties)
+                       resume=resume, progress=progress, log=log, penalties=prep.penalties, privacy=prep.privacy)
     finally:
         model.prefix_k = 0
     if start is not None:
@@ -377,9 +392,13 @@ def _fit_probe(strategy, prep: _Prepared, items: dict, progress: bool) -> tuple[
     weights = prep.loss_weights
     if weights is not None and prep.names is not None:
         weights = torch.cat([weights, torch.ones(len(prep.names))])
-    # passed only when there are weights, so a strategy's own fit_probe without the keyword still serves
-    probe = strategy.fit_probe(prep.model.head, probe_features, probe_targets, prep.task,
-                               **({"sample_weight": weights} if weights is not None else {}))
+    if prep.privacy is not None:  # DP-SGD on the cached features instead of L-BFGS (train/privacy.py)
+        cfg = prep.context.cfg
+        probe = private_probe(prep.model.head, probe_features, probe_targets, prep.task, prep.privacy, cfg.train,
+                              strategy.probe_C, cfg.train.seed)
+    else:  # weights passed only when there are some, so a strategy's own fit_probe without the keyword still serves
+        probe = strategy.fit_probe(prep.model.head, probe_features, probe_targets, prep.task,
+                                   **({"sample_weight": weights} if weights is not None else {}))
     return probe, feats["test"]
 
 
@@ -397,6 +416,8 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     }
     if model.backbone.long is not None:
         metrics["n_chunked"] = result["too_long"]
+    if "privacy" in result:
+        metrics["privacy"] = result["privacy"]
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
     metrics.update(class_metrics(prep.task, result["decision"], test_logits, prep.targets["test"]))
     if prep.names is not None:

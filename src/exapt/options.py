@@ -33,6 +33,9 @@ SHARED: dict[str, dict] = {
     "long": dict(metavar="chunk[:STRIDE][,pool=mean|attention]",
                  help="inputs longer than --max-length: cut into overlapping windows STRIDE tokens apart "
                       "(default: half a window) and pool their embeddings (default: truncated)"),
+    "privacy": dict(metavar="epsilon=E[,delta=D,clip=C]",
+                    help="differentially private training (DP-SGD, Opacus): an (E, D) guarantee for each training "
+                         "row; D defaults to 1/(10 n), C (per-example gradient-norm bound) to 1; docs/trust.md"),
     "pooling": dict(choices=["mean", "cls"], help="default: the model folder's, else mean"),
     "epochs": dict(type=int, help="default: enough for ~120 optimiser steps, 3..40 epochs"),
     "lr": dict(type=float, help="encoder learning rate (default: the strategy's)"),

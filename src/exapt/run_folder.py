@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .config import FitConfig
 from .errors import ExaptError
-from .files import atomic_save_tensors, atomic_write_text, load_tensors, remove_stale_temporaries
+from .files import atomic_save_tensors, atomic_write_bytes, atomic_write_text, load_tensors, remove_stale_temporaries
 
 
 class RunFolder:
@@ -46,6 +46,8 @@ class RunFolder:
     DECISION = "decision.json"
     DISTIL = "distil.json"     # `exapt distil` / `exapt prune`: the teacher and what was kept
     METRICS = "metrics.json"   # written last: the completion marker
+    AUDIT = "audit.json"       # `exapt audit`'s report (trust/audit.py), beside its ROC figure
+    AUDIT_ROC = "audit-roc.png"
 
     def __init__(self, path):
         self.path = Path(path)
@@ -65,6 +67,8 @@ class RunFolder:
     decision = property(lambda self: self.path / self.DECISION)
     distil = property(lambda self: self.path / self.DISTIL)
     metrics = property(lambda self: self.path / self.METRICS)
+    audit = property(lambda self: self.path / self.AUDIT)
+    audit_roc = property(lambda self: self.path / self.AUDIT_ROC)
 
     # -- what it holds --------------------------------------------------------------
     def is_run(self) -> bool:
@@ -151,6 +155,10 @@ class RunFolder:
 
     def write_distil(self, record: dict) -> None:
         atomic_write_text(self.distil, json.dumps(record, indent=2) + "\n")
+    def write_audit(self, report: dict, roc_png: bytes) -> None:
+        """A membership-inference audit of the finished run: the figure first, the report last."""
+        atomic_write_bytes(self.audit_roc, roc_png)
+        atomic_write_text(self.audit, json.dumps(report, indent=2) + "\n")
 
     def mark_complete(self, metrics: dict) -> None:
         """metrics.json goes last, so a half-written run never looks complete; the

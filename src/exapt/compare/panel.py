@@ -10,10 +10,11 @@ import copy
 import re
 from dataclasses import dataclass
 
-from ..config import FitConfig
+from ..config import FitConfig, PrivacySpec
 from ..errors import ExaptError
 from ..penalties import PENALTIES, parse_penalties
 from ..strategies import model_for, parse_strategy
+from ..train.privacy import check_private
 from .defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES  # noqa: F401  (re-exported)
 
 ALL = "all"
@@ -32,7 +33,8 @@ class Cell:
     @property
     def name(self) -> str:
         strategy, penalties = split_label(self.strategy)
-        slug = "_".join(_slug(part) for part in [strategy, *penalties])
+        privacy = privacy_of(self.strategy)
+        slug = "_".join(_slug(part) for part in [strategy, *penalties, *([f"dp{privacy}"] if privacy else [])])
         return f"{slug}-n{self.n}-s{self.seed}"
 
 
@@ -44,7 +46,7 @@ def split_label(label: str) -> tuple[str, list[str]]:
     """`full+ewc:1e4+lwf` -> ("full", ["ewc:1e4", "lwf"]): a panel entry is a strategy with
     penalties joined by `+`. A `+` inside the strategy's options (lora's
     `targets=query+value`) stays there: only a registered penalty's name starts a penalty."""
-    parts = label.split("+")
+    parts = label.partition(PRIVACY_MARK)[0].split("+")  # `@dp=E` is the privacy, not the strategy's
     strategy, penalties = parts[0], []
     for part in parts[1:]:
         if part.partition(":")[0].strip() in PENALTIES.names():
@@ -54,6 +56,28 @@ def split_label(label: str) -> tuple[str, list[str]]:
         else:
             strategy += "+" + part
     return strategy.strip(), penalties
+
+
+PRIVACY_MARK = "@dp="  # `lora@dp=8`: a panel entry trained with --privacy epsilon=8
+
+
+def privacy_of(label: str) -> str | None:
+    """The epsilon of a `STRATEGY@dp=E` panel entry, or None."""
+    return label.partition(PRIVACY_MARK)[2] or None
+
+
+def with_privacy(strategies: list[str], privacy: str | None) -> list[str]:
+    """`compare --privacy none,8,1`: every strategy once per budget (`none`: not private),
+    as `lora`, `lora@dp=8`, `lora@dp=1`: privacy becomes a panel dimension."""
+    if not privacy:
+        return strategies
+    budgets = [b.strip() for b in str(privacy).split(",") if b.strip()]
+    for b in budgets:
+        if b.lower() not in ("none", "inf"):
+            PrivacySpec.parse(f"epsilon={b}")  # epsilon <= 0, nan, words: one line, before anything runs
+            for s in strategies:
+                check_private(FitConfig(privacy=f"epsilon={b}"), parse_strategy(split_label(s)[0]), split_label(s)[1])
+    return [s if b.lower() in ("none", "inf") else f"{s}{PRIVACY_MARK}{b}" for s in strategies for b in budgets]
 
 
 def parse_sizes(text: str | list) -> list[int | str]:
@@ -125,6 +149,8 @@ def build_cells(base: FitConfig, strategies: list[str], sizes: list, seeds: int)
             for seed in range(seeds):
                 cfg = copy.deepcopy(base)
                 cfg.strategy, cfg.penalties = split_label(strategy)
+                if privacy_of(strategy):
+                    cfg.privacy = f"epsilon={privacy_of(strategy)}"
                 cfg.model = model_for(parse_strategy(cfg.strategy), cfg.model)  # the baseline's own
                 cfg.data.seed = cfg.train.seed = seed
                 if pattern:

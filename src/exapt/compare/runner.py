@@ -41,7 +41,7 @@ from ..tasks import Task, higher_is_better, ranking_metric
 from ..version import __version__
 from .class_report import ranking_note, row_columns
 from .panel import (ALL, DEFAULT_SIZES, DEFAULT_STRATEGIES, Cell, build_cells, parse_sizes, parse_strategies,
-                    split_label)
+                    split_label, with_privacy)
 from .report import write_report_with_recommendation
 from .tracking import Tracker
 
@@ -85,10 +85,11 @@ def compare(data: str = "tweets", model: str | None = None, strategies=DEFAULT_S
 def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=DEFAULT_SIZES, seeds: int = 3,
                    out: str | Path = "compare", *, tracking: bool = True, tracking_uri: str | None = None,
                    keep_weights: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-                   command: str = "", executor: str | None = None) -> Comparison:
-    """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed)."""
+                   command: str = "", executor: str | None = None, privacy: str | None = None) -> Comparison:
+    """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed);
+    `privacy` ("none,8,1") repeats each strategy once per privacy budget (panel.with_privacy)."""
     runner = parse_executor(executor)
-    strategies = parse_strategies(strategies)
+    strategies = with_privacy(parse_strategies(strategies), privacy)
     if base.data.synthetic and "{" in base.data.source:  # source_row numbers the rows of one data file
         raise ExaptError("--synthetic belongs to the one data file it was made from; a {n}/{seed} pattern names many")
     _resolve_init(base, out, max(parse_strategy(split_label(s)[0]).reserved_positions for s in strategies))

@@ -27,6 +27,7 @@ from ..files import WriteError, load_tensors, remove_stale_temporaries
 from ..run_folder import RunFolder
 from .batches import Step, epoch_batches, eval_batches
 from .checkpoint import optimizer_from_tensors, set_rng_state
+from .privacy import PrivatePlan, PrivateTraining, batchnorm_eval, frozen_for_privacy
 from .state import NonFiniteLoss, retune
 from .state import copy_into as _copy_into
 from .state import diverged as _diverged
@@ -156,6 +157,7 @@ class _Loop:
     bad_epochs: int = 0
     earlier_seconds: float = 0.0   # training time of the processes before a resume
     started: float = 0.0
+    private: PrivateTraining | None = None  # --privacy: per-sample clipping, noise, accountant
 
     def seconds(self) -> float:
         """Training time so far, summed over the processes of a resumed run."""
@@ -163,8 +165,9 @@ class _Loop:
 
 
 def train(model, strategy, task, train_split: Split, val_split: Split | None, cfg: TrainConfig,
-          run_dir: Path, resume: bool = False, progress: bool = True, log=print, penalties=None) -> dict:
-    loop = _setup(model, strategy, train_split, cfg, run_dir, log, penalties)
+          run_dir: Path, resume: bool = False, progress: bool = True, log=print, penalties=None, privacy=None) -> dict:
+    """`privacy`: a PrivacySpec (config.py) for DP-SGD (train/privacy.py), or None."""
+    loop = _setup(model, strategy, train_split, cfg, run_dir, log, penalties, privacy)
     if resume:
         _resume(loop, model, cfg, run_dir, log)
     loop.started = time.perf_counter()
@@ -185,7 +188,7 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     return _finish(loop, model)
 
 
-def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, penalties) -> _Loop:
+def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, penalties, privacy=None) -> _Loop:
     """Accelerator, epochs, trainable parameters, optimiser and schedule, in the order that
     fixes the run's random draws."""
     from accelerate import Accelerator, DistributedDataParallelKwargs  # heavy: imported on first use
@@ -204,15 +207,21 @@ def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, 
 
     # Every parameter that will train in some epoch enters the optimiser (and DDP) now.
     ever_trainable = set().union(*(strategy.trainable_names(model, e) for e in range(epochs)))
+    if privacy is not None:  # embeddings and BatchNorm stay frozen (train/privacy.py says why)
+        ever_trainable -= frozen_for_privacy(model)
     for n, p in model.named_parameters():
         p.requires_grad_(n in ever_trainable)
     checkpointing = cfg.activation_checkpointing
     if checkpointing is None:
         checkpointing = strategy.checkpoints_activations
-    if checkpointing and hasattr(model.backbone, "enable_activation_checkpointing"):
+    # (not under --privacy: Opacus' hooks would see the recomputed forward pass, not the first)
+    if checkpointing and privacy is None and hasattr(model.backbone, "enable_activation_checkpointing"):
         model.backbone.enable_activation_checkpointing()
     model.to(device)
     groups = strategy.param_groups(model, lr, head_lr, cfg.weight_decay)
+    if privacy is not None:  # only what trains: the DP optimiser wants a per-sample gradient of each
+        groups = [g for g in ({**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups)
+                  if g["params"]]
     aux = penalties.modules() if penalties else {}  # e.g. dann's domain classifier
     if aux:
         groups.append({"params": [p for m in aux.values() for p in m.parameters()], "lr": head_lr,
@@ -220,8 +229,12 @@ def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, 
     optimizer = fused_adamw(groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(epochs * steps_per_epoch, cfg.warmup))
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
+    private = None
+    if privacy is not None:
+        private = PrivateTraining(PrivatePlan(privacy, len(train_split.items), cfg.batch_size, epochs), model, optimizer)
+        ddp_model, optimizer, steps_per_epoch = private.module, private.optimizer, private.plan.steps_per_epoch
     return _Loop(accelerator, rank, world, device, epochs, steps_per_epoch, ever_trainable, ddp_model, optimizer,
-                 scheduler, aux, lr, head_lr, RunFolder(run_dir).checkpoint)
+                 scheduler, aux, lr, head_lr, RunFolder(run_dir).checkpoint, private=private)
 
 
 def _resume(loop: _Loop, model, cfg: TrainConfig, run_dir, log) -> None:
@@ -232,7 +245,9 @@ def _resume(loop: _Loop, model, cfg: TrainConfig, run_dir, log) -> None:
         return
     fresh = [(g["initial_lr"], g["weight_decay"]) for g in loop.optimizer.param_groups]
     (loop.start_epoch, loop.history, loop.best, loop.bad_epochs,
-     loop.earlier_seconds) = _restore(loop.ckpt_path, model, loop.optimizer, loop.scheduler, loop.aux)
+     loop.earlier_seconds, privacy) = _restore(loop.ckpt_path, model, loop.optimizer, loop.scheduler, loop.aux)
+    if loop.private is not None:  # the accountant goes on from the steps already taken
+        loop.private.plan.history = [tuple(h) for h in privacy or []]
     restored = [(g["initial_lr"], g["weight_decay"]) for g in loop.optimizer.param_groups]
     if fresh != restored:  # `--resume --set train.lr=...`: the new rates from here on
         retune(loop.optimizer, loop.scheduler, fresh)
@@ -249,13 +264,19 @@ def _train_epoch(loop: _Loop, model, strategy, task, train_split: Split, cfg: Tr
     model.train()
     for m in strategy.frozen_modules(model, epoch):
         m.eval()  # frozen blocks: no dropout, so they act as a fixed feature map
-    batches = epoch_batches(train_split.lengths, cfg.batch_size, cfg.seed, epoch)
+    if loop.private is not None:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in loop.ever_trainable)
+        batchnorm_eval(model)
+        batches = loop.private.plan.batches(cfg.seed, epoch)  # Poisson sampling
+    else:
+        batches = epoch_batches(train_split.lengths, cfg.batch_size, cfg.seed, epoch)
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{loop.epochs}", leave=False, disable=not progress or loop.rank != 0)
     total_loss, seen, penalty_sums = 0.0, 0, {}
     for number, idx in enumerate(bar):
         idx = idx[loop.rank::loop.world] if loop.world > 1 else idx
         task_loss = _step(loop, model, task, train_split, idx, cfg, epoch, number, penalties, penalty_sums)
-        total_loss += task_loss * len(idx)
+        total_loss += task_loss * len(idx)  # (a private run's empty batch adds nothing)
         seen += len(idx)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}")
     bar.close()
@@ -267,6 +288,8 @@ def _train_epoch(loop: _Loop, model, strategy, task, train_split: Split, cfg: Tr
 def _step(loop: _Loop, model, task, train_split: Split, idx, cfg: TrainConfig, epoch: int, number: int,
           penalties, penalty_sums: dict) -> float:
     """Forward, backward, clip, optimiser and schedule step for one batch; its task loss."""
+    if loop.private is not None:
+        return _private_step(loop, model, task, train_split, idx, epoch, number)
     batch, targets = device_batch(model, train_split, idx, loop.device)
     weights = train_split.loss_weights
     weights = weights[torch.as_tensor(idx)].to(loop.device) if weights is not None else None
@@ -294,6 +317,23 @@ def _step(loop: _Loop, model, task, train_split: Split, idx, cfg: TrainConfig, e
     return task_loss.item()
 
 
+def _private_step(loop: _Loop, model, task, train_split: Split, idx, epoch: int, number: int) -> float:
+    """DP-SGD's step: per-sample gradients, each clipped, the sum noised (train/privacy.py);
+    an empty Poisson batch still takes its noisy step, as the accountant assumes."""
+    task_loss = 0.0
+    if len(idx):
+        batch, targets = device_batch(model, train_split, idx, loop.device)
+        loss = task.loss(loop.ddp_model(batch), targets)
+        _check_finite(loop, loss, f"epoch {epoch + 1}, step {number + 1} of {loop.steps_per_epoch}")
+        loss.backward()
+        task_loss = loss.item()
+    loop.private.step(empty=not len(idx))
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    release_freed_memory()
+    return task_loss
+
+
 def _validate(loop: _Loop, model, task, val_split: Split, record: dict, epoch: int) -> None:
     """Validation metrics into `record`; keeps the best epoch's weights (early stopping)."""
     logits = predict_logits(model, val_split, device=loop.device)
@@ -316,13 +356,17 @@ def _validate(loop: _Loop, model, task, val_split: Split, record: dict, epoch: i
 
 
 def _finish(loop: _Loop, model) -> dict:
+    privacy = None
+    if loop.private is not None:
+        loop.private.close()
+        privacy = loop.private.plan.record()
     if loop.best["state"] is not None:
         _copy_into(model, loop.best["state"])
     model.to("cpu")
     loop.accelerator.free_memory()
     return {"history": loop.history, "epochs": loop.epochs, "ever_trainable": sorted(loop.ever_trainable),
             "best_epoch": loop.best["epoch"] if loop.best["state"] is not None else len(loop.history),
-            "earlier_seconds": loop.earlier_seconds}
+            "earlier_seconds": loop.earlier_seconds, **({"privacy": privacy} if privacy else {})}
 
 
 def _check_finite(loop: _Loop, loss: torch.Tensor, where: str) -> None:
@@ -343,7 +387,8 @@ def _save(loop: _Loop, model, epoch: int, seconds: float) -> None:
         return
     try:
         _checkpoint(loop.ckpt_path, model, loop.ever_trainable, loop.optimizer, loop.scheduler, epoch, loop.history,
-                    loop.best, loop.bad_epochs, loop.aux, seconds)
+                    loop.best, loop.bad_epochs, loop.aux, seconds,
+                    privacy=loop.private.plan.history if loop.private is not None else None)
     except WriteError as e:
         raise ExaptError(f"{e}; the run keeps its last complete checkpoint: free space, then continue with "
                          f"`exapt fit --resume {loop.ckpt_path.parent}`") from None
@@ -377,4 +422,4 @@ def _restore(path, model, optimizer, scheduler, aux=None):
     history = meta["history"]
     # checkpoints written before the time was kept: the last epoch's record has it
     seconds = meta.get("seconds", history[-1]["seconds"] if history else 0.0)
-    return meta["epoch"], history, best, meta["bad_epochs"], seconds
+    return meta["epoch"], history, best, meta["bad_epochs"], seconds, meta.get("privacy_history")

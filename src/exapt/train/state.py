@@ -49,7 +49,9 @@ def retune(optimizer, scheduler, rates: list[tuple[float, float]]) -> None:
 
 
 def save_checkpoint(path, model, trainable, optimizer, scheduler, epoch, history, best, bad_epochs, aux=None,
-                seconds: float = 0.0) -> None:
+                seconds: float = 0.0, privacy: list | None = None) -> None:
+    """`privacy`: a private run's accountant history (train/privacy.py), so a resumed run
+    counts the steps taken before it."""
     tensors = {f"model.{n}": p for n, p in model.named_parameters() if n in trainable}
     tensors.update({f"model.{n}": b for n, b in saved_buffers(model).items()})
     for name, module in (aux or {}).items():
@@ -63,6 +65,8 @@ def save_checkpoint(path, model, trainable, optimizer, scheduler, epoch, history
     meta = {"epoch": epoch, "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
             "bad_epochs": bad_epochs, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta,
             "seconds": seconds}
+    if privacy is not None:
+        meta["privacy_history"] = [list(h) for h in privacy]
     atomic_save_tensors(tensors, path, json.loads(json.dumps(meta, default=float)))
 
 

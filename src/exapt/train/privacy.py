@@ -1,0 +1,199 @@
+"""Differentially private training: DP-SGD (Abadi et al. 2016) with Opacus.
+
+`--privacy epsilon=E[,delta=D,clip=C]` makes each optimiser step private: a Poisson-sampled
+batch (every training row joins with probability q = batch_size / n, so a batch's size
+varies and may be empty: the guarantee assumes it), each row's gradient clipped to norm C
+(Opacus' per-sample gradients), and Gaussian noise of standard deviation sigma * C added
+to their sum. sigma is the smallest noise for which Opacus' RDP accountant (Renyi DP,
+Mironov 2017; Opacus' `RDPAccountant`) gives (E, D)-DP after all planned steps; D
+defaults to 1 / (10 n). The accountant's history lives in the checkpoint, so a resumed
+run counts the steps before it.
+
+What a private run gives up, by design (docs/trust.md):
+- embedding tables stay frozen (word, position, token-type): Hugging Face broadcasts
+  `position_ids` as [1, T], which breaks Opacus' per-sample gradient (opacus#841), and
+  MiniLM's 11.7M-parameter word table would cost ~5.8 GB of per-sample gradients at batch 64;
+- BatchNorm (efficientnet-lite0) runs on its ImageNet statistics, in eval mode, with its
+  scale and shift frozen: batch statistics would mix rows, which per-row clipping cannot
+  bound, and Opacus refuses a trainable layer whose buffers are not private;
+- a linear probe becomes a torch head trained by DP-SGD on the cached features (the
+  ordinary probe's L-BFGS solution is not private).
+Validation (epoch choice) and the decision rule read the validation split, outside the
+guarantee's training rows; hyper-parameter search on private data is not counted in E.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import PrivacySpec
+from ..errors import ExaptError
+
+ACCOUNTANT = "rdp"  # Opacus' RDPAccountant (Mironov 2017; Mironov, Talwar, Zhang 2019)
+PRIVATE_STRATEGIES = ("linear-probe", "lora", "adapter", "bitfit", "full", "freeze")
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+PROBE_EPOCHS = 30  # a private linear probe's default epochs (steps are cheap on cached features)
+PROBE_LR = 1e-2    # its default head lr: best of 3e-3, 1e-2, 3e-2 on the tweets at epsilon 8 (docs/trust.md)
+
+
+def check_private(cfg, strategy, penalties) -> PrivacySpec | None:
+    """The fit's privacy spec, or None; a strategy or option that cannot be made private
+    is said in one line before anything is written."""
+    spec = PrivacySpec.parse(cfg.privacy)
+    if spec is None:
+        return None
+    if strategy.name not in PRIVATE_STRATEGIES:
+        raise ExaptError(f"--privacy with --strategy {strategy.name}: Opacus cannot make that strategy private "
+                         f"here; use one of {', '.join(PRIVATE_STRATEGIES)}")
+    if penalties:
+        raise ExaptError("--privacy with --penalty: a penalty's gradient is not clipped per example; drop one")
+    if cfg.adapt.data or cfg.source.data or cfg.source.corpus:
+        raise ExaptError("--privacy with --adapt-to / --source-data: those add unclipped gradients; drop one")
+    return spec
+
+
+@dataclass
+class PrivatePlan:
+    """What the accountant needs, fixed before the first step: n, q, steps, sigma."""
+    spec: PrivacySpec
+    n: int
+    batch_size: int
+    epochs: int
+    delta: float = 0.0
+    sample_rate: float = 0.0
+    steps_per_epoch: int = 0
+    noise_multiplier: float = 0.0
+    history: list = field(default_factory=list)  # the accountant's (sigma, q, steps) records
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ExaptError("--privacy: no training rows")
+        self.delta = self.spec.delta if self.spec.delta is not None else 1.0 / (10 * self.n)
+        self.sample_rate = min(1.0, self.batch_size / self.n)
+        self.steps_per_epoch = max(1, round(1 / self.sample_rate))  # one expected pass over the rows
+        self.noise_multiplier = noise_for(self.spec.epsilon, self.delta, self.sample_rate,
+                                          self.epochs * self.steps_per_epoch)
+
+    def batches(self, seed: int, epoch: int) -> list[np.ndarray]:
+        """Poisson sampling: each row joins each batch independently with probability q;
+        deterministic per (seed, epoch), so a resumed run replays the same batches."""
+        rng = np.random.default_rng([seed, epoch, 0xD5])
+        return [np.flatnonzero(rng.random(self.n) < self.sample_rate) for _ in range(self.steps_per_epoch)]
+
+    def accountant(self):
+        from opacus.accountants import RDPAccountant  # heavy: imported on first use
+
+        acc = RDPAccountant()
+        acc.history = [tuple(h) for h in self.history]
+        return acc
+
+    def count_step(self) -> None:
+        """One noisy step, in the accountant's run-length form."""
+        sigma, q = self.noise_multiplier, self.sample_rate
+        if self.history and tuple(self.history[-1][:2]) == (sigma, q):
+            self.history[-1] = (sigma, q, self.history[-1][2] + 1)
+        else:
+            self.history.append((sigma, q, 1))
+
+    def record(self) -> dict:
+        """metrics.json's `privacy`: the guarantee spent and what produced it."""
+        steps = sum(h[2] for h in self.history)
+        spent = self.accountant().get_epsilon(self.delta) if steps else 0.0
+        return {"epsilon": round(float(spent), 4), "target_epsilon": self.spec.epsilon, "delta": self.delta,
+                "noise_multiplier": round(self.noise_multiplier, 6), "clip": self.spec.clip,
+                "sample_rate": self.sample_rate, "steps": steps, "expected_batch_size": self.n * self.sample_rate,
+                "n_private_rows": self.n, "accountant": ACCOUNTANT, "sampling": "poisson"}
+
+
+@functools.lru_cache(maxsize=64)  # an audit's shadows ask the same question (seconds of search each)
+def noise_for(epsilon: float, delta: float, q: float, steps: int) -> float:
+    from opacus.accountants.utils import get_noise_multiplier  # heavy: imported on first use
+
+    try:
+        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=q, steps=steps,
+                                          accountant=ACCOUNTANT))
+    except ValueError as e:
+        raise ExaptError(f"--privacy epsilon={epsilon:g}: Opacus finds no noise level for it ({e})") from None
+
+
+def frozen_for_privacy(model: nn.Module) -> set[str]:
+    """Parameters a private run never trains: embedding tables and BatchNorm (module doc)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, (nn.Embedding, *BATCHNORMS)):
+            names |= {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters()}
+    return names
+
+
+def batchnorm_eval(model: nn.Module) -> None:
+    """BatchNorm on its stored statistics, never a batch's (module doc)."""
+    for m in model.modules():
+        if isinstance(m, BATCHNORMS):
+            m.eval()
+
+
+class PrivateTraining:
+    """The model wrapped for per-sample gradients and the optimiser for clip + noise."""
+
+    def __init__(self, plan: PrivatePlan, model: nn.Module, optimizer):
+        from opacus import GradSampleModule  # heavy: imported on first use
+        from opacus.optimizers import DPOptimizer  # heavy: imported on first use
+
+        self.plan = plan
+        # a head over fixed features has no input that needs a gradient: Opacus' hooks say so, harmlessly
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        self.module = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
+        # noise from the global torch generator: seeded by the fit and saved in checkpoints
+        self.optimizer = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.spec.clip,
+                                     expected_batch_size=plan.n * plan.sample_rate, loss_reduction="mean")
+
+    def step(self, empty: bool = False) -> None:
+        """Clip, noise, update; the accountant counts the step (an empty batch too)."""
+        for p in self.optimizer.params:
+            if empty:  # no row: the step is noise alone, as the accountant assumes
+                p.grad_sample = torch.zeros(0, *p.shape, dtype=p.dtype, device=p.device)
+            elif getattr(p, "grad_sample", None) is None:
+                raise ExaptError("--privacy: Opacus computed no per-example gradient for a trainable "
+                                 "parameter; this strategy cannot be made private as it is")
+        self.optimizer.step()
+        self.plan.count_step()
+
+    def close(self) -> None:
+        """Hooks off and per-sample buffers gone: the model is an ordinary module again."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.module._close()
+
+
+def private_probe(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, task, spec: PrivacySpec,
+                  train, C: float, seed: int) -> dict:
+    """A linear head trained by DP-SGD (DP-Adam) on fixed features: the private form of
+    the linear probe. Weight decay 1/(C n) mirrors the probe's L2 term; it is data-free."""
+    n = len(features)
+    epochs = train.epochs or PROBE_EPOCHS
+    plan = PrivatePlan(spec, n, train.batch_size, epochs)
+    torch.manual_seed(seed)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    head.train()
+    for p in head.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(head.parameters(), lr=train.head_lr or PROBE_LR, weight_decay=1.0 / (C * n))
+    private = PrivateTraining(plan, head, opt)
+    x = features.detach().float()
+    try:
+        for epoch in range(epochs):
+            for idx in plan.batches(seed, epoch):
+                if len(idx):
+                    task.loss(private.module(x[torch.as_tensor(idx)]), targets[torch.as_tensor(idx)]).backward()
+                private.step(empty=not len(idx))
+                private.optimizer.zero_grad(set_to_none=True)
+    finally:
+        private.close()
+    head.eval()
+    return {"probe_epochs": epochs, "privacy": plan.record()}
+
