@@ -22,6 +22,7 @@ from .compare import compare_config
 from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .config import FitConfig, apply_override
 from .demo import demo
+from .deploy import cli as deploy_cli
 from .errors import ExaptError
 from .files import atomic_write_text
 from .fit import fit_config, resume
@@ -29,7 +30,6 @@ from .merge import merge_run
 from .options import add_options, option_values
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
-from .run import Run
 from .select import cli as select_cli
 from .shift import cli as shift_cli
 from .strategies import STRATEGIES
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_parser(sub)
     _run_parsers(sub)
     _compare_parser(sub)
-    for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli):
+    for module in (select_cli, shift_cli, transfer_map_cli, pretrain_cli, interpolate_cli, penalty_cli,
+                   deploy_cli):
         module.add_parser(sub)
     sub.add_parser("models", help="models that can be named with --model")
     sub.add_parser("strategies", help="registered strategies")
@@ -148,7 +149,7 @@ def _cmd_fit(a) -> None:
 
 
 def _cmd_evaluate(a) -> None:
-    metrics = Run.load(a.run).evaluate(a.data)
+    metrics = deploy_cli.load_for_use(a.run).evaluate(a.data)  # a run, or an export folder
     if a.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -165,7 +166,7 @@ def _cmd_predict(a) -> None:
     if not out.parent.is_dir():
         what = "is a file, not a folder" if out.parent.exists() else "does not exist"
         raise ExaptError(f"-o {out}: folder {out.parent} {what}")
-    frame = Run.load(a.run).predict(a.data)
+    frame = deploy_cli.load_for_use(a.run).predict(a.data)  # a run, or an export folder
     atomic_write_text(out, frame.to_csv(index=False))
     print(f"{len(frame)} predictions -> {out}")
 
@@ -202,7 +203,8 @@ def _cmd_demo(a) -> None:
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "merge": _cmd_merge,
             "compare": _cmd_compare, "rank": select_cli.run, "shift": shift_cli.run, "transfer-map": transfer_map_cli.run, "pretrain": pretrain_cli.run, "models": _cmd_models,
             "interpolate": interpolate_cli.run, "penalties": penalty_cli.run,
-            "strategies": _cmd_strategies, "demo": _cmd_demo}
+            "strategies": _cmd_strategies, "demo": _cmd_demo,
+            "export": deploy_cli.run}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # output-folder options of the commands that write one (fit's --out is its run folder's own check)
 _FOLDER_OPTIONS = {"compare": ("out",), "rank": ("out",), "shift": ("out",), "transfer-map": ("out",),
-                   "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
+                   "pretrain": ("out",), "merge": ("out",), "export": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
 
 
 def _check_folder_options(args) -> None:
