@@ -171,6 +171,10 @@ def _case_table() -> list[tuple[str, str]]:
         "predict {incomplete} {good_csv}", "predict {badconfig} {good_csv} -o out.csv")
     add("merge", "merge {missingdir}", "merge {good_csv}", "merge {incomplete}", "merge {emptydir}",
         "merge {badconfig}")
+    add("export", "export {missingdir}", "export {good_csv}", "export {incomplete}", "export {emptydir}",
+        "export {badconfig}", "export {noconfig}", "export {incomplete} --out {underfile}",
+        "export {incomplete} --out {good_csv}", "export {incomplete} --quantize int4", "export {incomplete} --format tflite",
+        "export")
     add("interpolate", "interpolate {missingdir}", "interpolate {good_csv}", "interpolate {incomplete}",
         "interpolate {emptydir} --alphas 2", "interpolate {incomplete} --alphas a:b",
         "interpolate {incomplete} --alphas 1:0:0.1", "interpolate {incomplete} --alphas 0:1:0",
@@ -303,6 +307,9 @@ RUN_CASES = [
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {good_csv} --out sh",
     "shift {feats_csv} {feats_csv} --features f1,f2 --run {incomplete} --out sh",
     "rank {feats_csv} --models {run} --seed -3 --out rk",
+    "export {run} --out {good_csv}", "export {run} --out {underfile}", "export {run} --check {missing} --out ex",
+    "export {run} --check {good_csv} --out ex", "export {run} --check {textfeat_csv} --out ex",
+    "export {run} --check {nofeat_csv} --out ex", "export {run} --out {run}", "export {run} --quantize int4 --out ex",
 ]
 
 
@@ -339,3 +346,49 @@ def test_bad_input_against_a_run(line, complete_run, tmp_path, monkeypatch, caps
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before, f"{line!r} changed the run {run}"
 
+
+
+# ------------------------------------------------------- against export folders
+# `exapt export` of the run above, then copies with one file missing, damaged or
+# edited: evaluate and predict must refuse each in one line (the sha256 in export.json).
+EXPORT_CASES = [
+    "evaluate {ex_nomodel} {feats_csv}", "evaluate {ex_corruptmodel} {feats_csv}", "evaluate {ex_badinfo} {feats_csv}",
+    "evaluate {ex_nolabels} {feats_csv}", "evaluate {ex_editedlabels} {feats_csv}", "evaluate {ex_noinfo} {feats_csv}",
+    "predict {ex_nomodel} {feats_csv} -o out.csv", "predict {ex_corruptmodel} {feats_csv} -o out.csv",
+    "predict {ex_badinfo} {feats_csv} -o out.csv", "predict {ex_good} {nofeat_csv} -o out.csv",
+    "evaluate {ex_good} {textfeat_csv}", "evaluate {ex_good} {good_csv}", "export {ex_good} --out ex",
+    "export {run} --out {ex_good}",
+]
+
+
+@pytest.fixture(scope="module")
+def damaged_exports(complete_run, tmp_path_factory) -> dict:
+    import shutil
+
+    run, names = complete_run
+    root = tmp_path_factory.mktemp("exports")
+    assert main(["export", str(run), "--out", str(root / "good"), "--quiet"]) == 0
+    damage = {"nomodel": lambda d: (d / "model.onnx").unlink(),
+              "corruptmodel": lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:200]),
+              "badinfo": lambda d: (d / "export.json").write_text("{not json"),
+              "nolabels": lambda d: (d / "labels.json").unlink(),
+              "editedlabels": lambda d: (d / "labels.json").write_text('{"task": "classification", "classes": ["x"]}'),
+              "noinfo": lambda d: (d / "export.json").unlink()}
+    for name, spoil in damage.items():
+        shutil.copytree(root / "good", root / name)
+        spoil(root / name)
+    return {**names, **{f"ex_{n}": str(root / n) for n in ["good", *damage]}}
+
+
+@pytest.mark.parametrize("line", EXPORT_CASES)
+def test_bad_input_against_an_export(line, damaged_exports, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    good = Path(damaged_exports["ex_good"])
+    before = {p: p.read_bytes() for p in good.rglob("*") if p.is_file()}
+    code, out, err = run_case(line, damaged_exports, tmp_path, capsys)
+    assert "Traceback" not in out + err
+    assert code == 2, f"exit {code} for {line!r}; stdout {out[-300:]!r}"
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("exapt: error: "), f"{line!r} -> {err!r}"
+    assert not os.listdir(tmp_path), f"{line!r} left {os.listdir(tmp_path)}"
+    assert {p: p.read_bytes() for p in good.rglob("*") if p.is_file()} == before

@@ -129,7 +129,10 @@ def cpu_instructions() -> dict:
 
 def quantize_int8(src: Path, dst: Path, isa: dict) -> dict:
     """onnxruntime dynamic quantization; reduce_range unless the CPU has VNNI (or is unknown)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # heavy: imported on first use
+    from onnxruntime.quantization import (  # heavy: imported on first use
+        QuantType,
+        quantize_dynamic,
+    )
 
     settings = {"method": "onnxruntime dynamic", "weight_type": "QInt8", "per_channel": True,
                 "reduce_range": not isa.get("vnni")}
@@ -150,7 +153,9 @@ def optimize_graph(src: Path, dst: Path, backbone) -> dict:
     config = getattr(getattr(backbone, "model", None), "config", None)
     if config is None or not hasattr(config, "num_attention_heads"):
         return {"applied": False, "why": "not a transformer encoder: onnxruntime optimises it when it loads"}
-    from onnxruntime.transformers.optimizer import optimize_model  # heavy: imported on first use
+    from onnxruntime.transformers.optimizer import (
+        optimize_model,  # heavy: imported on first use
+    )
 
     opt = optimize_model(str(src), model_type="bert", num_heads=int(config.num_attention_heads),
                          hidden_size=int(config.hidden_size), opt_level=1)

@@ -49,7 +49,7 @@ def quality(task, rule, logits: np.ndarray, targets) -> tuple[str, float] | None
 
 
 def figures(task, rule, reference: np.ndarray, exported: np.ndarray, targets) -> dict:
-    out = {"rows": int(len(reference)), "max_abs_logit_diff": float(np.abs(reference - exported).max()),
+    out = {"rows": len(reference), "max_abs_logit_diff": float(np.abs(reference - exported).max()),
            "agreement": agreement(task, rule, reference, exported)}
     ref, got = quality(task, rule, reference, targets), quality(task, rule, exported, targets)
     if ref is not None:
@@ -62,8 +62,10 @@ def failures(fig: dict, precision: str) -> list[str]:
     """What misses the targets, one phrase each (empty: it passes)."""
     if precision == "fp32":
         d = fig["max_abs_logit_diff"]
-        return [] if d <= FP32_TOLERANCE else [f"fp32 logits differ from PyTorch's by up to {d:.2g} "
-                                               f"(limit {FP32_TOLERANCE:g}: {d / FP32_TOLERANCE:.1f}x over)"]
+        if d <= FP32_TOLERANCE:
+            return []
+        return [(f"fp32 logits differ from PyTorch's by up to {d:.2g} (limit {FP32_TOLERANCE:g}: "
+                 f"{d / FP32_TOLERANCE:.1f}x over)")]
     out = []
     if fig["agreement"] < MIN_AGREEMENT:
         out.append(f"int8 agrees with PyTorch fp32 on {100 * fig['agreement']:.1f}% of decisions "

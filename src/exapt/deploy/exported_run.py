@@ -58,7 +58,7 @@ class ExportedRun:
         self.decision = DecisionRule.from_json(info["decision"]) if info.get("decision") else None
 
     @classmethod
-    def load(cls, path) -> "ExportedRun":
+    def load(cls, path) -> ExportedRun:
         try:
             return cls(path, ExportPredictor.load(path))
         except ExportFolderError as e:

@@ -120,7 +120,7 @@ class ExportPredictor:
 
     # -- loading --------------------------------------------------------------------
     @classmethod
-    def load(cls, folder, threads: int | None = None) -> "ExportPredictor":
+    def load(cls, folder, threads: int | None = None) -> ExportPredictor:
         files = ExportFiles(folder)
         if not files.path.is_dir():
             raise ExportFolderError(f"export folder not found: {files.path}")
