@@ -186,6 +186,20 @@ def test_cnn_image_run_exports_and_takes_uint8_images(tmp_path):
         p.predict([np.zeros((9, 9), dtype=np.uint8)])
 
 
+@pytest.mark.slow
+def test_efficientnet_run_exports_with_its_resize_inside_the_graph(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(24, 20, 20, 3), dtype=np.uint8)
+    y = np.array(["red" if im[..., 0].mean() > im[..., 2].mean() else "blue" for im in x])
+    np.savez(tmp_path / "im.npz", x=x, y=y)
+    run = exapt.fit(str(tmp_path / "im.npz"), "linear-probe", "efficientnet-lite0:32", out=tmp_path / "run", **QUIET)
+    folder = _export(run, tmp_path / "export")
+    p = ExportPredictor.load(folder)
+    assert p.info()["input"]["shape"] == [3, 20, 20] and p.info()["parity"]["fp32"]["max_abs_logit_diff"] <= 1e-4
+    want = exapt.load_run(run.path).predict(tmp_path / "im.npz")["prediction"].tolist()[:6]
+    assert [r["label"] for r in p.predict(list(x[:6]))] == want
+
+
 def test_dna_model_export_writes_sequences_as_its_tokenizer_expects(tiny_bert, tmp_path):
     model = tmp_path / "dna-model"
     shutil.copytree(tiny_bert, model)

@@ -111,6 +111,16 @@ def write_graph(graph: nn.Module, example: tuple, path: Path, max_length: int | 
     raise ExaptError(f"cannot export this model to ONNX ({errors[0]}; the TorchScript exporter: {errors[1]})")
 
 
+@contextlib.contextmanager
+def quiet_logging():
+    """onnxruntime's quantiser and optimiser log warnings meant for their developers."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def cpu_instructions() -> dict:
     """What the CPU offers int8 kernels, read now (never assumed): /proc/cpuinfo's flags."""
     try:
@@ -136,14 +146,9 @@ def quantize_int8(src: Path, dst: Path, isa: dict) -> dict:
 
     settings = {"method": "onnxruntime dynamic", "weight_type": "QInt8", "per_channel": True,
                 "reduce_range": not isa.get("vnni")}
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process goes to the root logger on every call
-    try:
+    with quiet_logging():  # its advice to pre-process goes to the root logger on every call
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=settings["per_channel"],
                          reduce_range=settings["reduce_range"])
-    finally:
-        root.setLevel(level)
     return settings
 
 
@@ -157,8 +162,9 @@ def optimize_graph(src: Path, dst: Path, backbone) -> dict:
         optimize_model,  # heavy: imported on first use
     )
 
-    opt = optimize_model(str(src), model_type="bert", num_heads=int(config.num_attention_heads),
-                         hidden_size=int(config.hidden_size), opt_level=1)
-    opt.save_model_to_file(str(dst))
+    with quiet_logging(), contextlib.redirect_stdout(io.StringIO()):  # its warnings and prints are not the user's
+        opt = optimize_model(str(src), model_type="bert", num_heads=int(config.num_attention_heads),
+                             hidden_size=int(config.hidden_size), opt_level=1)
+        opt.save_model_to_file(str(dst))
     fused = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
     return {"applied": True, "optimizer": "onnxruntime.transformers (bert)", "fused": fused}
