@@ -11,6 +11,7 @@ name, bad option). tests/test_bad_input.py holds the longer, one-at-a-time cases
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -354,6 +355,7 @@ def test_bad_input_against_a_run(line, complete_run, tmp_path, monkeypatch, caps
 EXPORT_CASES = [
     "evaluate {ex_nomodel} {feats_csv}", "evaluate {ex_corruptmodel} {feats_csv}", "evaluate {ex_badinfo} {feats_csv}",
     "evaluate {ex_nolabels} {feats_csv}", "evaluate {ex_editedlabels} {feats_csv}", "evaluate {ex_noinfo} {feats_csv}",
+    "evaluate {ex_listinfo} {feats_csv}", "predict {ex_noinput} {feats_csv} -o out.csv",
     "predict {ex_nomodel} {feats_csv} -o out.csv", "predict {ex_corruptmodel} {feats_csv} -o out.csv",
     "predict {ex_badinfo} {feats_csv} -o out.csv", "predict {ex_good} {nofeat_csv} -o out.csv",
     "evaluate {ex_good} {textfeat_csv}", "evaluate {ex_good} {good_csv}", "export {ex_good} --out ex",
@@ -373,7 +375,10 @@ def damaged_exports(complete_run, tmp_path_factory) -> dict:
               "badinfo": lambda d: (d / "export.json").write_text("{not json"),
               "nolabels": lambda d: (d / "labels.json").unlink(),
               "editedlabels": lambda d: (d / "labels.json").write_text('{"task": "classification", "classes": ["x"]}'),
-              "noinfo": lambda d: (d / "export.json").unlink()}
+              "noinfo": lambda d: (d / "export.json").unlink(),
+              "listinfo": lambda d: (d / "export.json").write_text("[1, 2]"),
+              "noinput": lambda d: (d / "export.json").write_text(
+                  json.dumps({k: v for k, v in json.loads((d / "export.json").read_text()).items() if k != "input"}))}
     for name, spoil in damage.items():
         shutil.copytree(root / "good", root / name)
         spoil(root / name)

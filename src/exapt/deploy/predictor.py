@@ -125,7 +125,11 @@ class ExportPredictor:
         if not files.path.is_dir():
             raise ExportFolderError(f"export folder not found: {files.path}")
         info = read_json(files.info, "export.json")
-        check_files(files, info.get("files") or {})
+        missing = [k for k in ("input", "outputs", "files") if not isinstance(info.get(k), dict)]
+        if missing or "kind" not in info["input"]:
+            raise ExportFolderError(f"{files.info}: unreadable export.json (no {(missing or ['input.kind'])[0]}); "
+                                    "re-run `exapt export`")
+        check_files(files, info["files"])
         task = read_json(files.labels, "labels.json")
         if task.get("task") not in ("classification", "multilabel", "regression"):
             raise ExportFolderError(f"{files.labels}: unknown task {task.get('task')!r}")
