@@ -45,6 +45,7 @@ from .exported_run import table_logits
 from .predictor import ExportFiles, ExportFolderError, ExportPredictor, file_sha256
 
 QUANTIZE = ("none", "int8")
+MAX_INLINE_BYTES = 1.9e9
 NOT_EXPORTABLE = {"classical": "its TF-IDF / k-mer / composition features are computed outside any network",
                   "seqcnn": "its one-hot letter encoding is not part of the network"}
 
@@ -75,6 +76,10 @@ def load_exportable(run_dir) -> Run:
         raise ExaptError(f"{run_dir}: a {run.config.strategy} run cannot be exported: {NOT_EXPORTABLE[family]}")
     if getattr(bb, "long", None) is not None:
         raise ExaptError(f"{run_dir}: a --long run cannot be exported yet: its windows are pooled outside the graph")
+    size = sum(t.numel() * t.element_size() for t in run.model.state_dict().values())
+    if size > MAX_INLINE_BYTES:  # protobuf's 2 GB limit: weights would go to an external-data file
+        raise ExaptError(f"{run_dir}: a model of {size / 1e9:.1f} GB cannot be exported yet (graphs with "
+                         "external weight files are not supported; the limit is 1.9 GB)")
     if parse_strategy(run.config.strategy).mergeable:
         bb.model = bb.model.merge_and_unload()
     return run
