@@ -177,23 +177,29 @@ def finish(rows: list[dict]) -> list[dict]:
     return rows
 
 
+# A row group is a function of the Setup returning its rows (dicts with "row" and any of
+# COLUMNS' keys); the distil / prune groups join here.
 ROW_GROUPS = {"export": export_rows}
 
 
+# (title, key, format): the table's columns; a row without a key shows "-"
+COLUMNS = (("latency b=1 p50 (ms)", "latency_ms_p50", "{:.2f}"), ("x PyTorch", "latency_speedup", "{:.2f}"),
+           ("throughput b=32 (/s)", "throughput_per_s", "{:.0f}"), ("x PyTorch", "throughput_speedup", "{:.2f}"),
+           ("size (MB)", "size_mb", "{:.1f}"), ("of fp32", "size_of_fp32", "{:.0%}"), ("agreement", "agreement", "{:.1%}"),
+           ("accuracy", "accuracy", "{:.2%}"), ("points lost", "accuracy_lost_points", "{:.2f}"))
+
+
 def markdown(groups: dict) -> str:
+    """One table per row group, its columns the COLUMNS a row has."""
     lines = ["# Ship benchmark", ""]
     for name, g in groups.items():
         setting = (f"Teacher: {g['teacher']}; {g['rows_tested']} test tweets, {MAX_LEN} tokens; {g['threads']} threads; "
                    f"{'--quick (not final)' if g['quick'] else 'full run'}; {g['date']}.")
-        header = ("| row | latency b=1 p50 (ms) | x PyTorch | throughput b=32 (/s) | x PyTorch | size (MB) | "
-                  "of fp32 | agreement | accuracy | points lost |")
-        lines += [f"## {name}", "", setting, "", header, "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {name}", "", setting, "", "| row | " + " | ".join(t for t, _, _ in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
         for r in g["rows"]:
-            size = f"{r['size_mb']:.1f}" if r["size_mb"] else "-"
-            share = f"{100 * r['size_of_fp32']:.0f}%" if r["size_of_fp32"] else "-"
-            lines.append(f"| {r['row']} | {r['latency_ms_p50']:.2f} | {r['latency_speedup']:.2f} | "
-                         f"{r['throughput_per_s']:.0f} | {r['throughput_speedup']:.2f} | {size} | {share} | "
-                         f"{100 * r['agreement']:.1f}% | {100 * r['accuracy']:.2f}% | {r['accuracy_lost_points']:.2f} |")
+            cells = [f.format(r[k]) if r.get(k) is not None else "-" for _, k, f in COLUMNS]
+            lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
         gates = [f"- {r['row']}: refused by exapt's parity gate ({'; '.join(r['parity_gate'])}); measured with --force"
                  for r in g["rows"] if isinstance(r.get("parity_gate"), list)]
         lines += ["", *gates, ""] if gates else [""]
