@@ -11,6 +11,7 @@ name, bad option). tests/test_bad_input.py holds the longer, one-at-a-time cases
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -187,6 +188,10 @@ def _case_table() -> list[tuple[str, str]]:
         "predict {incomplete} {good_csv}", "predict {badconfig} {good_csv} -o out.csv")
     add("merge", "merge {missingdir}", "merge {good_csv}", "merge {incomplete}", "merge {emptydir}",
         "merge {badconfig}")
+    add("export", "export {missingdir}", "export {good_csv}", "export {incomplete}", "export {emptydir}",
+        "export {badconfig}", "export {noconfig}", "export {incomplete} --out {underfile}",
+        "export {incomplete} --out {good_csv}", "export {incomplete} --quantize int4", "export {incomplete} --format tflite",
+        "export")
     add("interpolate", "interpolate {missingdir}", "interpolate {good_csv}", "interpolate {incomplete}",
         "interpolate {emptydir} --alphas 2", "interpolate {incomplete} --alphas a:b",
         "interpolate {incomplete} --alphas 1:0:0.1", "interpolate {incomplete} --alphas 0:1:0",
@@ -368,6 +373,9 @@ RUN_CASES = [
     "prune {run} --layers 1 --out pr", "prune {run} --heads 0.5 --out pr",
     "attack {run} {feats_csv} --attack pgd --out at", "attack {run} {feats_csv} --attack wordswap --out at",
     "audit {run} --shadows 1", "audit {run} --shadows 100000",
+    "export {run} --out {good_csv}", "export {run} --out {underfile}", "export {run} --check {missing} --out ex",
+    "export {run} --check {good_csv} --out ex", "export {run} --check {textfeat_csv} --out ex",
+    "export {run} --check {nofeat_csv} --out ex", "export {run} --out {run}", "export {run} --quantize int4 --out ex",
 ]
 
 
@@ -440,3 +448,51 @@ def test_bad_cluster(case, executor, message, corpus_root, tmp_path, monkeypatch
     assert code == 2 and len(lines) == 1 and lines[0].startswith("exapt: error: "), err
     assert message in lines[0]
     assert not os.listdir(work) and not ray.is_initialized()
+# ------------------------------------------------------- against export folders
+# `exapt export` of the run above, then copies with one file missing, damaged or
+# edited: evaluate and predict must refuse each in one line (the sha256 in export.json).
+EXPORT_CASES = [
+    "evaluate {ex_nomodel} {feats_csv}", "evaluate {ex_corruptmodel} {feats_csv}", "evaluate {ex_badinfo} {feats_csv}",
+    "evaluate {ex_nolabels} {feats_csv}", "evaluate {ex_editedlabels} {feats_csv}", "evaluate {ex_noinfo} {feats_csv}",
+    "evaluate {ex_listinfo} {feats_csv}", "predict {ex_noinput} {feats_csv} -o out.csv",
+    "predict {ex_nomodel} {feats_csv} -o out.csv", "predict {ex_corruptmodel} {feats_csv} -o out.csv",
+    "predict {ex_badinfo} {feats_csv} -o out.csv", "predict {ex_good} {nofeat_csv} -o out.csv",
+    "evaluate {ex_good} {textfeat_csv}", "evaluate {ex_good} {good_csv}", "export {ex_good} --out ex",
+    "export {run} --out {ex_good}",
+]
+
+
+@pytest.fixture(scope="module")
+def damaged_exports(complete_run, tmp_path_factory) -> dict:
+    import shutil
+
+    run, names = complete_run
+    root = tmp_path_factory.mktemp("exports")
+    assert main(["export", str(run), "--out", str(root / "good"), "--quiet"]) == 0
+    damage = {"nomodel": lambda d: (d / "model.onnx").unlink(),
+              "corruptmodel": lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:200]),
+              "badinfo": lambda d: (d / "export.json").write_text("{not json"),
+              "nolabels": lambda d: (d / "labels.json").unlink(),
+              "editedlabels": lambda d: (d / "labels.json").write_text('{"task": "classification", "classes": ["x"]}'),
+              "noinfo": lambda d: (d / "export.json").unlink(),
+              "listinfo": lambda d: (d / "export.json").write_text("[1, 2]"),
+              "noinput": lambda d: (d / "export.json").write_text(
+                  json.dumps({k: v for k, v in json.loads((d / "export.json").read_text()).items() if k != "input"}))}
+    for name, spoil in damage.items():
+        shutil.copytree(root / "good", root / name)
+        spoil(root / name)
+    return {**names, **{f"ex_{n}": str(root / n) for n in ["good", *damage]}}
+
+
+@pytest.mark.parametrize("line", EXPORT_CASES)
+def test_bad_input_against_an_export(line, damaged_exports, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    good = Path(damaged_exports["ex_good"])
+    before = {p: p.read_bytes() for p in good.rglob("*") if p.is_file()}
+    code, out, err = run_case(line, damaged_exports, tmp_path, capsys)
+    assert "Traceback" not in out + err
+    assert code == 2, f"exit {code} for {line!r}; stdout {out[-300:]!r}"
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("exapt: error: "), f"{line!r} -> {err!r}"
+    assert not os.listdir(tmp_path), f"{line!r} left {os.listdir(tmp_path)}"
+    assert {p: p.read_bytes() for p in good.rglob("*") if p.is_file()} == before

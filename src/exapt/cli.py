@@ -24,6 +24,7 @@ from .compare.defaults import DEFAULT_SIZES, DEFAULT_STRATEGIES
 from .config import FitConfig, apply_override
 from .demo import demo
 from .deploy import distil_cli, serve_cli
+from .deploy import cli as deploy_cli
 from .errors import ExaptError
 from .files import atomic_write_text
 from .fit import fit_config, resume
@@ -31,7 +32,6 @@ from .merge import merge_run
 from .options import add_options, option_values
 from .penalties import cli as penalty_cli
 from .pretrain import cli as pretrain_cli
-from .run import Run
 from .select import cli as select_cli
 from .shift import cli as shift_cli
 from .strategies import STRATEGIES
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    augment_cli,
                    serve_cli,
                    audit_cli,
+                   deploy_cli,
                    ):
         module.add_parser(sub)
     attack_cli.add_parser(sub)
@@ -162,7 +163,7 @@ def _cmd_fit(a) -> None:
 
 
 def _cmd_evaluate(a) -> None:
-    metrics = Run.load(a.run).evaluate(a.data)
+    metrics = deploy_cli.load_for_use(a.run).evaluate(a.data)  # a run, or an export folder
     if a.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -179,7 +180,7 @@ def _cmd_predict(a) -> None:
     if not out.parent.is_dir():
         what = "is a file, not a folder" if out.parent.exists() else "does not exist"
         raise ExaptError(f"-o {out}: folder {out.parent} {what}")
-    frame = Run.load(a.run).predict(a.data)
+    frame = deploy_cli.load_for_use(a.run).predict(a.data)  # a run, or an export folder
     atomic_write_text(out, frame.to_csv(index=False))
     print(f"{len(frame)} predictions -> {out}")
 
@@ -221,6 +222,7 @@ COMMANDS.update({"distil": distil_cli.run_distil, "prune": distil_cli.run_prune}
 COMMANDS.update({"augment": augment_cli.run})
 COMMANDS["attack"] = attack_cli.run
 COMMANDS.update({"serve": serve_cli.run_serve, "keys": serve_cli.run_keys, "drift": serve_cli.run_drift})
+COMMANDS["export"] = deploy_cli.run
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -247,6 +249,7 @@ _FOLDER_OPTIONS = {"compare": ("out",), "rank": ("out",), "shift": ("out",), "tr
                    "pretrain": ("out",), "merge": ("out",), "interpolate": ("out", "save"), "demo": ("out",)}
 _FOLDER_OPTIONS.update({"distil": ("out",), "prune": ("out",)})
 _FOLDER_OPTIONS.update({"drift": ("out",)})
+_FOLDER_OPTIONS.update({"export": ("out",)})
 
 
 def _check_folder_options(args) -> None:
