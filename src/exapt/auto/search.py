@@ -57,6 +57,8 @@ def fit_auto(cfg: FitConfig, out=None, *, overwrite: bool = False, budget_minute
     target = RunFolder(out) if out else RunFolder.default_for(cfg)
     target.check_fresh_fit(overwrite)
     search = _Search(cfg, budget, MemoLoader(), progress, log)
+    for stale in target.path.parent.glob(f".{target.path.name}.auto-*"):  # a search killed before its cleanup
+        shutil.rmtree(stale, ignore_errors=True)
     staging = target.path.parent / f".{target.path.name}.auto-{uuid.uuid4().hex[:8]}"
     try:
         search.run(staging)
