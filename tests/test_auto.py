@@ -127,13 +127,15 @@ def test_auto_refuses_an_existing_run_before_any_work(tmp_path, tiny_bert, tweet
 
 # -- the real model ------------------------------------------------------------------------
 def test_auto_on_minilm_and_real_tweets(tmp_path, tweets_small, tweets_test_small):
-    """MiniLM on 48 real tweets: both cheap candidates score, lp-ft's grid is screened, the winner is published."""
-    cfg = FitConfig.from_options(str(tweets_small), model="minilm-l6", epochs=1, max_length=32,
+    """MiniLM on 48 real tweets: both cheap candidates score, lp-ft is fine-tuned, the winner is published."""
+    # --lr: the user's rate alone, so one screening fit per fine-tune (the grid is tested above)
+    cfg = FitConfig.from_options(str(tweets_small), model="minilm-l6", epochs=1, max_length=32, lr=3e-5,
                                  test=str(tweets_test_small), test_fraction=0)
     run = fit_auto(cfg, tmp_path / "auto", progress=False, log=quiet)
     auto = run.metrics["auto"]
     scores = {c["candidate"]: c["val_score"] for c in auto["candidates"]}
     assert scores["linear-probe"] is not None and scores["baseline"] is not None
-    assert sum(c["strategy"] == "lp-ft" for c in auto["candidates"]) == 3
+    screened = [c for c in auto["candidates"] if c["strategy"] == "lp-ft" and c["stage"] == "screen"]
+    assert [(c["lr"], c["status"]) for c in screened] == [(3e-5, "ran")]
     assert RunFolder(run.path).is_complete() and run.metrics["test"]["accuracy"] > 0.4
     assert auto["chosen_on"].startswith("validation")

@@ -42,7 +42,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        lr = f"@lr={self.lr:g}" if self.lr is not None else ""
+        lr = f"@lr={self.lr:.3g}" if self.lr is not None else ""
         return f"{self.strategy}{lr}" + (" (screen)" if self.min_steps is not None else "")
 
     def record(self) -> dict:
