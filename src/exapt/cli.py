@@ -199,7 +199,6 @@ def _cmd_models(a) -> None:
 def _cmd_strategies(a) -> None:
     for name, cls in STRATEGIES.items():
         print(f"{name:<18} {cls.summary}")
-    print(f"{auto_cli.AUTO:<18} exapt fit only: cheap candidates, the promising fine-tunes, best on validation")
 
 
 def _cmd_demo(a) -> None:
