@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 
+from ..backbones.classical import detect_mode
 from ..config import FitConfig
 from ..data import fit_splits, load_data, load_table
 from ..errors import ExaptError
@@ -93,7 +94,9 @@ class _Search:
         tables = dict(zip(("train", "val", "test"), fit_splits(cfg.data, table, kind, loader)))
         if not len(tables["val"]):
             raise ExaptError("--strategy auto chooses on the validation split; give --val-fraction > 0")
-        self.kind, self.input_kind, self.val = kind, table.kind, tables["val"]
+        # DNA and proteins arrive as text; the classical backbone's rule tells them apart
+        self.input_kind = detect_mode(list(tables["train"].inputs)) if table.kind == "text" else table.kind
+        self.kind, self.val = kind, tables["val"]
         self.sizes = {name: len(t) for name, t in tables.items()}
         # compare's rule (tasks.ranking_metric): macro-F1 when the labelled data's classes are imbalanced
         self.metric = ranking_metric(kind, list(_counts(table.labels).values()) if kind == "classification" else None)
