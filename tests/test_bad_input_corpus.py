@@ -152,6 +152,12 @@ def _case_table() -> list[tuple[str, str]]:
         f"{fit} --set classes.class_weight=nope=1", f"{fit} --set classes.target_recall=positive=2",
         "fit {numbers_csv} --text text --task regression --class-weight balanced",
         "fit {numbers_csv} --text text --task regression --decision macro-f1")
+    # --strategy auto (docs/auto.md): a budget that is not a positive number of minutes, a budget
+    # without auto, options auto does not search, and no validation split to choose on
+    add("fit-auto", f"{fit} --strategy auto --budget-minutes 0", f"{fit} --strategy auto --budget-minutes -5",
+        f"{fit} --strategy auto --budget-minutes nan", f"{fit} --strategy auto --budget-minutes abc",
+        f"{fit} --budget-minutes 5", f"{fit} --strategy auto --val-fraction 0",
+        f"{fit} --strategy auto --init {{incomplete}}")
     add("fit-more", f"{fit} --test {{header_csv}}", f"{fit} --test {{semi_csv}}", f"{fit} --task regression",
         "fit {oneclass_csv}", f"{fit} --label text", f"{fit} --test {{good_csv}} --test-fraction 2",
         f"{fit} --adapt-to {{emptydir}}", f"{fit} --source-data {{missing}}", f"{fit} --init {{incomplete}}",

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import interpolate as interpolate_cli
 from .adapt import cli as adapt_cli
 from .augment import cli as augment_cli
+from .auto import cli as auto_cli
 from .backbones import list_models
 from .checks import harden_parser
 from .compare import compare_config
@@ -85,7 +86,8 @@ def _fit_parser(sub) -> None:
                    "with one sub-folder of images per class; --set data.image_size=N resizes) or built-in name (tweets, "
                    "tweets-airline, tweets-self-driving, tweets-deflategate, tweets-apple, digits, promoters, splice, "
                    "amp-tm, amp-uniprot, rrna16s, rrna16s-taxonomy; images: mnist, fashion-mnist, optdigits, mnist-8x8)")
-    f.add_argument("--strategy", default=FitConfig().strategy, help="see `exapt strategies` (default: linear-probe)")
+    f.add_argument("--strategy", default=FitConfig().strategy, help="see `exapt strategies` (default: linear-probe); auto: try cheap "
+                   "candidates, fine-tune the promising few, keep the best on validation (docs/auto.md)")
     f.add_argument("--model", help="alias, HF model folder, scratch:NAME, mlp, or for images cnn / efficientnet-lite0[:SIZE] "
                    "(see `exapt models`; default: minilm-l6, or the --init run's)")
     add_options(f, *FIT_DATA, *FIT_SPLITS, *FIT_TRAINING, *FIT_CLASSES, *FIT_SYNTHETIC)
@@ -97,6 +99,7 @@ def _fit_parser(sub) -> None:
     f.add_argument("--quiet", action="store_true")
     penalty_cli.add_source_options(f)
     adapt_cli.add_options(f)
+    auto_cli.add_options(f)
 
 
 def _run_parsers(sub) -> None:
@@ -159,6 +162,9 @@ def _cmd_fit(a) -> None:
     cfg.validate()  # the options just copied in, against their fields' declared ranges
     for assignment in a.set:
         apply_override(cfg, assignment)
+    if auto_cli.wanted(a):
+        auto_cli.fit(cfg, a, log)
+        return
     fit_config(cfg, out=a.out, overwrite=a.overwrite, progress=not a.quiet, log=log)
 
 

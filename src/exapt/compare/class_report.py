@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..tasks import IMBALANCE_SHARE
 from .formatting import fmt_metric
+from .reliability_report import row_value
 
 PREFIX = "class_"
 SCORES = ("f1", "precision", "recall")
@@ -25,6 +26,7 @@ def row_columns(metrics: dict) -> dict:
         out.update({f"{PREFIX}{name}_{k}": scores[k] for k in (*SCORES, "support")})
     if "calibration" in metrics:
         out["test_ece"] = metrics["calibration"]["ece"]
+    out.update(row_value(metrics))  # the bins, for the report's reliability figure
     return out
 
 

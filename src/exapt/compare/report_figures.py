@@ -11,6 +11,7 @@ import pandas as pd
 from ..figures import png_bytes
 from . import analysis as A
 from . import forgetting_report as F
+from . import reliability_report as R
 
 FIGURE_IDS = ("fig-learning-curve", "fig-gain", "fig-labels-saved", "fig-cost")
 DPI = 110
@@ -53,6 +54,8 @@ def figures(report) -> list[tuple[str, str | None, str, str]]:
                     "time bar gives the share of parameters trained.", ""))
         if F.has_source(report):
             out.append((F.FIGURE_ID, _png(plt, F.figure(report, plt)), F.caption(report), ""))
+        if R.has_reliability(report):
+            out.append((R.FIGURE_ID, _png(plt, R.figure(report, plt)), R.caption(), ""))
     return out
 
 def _x_axis(report, ax, sizes) -> None:

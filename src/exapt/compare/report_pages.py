@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from . import class_report as C
+from . import reliability_report as R
 from . import forgetting_report as F
 from .report_figures import figures
 
@@ -122,6 +123,9 @@ def render_markdown(report) -> str:
             lines += [f"## {_md(F.heading(report))}", "", _md_table(*F.grid(report)), ""]
         if C.has_classes(report):
             lines += [f"## {_md(C.heading(report))}", "", _md_table(*C.grid(report)), ""]
+        if R.has_reliability(report):
+            lines += ["## Reliability of each strategy's best cell", "", _md(R.caption()), "",
+                      _md_table(*R.grid(report), left=2), ""]
         lines += ["## Time and memory", "", _md_table(*report.cost_grid()), "",
                   "## Ranking", "", _md_table(*report.ranking_grid(), left=2), ""]
     lines += ["## Settings", ""] + [f"- {_md(k)}: {_md(v)}" for k, v in report.settings()] + [""]

@@ -1,0 +1,153 @@
+"""What `--strategy auto` tries, in which order, and how it chooses: pure decisions, no
+training (search.py runs them). Every rule here reads only what any data set offers (the
+validation scores of the cheap candidates, the input kind, the training-set size), never
+a figure tuned on one set.
+
+The stages:
+1. cheap: the classical `baseline` and the `linear-probe` on frozen features (seconds);
+2. screen: the fine-tunes the cheap scores point to, each learning rate of a small grid
+   around the strategy's own default, on a shortened schedule (a third of the optimiser
+   steps) so the grid costs about one ordinary fine-tune;
+3. final: the best screened fine-tune again on the full schedule, when it beat the cheap
+   candidates on validation and the budget still holds it.
+The winner is the best validation score of all; a tie goes to the earlier (cheaper) one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+SCREEN_FRACTION = 3      # a screening fit runs 1/3 of the default optimiser steps
+LR_STEP = 3.0            # the grid: default / 3, default, default * 3
+BACKWARD_COST = 3.0      # a training step costs ~3 forward passes (forward + backward)
+SEQUENCE_KINDS = ("dna", "protein")
+
+
+@dataclass
+class Candidate:
+    """One fit auto may launch: a strategy spec, its learning rate (None: the strategy's
+    default) and its schedule (`min_steps` None: the default)."""
+    strategy: str
+    stage: str                         # cheap | screen | final
+    lr: float | None = None
+    min_steps: int | None = None
+    why: str = ""
+    # filled in by search.py
+    status: str = "planned"            # ran | skipped | over budget | failed
+    val: dict = field(default_factory=dict)
+    score: float | None = None
+    seconds: float | None = None
+    estimate: float | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        lr = f"@lr={self.lr:.3g}" if self.lr is not None else ""
+        return f"{self.strategy}{lr}" + (" (screen)" if self.min_steps is not None else "")
+
+    def record(self) -> dict:
+        out = {"candidate": self.label, "strategy": self.strategy, "stage": self.stage, "lr": self.lr,
+               "status": self.status, "why": self.why, "val_score": self.score, "val": self.val,
+               "seconds": self.seconds, "estimated_seconds": self.estimate}
+        if self.min_steps is not None:
+            out["min_steps"] = self.min_steps
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def cheap_candidates() -> list[Candidate]:
+    return [Candidate("baseline", "cheap", why="classical features + logistic regression, C by cross-validation"),
+            Candidate("linear-probe", "cheap", why="logistic regression on the frozen model's features")]
+
+
+def lr_grid(default: float, user_lr: float | None) -> list[float]:
+    """The learning rates to screen, the default first (a budget cut keeps the likeliest);
+    the user's --lr alone when given."""
+    if user_lr is not None:
+        return [user_lr]
+    return [default, default / LR_STEP, default * LR_STEP]
+
+
+def screen_steps(min_steps: int, user_epochs: int | None) -> int | None:
+    """The shortened schedule of a screening fit (None: the user fixed --epochs, keep it)."""
+    return None if user_epochs else max(1, min_steps // SCREEN_FRACTION)
+
+
+def fine_tunes(cheap: dict[str, float | None], kind: str, higher: bool, defaults: dict[str, float]) -> list[tuple]:
+    """[(strategy, why)] to screen, most promising first, from the cheap candidates'
+    validation scores ({"baseline": s, "linear-probe": s}, None when it could not run).
+
+    - a pretrained model that takes the data (the probe ran): `lp-ft` (Kumar et al. 2022:
+      fine-tuning from the fitted probe head distorts good features least);
+    - when the probe does not beat the classical baseline, the frozen features are far
+      from the task and lp-ft's premise fails: `full` too (its own head, larger default
+      rate), put first;
+    - DNA and protein sequences: `baseline-cnn`, a small CNN from scratch (motif detectors
+      fit such data where a pretrained encoder may not), cheap enough to always try."""
+    out = []
+    probe, base = cheap.get("linear-probe"), cheap.get("baseline")
+    if probe is not None:
+        weak = base is not None and not better(probe, base, higher)
+        lp = ("lp-ft", "the probe's head as the start of a full fine-tune (keeps good features)")
+        full = ("full", "the frozen features did no better than the classical baseline on validation, "
+                        "so the encoder must move: all weights, the fine-tune's own head")
+        out += [full, lp] if weak else [lp]
+    if kind in SEQUENCE_KINDS:
+        out.append(("baseline-cnn", "a small 1-D CNN from scratch: motif detectors for sequences"))
+    return [(s, why) for s, why in out if s in defaults]
+
+
+def better(a: float, b: float, higher: bool) -> bool:
+    return a > b if higher else a < b
+
+
+def choose(candidates: list[Candidate], higher: bool) -> Candidate | None:
+    """The best validation score; a tie goes to the earlier candidate (cheaper, launched first)."""
+    best = None
+    for c in candidates:
+        if c.score is not None and math.isfinite(c.score) and (best is None or better(c.score, best.score, higher)):
+            best = c
+    return best
+
+
+def reason(winner: Candidate, candidates: list[Candidate], metric: str, higher: bool) -> str:
+    """Why the winner won, in one sentence, with the runner-up's score."""
+    others = sorted((c for c in candidates if c is not winner and c.score is not None),
+                    key=lambda c: c.score, reverse=higher)
+    tried = sum(c.score is not None for c in candidates)
+    text = f"{winner.label} had the best validation {metric} ({winner.score:.4f}) of the {tried} candidates that ran"
+    if others:
+        tie = " (a tie: the cheaper one is kept)" if others[0].score == winner.score else ""
+        text += f"; next was {others[0].label} ({others[0].score:.4f}){tie}"
+    return text + "."
+
+
+@dataclass
+class Clock:
+    """Predicts a fit's seconds before it is launched. A strategy already run: its measured
+    time, scaled by epochs. Otherwise, for the pretrained model: seconds per forward pass
+    of one example (measured on the probe's validation pass) times the passes a fine-tune
+    makes, plus the fixed costs the probe's fit measured, times the latest measured /
+    predicted ratio of a fine-tune of that model. None: no basis yet (a model of its own)."""
+    per_item: float | None = None
+    overhead: float = 0.0
+    ratio: float = 1.0
+    measured: dict = field(default_factory=dict)   # strategy -> (seconds, epochs)
+
+    def estimate(self, strategy: str, epochs: int, sizes: dict, own_model: bool) -> float | None:
+        if strategy in self.measured:
+            seconds, ran = self.measured[strategy]
+            return seconds * epochs / max(ran, 1)
+        if own_model or self.per_item is None:
+            return None
+        return self._passes(epochs, sizes) * self.ratio
+
+    def learn(self, strategy: str, epochs: int, sizes: dict, measured: float, own_model: bool) -> None:
+        self.measured[strategy] = (measured, epochs)
+        if not own_model and self.per_item is not None:
+            self.ratio = measured / self._passes(epochs, sizes)
+
+    def _passes(self, epochs: int, sizes: dict) -> float:
+        items = epochs * (BACKWARD_COST * sizes["train"] + sizes["val"]) + sizes["test"] + sizes["val"]
+        return self.overhead + items * self.per_item
