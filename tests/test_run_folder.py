@@ -123,7 +123,8 @@ def test_no_module_but_run_folder_names_a_run_file():
                                  RunFolder.CHECKPOINT, RunFolder.FISHER, RunFolder.HISTORY, RunFolder.METRICS)]
     offenders = []
     for path in SRC.rglob("*.py"):
-        if path.name == "run_folder.py":
+        # deploy/predictor.py owns the layout of an export folder, which also has a labels.json
+        if path.name == "run_folder.py" or path.relative_to(SRC).as_posix() == "deploy/predictor.py":
             continue
         text = path.read_text()
         offenders += [f"{path.relative_to(SRC)}: {n}" for n in names if n in text]

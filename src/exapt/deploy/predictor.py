@@ -130,7 +130,7 @@ class ExportPredictor:
             raise ExportFolderError(f"{files.info}: unreadable export.json (no {(missing or ['input.kind'])[0]}); "
                                     "re-run `exapt export`")
         check_files(files, info["files"])
-        task = read_json(files.labels, "labels.json")
+        task = read_json(files.labels, files.LABELS)
         if task.get("task") not in ("classification", "multilabel", "regression"):
             raise ExportFolderError(f"{files.labels}: unknown task {task.get('task')!r}")
         options = ort.SessionOptions()

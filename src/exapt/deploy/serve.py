@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import ExaptError
+from ..run_folder import RunFolder
 from .keys import KeyFile
 from .serve_state import OPTIONS_ENV, ServeOptions
 from .serving_model import is_export
@@ -42,7 +43,7 @@ def check_options(opts: ServeOptions) -> None:
         p = Path(folder)
         if not p.is_dir():
             raise ExaptError(f"{name} {folder}: no such run or export folder")
-        if not is_export(p) and not (p / "config.yaml").is_file():
+        if not is_export(p) and not RunFolder(p).config.is_file():
             raise ExaptError(f"{name} {folder}: neither a run folder (exapt fit --out) nor an export folder (export.json)")
     if not is_loopback(opts.host) and not opts.keys and not opts.insecure:
         raise ExaptError(f"--host {opts.host} is reachable from other machines: give --keys FILE (see `exapt keys add`), "
