@@ -227,5 +227,6 @@ def summary(path: Path) -> str:
             parts.append(f"{p[key]['metric']} {p[key]['pytorch']:.2f} -> {p[key]['exported']:.2f}")
             break
     mark = "  (FORCED: misses parity)" if info.get("forced") else ""
-    return f"exported {info['quantize']['mode']} ONNX ({size:.1f} MB) -> {path}: {', '.join(parts)}{mark}"
+    precision = "fp32" if info["quantize"]["mode"] == "none" else info["quantize"]["mode"]
+    return f"exported {precision} ONNX ({size:.1f} MB) -> {path}: {', '.join(parts)}{mark}"
 
