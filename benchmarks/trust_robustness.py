@@ -191,7 +191,7 @@ def verdicts(rows: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# Robustness: head-only against full fine-tuning, and adversarial fine-tuning", "",
-             (f"Scale: {result['scale']}; {result['machine'].get('cpu', '')}. Seed 0 only. "
+             (f"Scale: {result['scale']}; {result['machine'].get('cpu_cores')} CPU cores (contended). Seed 0 only. "
               "Written by benchmarks/trust_robustness.py."), "",
              "| data | strategy | attack | clean acc (attacked sample) | robust acc | success rate | queries/example | n |",
              "|---|---|---|---|---|---|---|---|"]
