@@ -103,6 +103,35 @@ def probe_run(tmp_path_factory, tiny_bert, tweets_small) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_bert3(tmp_path_factory, minilm_dir) -> Path:
+    """A 3-layer tiny BERT: distil and prune need layers to cut and heads to remove."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert3")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    BertModel(cfg).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory, tiny_bert3, tweets_small) -> Path:
+    """A `full` run of the 3-layer tiny BERT: the teacher distil and prune read (read-only)."""
+    import exapt
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    with pytest.MonkeyPatch.context() as mp:  # same isolated cache as the autouse fixture
+        mp.setenv("EXAPT_CACHE", str(tmp_path_factory.getbasetemp() / "exapt-cache"))
+        exapt.fit(str(tweets_small), "full", str(tiny_bert3), out=out, epochs=2, max_length=32, progress=False,
+                  log=quiet)
+    return out
+
+
 def interrupt_at(mp, spec: str, at_epoch: int) -> None:
     """Make strategy `spec` raise KeyboardInterrupt (Ctrl-C) when epoch `at_epoch` starts
     (0-based): the resume tests' simulated kill. `mp`: a MonkeyPatch; undo() ends it."""

@@ -96,27 +96,6 @@ def test_distil_task_reads_rows_by_index_and_scores_labelled_rows_only():
 
 
 # ---------------------------------------------------------------- tiny runs
-@pytest.fixture(scope="module")
-def tiny_bert3(tmp_path_factory, minilm_dir):
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert3")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    BertModel(cfg).save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory, tiny_bert3, tweets_small):
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    exapt.fit(str(tweets_small), "full", str(tiny_bert3), out=out, epochs=2, max_length=32, progress=False, log=quiet)
-    return out
-
-
 def test_student_of_own_backbone_starts_from_the_fine_tuned_layers(teacher_run, tiny_bert3):
     teacher = load_teacher(teacher_run)
     cfg, student = make_student(teacher, f"{tiny_bert3}@2", DistilSettings())

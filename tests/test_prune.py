@@ -19,27 +19,6 @@ from exapt.run import Run
 from exapt.train.loop import Split
 
 
-@pytest.fixture(scope="module")
-def tiny_bert3(tmp_path_factory, minilm_dir):
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert3")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    BertModel(cfg).save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory, tiny_bert3, tweets_small):
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    exapt.fit(str(tweets_small), "full", str(tiny_bert3), out=out, epochs=2, max_length=32, progress=False, log=quiet)
-    return out
-
-
 def _batch(bb):
     return bb.collate(bb.prepare_inputs(["the flight was late again", "great crew, thanks", "ok"]))
 

@@ -154,18 +154,23 @@ class Run:
     def predict(self, data, batch_size: int = 64) -> pd.DataFrame:
         """One row per input: the prediction and, for classification, each class's probability."""
         table = data if hasattr(data, "inputs") else self._load_table(data, require_label=False)
-        logits = self.logits(table, batch_size)
-        out = pd.DataFrame({"row": table.rows})
-        if table.names is not None:
-            out["file"] = table.names
-        if table.kind == "text":
-            out["text"] = table.inputs
-        out["prediction"] = self.task.decode(logits, self.decision)
-        if self.task.kind != "regression":
-            probs = self.task.probabilities(logits, self.decision)
-            for j, c in enumerate(self.task.classes):
-                out[f"p_{c}"] = np.round(probs[:, j], 6)
-        return out
+        return prediction_frame(table, self.logits(table, batch_size), self.task, self.decision)
+
+
+def prediction_frame(table, logits, task: Task, decision) -> pd.DataFrame:
+    """`predict`'s columns, whoever computed the logits (a run, or an ONNX export of it):
+    row (file, text), prediction, and for classification p_CLASS per class."""
+    out = pd.DataFrame({"row": table.rows})
+    if table.names is not None:
+        out["file"] = table.names
+    if table.kind == "text":
+        out["text"] = table.inputs
+    out["prediction"] = task.decode(logits, decision)
+    if task.kind != "regression":
+        probs = task.probabilities(logits, decision)
+        for j, c in enumerate(task.classes):
+            out[f"p_{c}"] = np.round(probs[:, j], 6)
+    return out
 
 
 def read_decision(folder: RunFolder) -> DecisionRule | None:

@@ -7,14 +7,13 @@ The hidden folder goes when the search ends, finished or not.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import time
 import uuid
 
 from ..backbones.classical import detect_mode
 from ..config import FitConfig
-from ..data import fit_splits, load_data, load_table
+from ..data import MemoLoader, fit_splits, load_table
 from ..errors import ExaptError
 from ..fit import fit_config
 from ..run import Run
@@ -22,19 +21,6 @@ from ..run_folder import RunFolder, publish_run
 from ..strategies import parse_strategy
 from ..tasks import Task, higher_is_better, ranking_metric
 from .plan import Candidate, Clock, better, cheap_candidates, choose, fine_tunes, lr_grid, reason, screen_steps
-
-
-class MemoLoader:
-    """`load_data`, read once per (file, columns) for all candidates."""
-
-    def __init__(self):
-        self.tables = {}
-
-    def __call__(self, source, **kw):
-        key = (str(source), json.dumps(kw, sort_keys=True, default=str))
-        if key not in self.tables:
-            self.tables[key] = load_data(source, **kw)
-        return self.tables[key]
 
 
 def check_budget(minutes) -> float | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import re
 import shutil
 import sys
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..backbones import model_packages
 from ..config import AdaptConfig, ClassesConfig, FitConfig, SourceConfig
-from ..data import fit_splits, load_data, load_table
+from ..data import MemoLoader, fit_splits, load_table
 from ..errors import ExaptError
 from ..executors import parse_executor
 from ..files import atomic_write_text
@@ -96,7 +95,7 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
     sizes = parse_sizes(n_per_class)
     cells = build_cells(base, strategies, sizes, seeds)
     sweep = SweepFolder(out, SETTINGS, CELL_DONE, "compare")
-    loader = _MemoLoader()
+    loader = MemoLoader()
     kind = _check_inputs(cells, loader)  # every user error before the folder is touched
     runner.start(packages=("exapt", *model_packages(base.model)))  # and every cluster error
     try:
@@ -196,19 +195,6 @@ def _announce(comparison: Comparison, log) -> None:
 def _bar(total: int, done: int, progress: bool):
     return tqdm(total=total, initial=done, desc="compare", unit="cell", disable=not progress,
                 dynamic_ncols=True, file=sys.stderr)
-
-
-class _MemoLoader:
-    """`load_data`, read once per (file, columns) for the whole panel."""
-
-    def __init__(self):
-        self.tables = {}
-
-    def __call__(self, source, **kw):
-        key = (str(source), json.dumps(kw, sort_keys=True, default=str))
-        if key not in self.tables:
-            self.tables[key] = load_data(source, **kw)
-        return self.tables[key]
 
 
 def _check_inputs(cells: list[Cell], loader) -> str:
@@ -325,7 +311,7 @@ _PROCESS_LOADER = []
 def _process_loader():
     """A cluster worker's own memo of the data tables, kept across the cells it runs."""
     if not _PROCESS_LOADER:
-        _PROCESS_LOADER.append(_MemoLoader())
+        _PROCESS_LOADER.append(MemoLoader())
     return _PROCESS_LOADER[0]
 
 

@@ -14,6 +14,7 @@ surfaces as a one-line `ExaptError` that names the file, row, column or option.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "load_builtin",
     "load_data",
     "load_table",
+    "MemoLoader",
     "fit_splits",
     "read_table",
     "sample_per_class",
@@ -93,6 +95,20 @@ def load_data(source: str | os.PathLike, *, text: str | Sequence[str] | None = N
     if close and not path.suffix:
         hint = f"; did you mean {close[0]!r}?"
     raise ExaptError(f"data file not found: {source} (built-in data sets: {names}){hint}")
+
+
+class MemoLoader:
+    """`load_data`, each (file, columns) read once: a compare panel or an auto search reads
+    the same table for every cell / candidate."""
+
+    def __init__(self):
+        self.tables = {}
+
+    def __call__(self, source, **kw):
+        key = (str(source), json.dumps(kw, sort_keys=True, default=str))
+        if key not in self.tables:
+            self.tables[key] = load_data(source, **kw)
+        return self.tables[key]
 
 
 def load_table(data, loader=load_data) -> Table:

@@ -71,7 +71,9 @@ class DistilTask:
     primary_metric = property(lambda self: self.task.primary_metric)
     higher_is_better = property(lambda self: self.task.higher_is_better)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, weight=None) -> torch.Tensor:
+        # the loop passes per-row weights only for --synthetic rows, which a distillation never has
+        assert weight is None, "distillation rows carry no loss weights"
         idx = targets.long().cpu()
         dev = logits.device
         return distil_loss(logits, self.teacher[idx].to(dev), self.labels[idx].to(dev), self.labelled[idx].to(dev),

@@ -14,6 +14,7 @@ import torch
 from ..data import load_data
 from ..decision import DecisionRule
 from ..errors import ExaptError
+from ..run import prediction_frame
 from ..tasks import Task
 from .predictor import ExportFiles, ExportFolderError, ExportPredictor
 
@@ -82,16 +83,5 @@ class ExportedRun:
     def predict(self, data) -> pd.DataFrame:
         """The columns of `Run.predict`: row (file, text), prediction, p_CLASS."""
         table = data if hasattr(data, "inputs") else self.load_table(data, require_label=False)
-        logits = self.logits(table)
-        out = pd.DataFrame({"row": table.rows})
-        if table.names is not None:
-            out["file"] = table.names
-        if table.kind == "text":
-            out["text"] = table.inputs
-        out["prediction"] = self.task.decode(logits, self.decision)
-        if self.task.kind != "regression":
-            probs = self.task.probabilities(logits, self.decision)
-            for j, c in enumerate(self.task.classes):
-                out[f"p_{c}"] = np.round(probs[:, j], 6)
-        return out
+        return prediction_frame(table, self.logits(table), self.task, self.decision)
 
