@@ -19,7 +19,7 @@ from .adapt.target import load_target
 from .backbones import check_input_kind, input_size, model_max_length
 from .config import FitConfig, parse_synthetic_weights, resume_overrides, split_columns
 from .data import Table, fit_splits, load_data, load_table
-from .data.synthetic import K0, effective_sizes, join, load_synthetic
+from .data.synthetic import K0, effective_sizes, join, synthetic_for_fit
 from .errors import ExaptError
 from .forgetting import Forgetting, forgetting_lines, forgetting_metrics
 from .mlm_source import load_mlm_source
@@ -33,7 +33,7 @@ from .tasks import Task
 from .threads import configure_threads
 from .train.features import FeatureCache, encode
 from .train.loop import Split, predict_logits, prefix_split, train
-from .train.privacy import check_private, private_probe
+from .train.privacy import check_private, privacy_line, private_probe
 
 # fit()'s flat names for the options of the source and adapt sections
 _SECTION_OPTIONS = {"source_data": ("source", "data"), "source_text": ("source", "text"),
@@ -143,7 +143,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     names = strategy.extra_probe_examples(tables["train"], task.classes, cfg.strategy)
     targets = {name: task.encode(t.labels, t.rows, t.source) for name, t in tables.items()}
     class_counts = prepare_classes(cfg, task, table, tables, targets)
-    synthetic = _load_synthetic(cfg, task, tables)
+    synthetic = synthetic_for_fit(cfg.data, task.kind, task.classes, tables)
     start = {**init.state, **init.head} if init is not None else None
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
     bb = model.backbone
@@ -164,18 +164,6 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
                       mlm=load_mlm_source(cfg, model), has_init=init is not None, target=target)
     penalties.check(context)
     return _Prepared(task, tables, targets, model, penalties, context, init, target, names, class_counts, synthetic)
-
-
-def _load_synthetic(cfg: FitConfig, task: Task, tables: dict):
-    """--synthetic: its rows that may train this fit (docs/augment.md), checked before the run folder exists."""
-    if not cfg.data.synthetic:
-        return None
-    if task.kind != "classification":
-        raise ExaptError(f"--synthetic needs a single-label classification task (this is {task.kind})")
-    if len(parse_synthetic_weights(cfg.data.synthetic_weight)) > 1 and not len(tables["val"]):
-        raise ExaptError("--synthetic-weight with several values chooses ALPHA on validation; "
-                         "--val-fraction 0 leaves none")
-    return load_synthetic(cfg.data, tables["train"], [tables["val"], tables["test"]], task.classes)
 
 
 def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool = False,
@@ -222,20 +210,11 @@ def fit_config(cfg: FitConfig, out=None, resume: bool = False, overwrite: bool =
         log(f"target test ({cfg.adapt.data}, {metrics['n_target_test']} rows): "
             f"{', '.join(f'{k} {v:.4f}' for k, v in metrics['target_test'].items())}; "
             f"model selection: {metrics['model_selection']['described']}")
-    for line in [summary_line(metrics), *forgetting_lines(metrics), _privacy_line(metrics)]:
+    for line in [summary_line(metrics), *forgetting_lines(metrics), privacy_line(metrics)]:
         if line:
             log(line)
     prep.model.eval()
     return Run(path, cfg, prep.task, prep.model, result["decision"])
-
-
-def _privacy_line(metrics: dict) -> str:
-    r = metrics.get("privacy")
-    if not r:
-        return ""
-    return (f"private ({r['accountant']} accountant): epsilon {r['epsilon']:.3g} of {r['target_epsilon']:g}, "
-            f"delta {r['delta']:.2g}, noise multiplier {r['noise_multiplier']:.3g}, clip {r['clip']:g}, "
-            f"sampling rate {r['sample_rate']:.3g}, {r['steps']} steps")
 
 
 def _labels_json(prep: _Prepared) -> dict:

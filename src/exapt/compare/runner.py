@@ -9,7 +9,6 @@ checkpoint, and a folder whose configuration differs from the panel's is never m
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import re
 import shutil
@@ -35,6 +34,7 @@ from ..penalties import parse_penalties
 from ..run_folder import RunFolder
 from ..source import load_init, load_source_data
 from ..strategies import parse_strategy
+from ..train.optim import release_freed_memory
 from ..sweep_folder import SweepFolder
 from ..tasks import Task, higher_is_better, ranking_metric
 from ..version import __version__
@@ -292,7 +292,7 @@ def run_cell(out: Path, cell: Cell, keep_weights: bool = False, progress: bool =
     if not keep_weights:  # a full model is ~90 MB per cell; the panel needs only the metrics
         sweep.drop_weights(cell.name)
     gc.collect()
-    _trim()
+    release_freed_memory()
     return row
 
 
@@ -387,10 +387,3 @@ def _peak_memory_mb() -> float:
         return round(int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024, 1)
     except (OSError, AttributeError):
         return float("nan")
-
-
-def _trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass

@@ -23,6 +23,7 @@ import torch
 
 from exapt.data.columns import Table, select_columns
 from exapt.data.readers import read_table
+from exapt.config import parse_synthetic_weights
 from exapt.errors import ExaptError
 
 SOURCE_ROW = "source_row"   # the column naming the real row a synthetic row was made from
@@ -123,3 +124,16 @@ def effective_sizes(classes: list[str], real_labels, synthetic: Synthetic, alpha
         n_real, n_synth = real.count(c), synth.count(c)
         out[c] = {"n_real": n_real, "n_synth": n_synth, "n_eff": K0 + n_real + alpha * n_synth}
     return out
+
+
+def synthetic_for_fit(data, kind: str, classes, tables: dict):
+    """--synthetic: its rows that may train this fit (docs/augment.md), checked before the
+    run folder exists; None without --synthetic. `data`: the fit's DataConfig."""
+    if not data.synthetic:
+        return None
+    if kind != "classification":
+        raise ExaptError(f"--synthetic needs a single-label classification task (this is {kind})")
+    if len(parse_synthetic_weights(data.synthetic_weight)) > 1 and not len(tables["val"]):
+        raise ExaptError("--synthetic-weight with several values chooses ALPHA on validation; "
+                         "--val-fraction 0 leaves none")
+    return load_synthetic(data, tables["train"], [tables["val"], tables["test"]], classes)

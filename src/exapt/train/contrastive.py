@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ExaptError
-from .loop import fused_adamw, linear_warmup_decay
+from .optim import fused_adamw, linear_warmup_decay
 
 
 def contrastive_pairs(labels, total: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

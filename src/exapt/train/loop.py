@@ -11,8 +11,6 @@ the gradients, so N processes reproduce the single-process run up to float round
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from ..files import WriteError, load_tensors, remove_stale_temporaries
 from ..run_folder import RunFolder
 from .batches import Step, epoch_batches, eval_batches
 from .checkpoint import optimizer_from_tensors, set_rng_state
+from .optim import fused_adamw, linear_warmup_decay, release_freed_memory
 from .privacy import PrivatePlan, PrivateTraining, batchnorm_eval, frozen_for_privacy
 from .state import NonFiniteLoss, retune
 from .state import copy_into as _copy_into
@@ -91,46 +90,6 @@ def predict_logits(model, split: Split, batch_size: int = 64, device="cpu", forw
         out[torch.as_tensor(idx)] = logits
     model.train(was)
     return out
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS after each step (glibc): batches of varying
-    length otherwise fragment the heap and the process's RSS creeps up step after step."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def fused_adamw(groups: list[dict]) -> torch.optim.AdamW:
-    """The fused kernel: on CPU, PyTorch's default (one tensor at a time) AdamW costs
-    ~1 s per step on a 22M-parameter model; fused does the same update in ~0.04 s."""
-    try:
-        return torch.optim.AdamW(groups, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.AdamW(groups, foreach=True)
-
-
-def linear_warmup_decay(total: int, warmup: float):
-    """A LambdaLR factor: linear warm-up over the first `warmup` of `total` steps, then
-    linear decay to 0 (the main loop's schedule; the contrastive stage uses it too)."""
-    warm = int(total * warmup)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    return f
 
 
 @dataclass

@@ -197,3 +197,12 @@ def private_probe(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor
     head.eval()
     return {"probe_epochs": epochs, "privacy": plan.record()}
 
+
+def privacy_line(metrics: dict) -> str:
+    """fit's summary line of a private run's budget ("" for a run without --privacy)."""
+    r = metrics.get("privacy")
+    if not r:
+        return ""
+    return (f"private ({r['accountant']} accountant): epsilon {r['epsilon']:.3g} of {r['target_epsilon']:g}, "
+            f"delta {r['delta']:.2g}, noise multiplier {r['noise_multiplier']:.3g}, clip {r['clip']:g}, "
+            f"sampling rate {r['sample_rate']:.3g}, {r['steps']} steps")
