@@ -47,12 +47,19 @@ def test_every_module_of_a_plugin_package_is_found(package, registry, kind):
     assert modules == registered
 
 
-@pytest.mark.parametrize("name", [n for n, cls in BACKBONES.items() if not cls.catch_all])
+# "shaped" names no model of its own: it claims NAME@K of the other families' names (below)
+@pytest.mark.parametrize("name", [n for n, cls in BACKBONES.items() if not cls.catch_all and n != "shaped"])
 def test_a_family_claims_its_own_names_and_their_scratch_twins(name):
     family = family_of(name)
     assert family.name == name and family_of(f"scratch:{name}").name == name
     assert family_of(f"{name}:1").name == name
     assert family.input_kind in ("text", "image", "features") and family.rows()
+
+
+def test_a_layer_cut_of_an_encoder_belongs_to_the_shaped_family():
+    for spec in ("minilm-l6@3", "scratch:minilm-l6@3", "/models/my-bert@2:heads=4-3"):
+        assert family_of(spec).name == "shaped"
+    assert family_of("minilm-l6").name != "shaped" and family_of("cnn@3").name != "shaped"
 
 
 def test_names_no_family_claims_go_to_the_hugging_face_family():
