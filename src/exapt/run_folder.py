@@ -155,6 +155,7 @@ class RunFolder:
 
     def write_distil(self, record: dict) -> None:
         atomic_write_text(self.distil, json.dumps(record, indent=2) + "\n")
+
     def write_audit(self, report: dict, roc_png: bytes) -> None:
         """A membership-inference audit of the finished run: the figure first, the report last."""
         atomic_write_bytes(self.audit_roc, roc_png)
