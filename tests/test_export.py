@@ -135,6 +135,7 @@ def test_int8_records_its_settings_and_refuses_what_misses_parity(lp_export, tmp
     q = info["quantize"]
     assert q["mode"] == "int8" and q["per_channel"] is True
     assert q["reduce_range"] == (not q["instruction_set"]["vnni"])
+    assert q["recipe"] == "dynamic"
     assert info["parity"]["int8"]["rows"] == run.metrics["n_test"] and "agreement" in info["parity"]["int8"]
     # a parity target no model can meet: refused in one line, nothing written; --force marks it
     monkeypatch.setattr(export_parity, "MIN_AGREEMENT", 1.01)
@@ -271,3 +272,33 @@ def test_real_minilm_tweets_run_exports_fp32_and_int8(tweets_small, tweets_test_
     assert int8["optimize"]["applied"] and int8["parity"]["failures"] == []
     size = lambda d: (d / "model.onnx").stat().st_size
     assert size(tmp_path / "int8") <= 0.3 * size(tmp_path / "fp32")
+
+
+def test_rowwise_table_is_int8_per_row_and_looks_up_what_fp32_did():
+    """The `rowwise` int8 recipe's embedding tables: q = round(w / s) with s = max|row| / 127,
+    looked up by Gather -> Cast -> Mul(row scale); every value within s / 2 of fp32."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exapt.deploy.export_int8 import quantize_rows, rowwise_tables
+
+    rng = np.random.default_rng(0)
+    table = (rng.normal(size=(100, 8)) * rng.uniform(0.01, 5, size=(100, 1))).astype(np.float32)
+    table[7] = 0.0                                     # an all-zero row keeps a usable scale
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["out"], axis=0)], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 8])],
+                              [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert rowwise_tables(model) == ["table"]
+    onnx.checker.check_model(model)
+    kinds = {i.name: i.data_type for i in model.graph.initializer}
+    assert kinds == {"table_int8": TensorProto.INT8, "table_row_scale": TensorProto.FLOAT}
+    ids = np.array([0, 7, 42, 99, 42], dtype=np.int64)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(["out"], {"ids": ids})[0]
+    q, scale = quantize_rows(table)
+    assert np.allclose(scale[:, 0], np.where(np.abs(table).max(1) > 0, np.abs(table).max(1) / 127, 1.0))
+    assert np.all(np.abs(got - table[ids]) <= scale[ids] / 2 + 1e-7)
+    assert np.array_equal(got[1], np.zeros(8, np.float32)) and np.abs(q).max() == 127

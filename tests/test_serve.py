@@ -396,3 +396,43 @@ def test_kill_9_of_a_worker_under_load(runs, tmp_path):
         assert f"worker {sorted(pids)[0]} ended (exit -9); starting another" in srv.log.read_text()
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------------------- an export folder
+def test_export_folder_served_answers_as_exapt_predict_does(runs, tmp_path):
+    """`exapt export` (fp32) of the tweets probe, served by onnxruntime: the same answers as
+    `exapt predict EXPORT`, the export's parity on /v1/model, and a drift monitor whose
+    reference is the export's embeddings of the source run's test split."""
+    export = tmp_path / "probe-onnx"
+    assert main(["export", str(runs[0]), "--out", str(export)]) == 0
+    texts = home_tweets(30, seed=5)
+    data = tmp_path / "texts.csv"
+    pd.DataFrame({"text": texts}).to_csv(data, index=False)
+    assert main(["predict", str(export), str(data), "-o", str(tmp_path / "pred.csv")]) == 0
+    expected = pd.read_csv(tmp_path / "pred.csv")
+    srv = Server([str(export), "--window", "25"], tmp_path / "export.log")
+    try:
+        srv.wait_ready()
+        served = httpx.get(srv.url + "/v1/model", timeout=30).json()
+        name = served["default"]
+        model = served["models"][name]
+        assert model["kind"] == "export" and model["strategy"] == "linear-probe"
+        parity = json.loads((export / "export.json").read_text())["parity"]
+        assert model["export_parity"] == parity and parity["fp32"]["max_abs_logit_diff"] <= 1e-4
+        r = httpx.post(srv.url + "/v1/predict", json={"inputs": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"]["export"] == str(export)
+        for got, (_, row) in zip(body["predictions"], expected.iterrows()):
+            assert got["label"] == row["prediction"]
+            for c, p in got["probabilities"].items():
+                assert abs(p - row[f"p_{c}"]) < 2e-4   # padding inside a merged batch moves the 6th decimal at most
+        bad = httpx.post(srv.url + "/v1/predict", json={"inputs": ["fine", "  "]}, timeout=30)
+        assert bad.status_code == 422 and "row 2" in one_line_error(bad)
+        deadline, drift = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and not drift.get("windows"):
+            drift = httpx.get(srv.url + "/v1/drift", timeout=30).json()["models"][name]
+            time.sleep(0.2)
+        assert drift["windows"] >= 1 and "held-out rows of tweets" in drift["reference"]
+    finally:
+        srv.stop()

@@ -32,13 +32,13 @@ from ..run_folder import check_can_be_folder
 from ..strategies import parse_strategy
 from ..version import __version__
 from . import export_parity as parity
+from .export_int8 import quantize_int8
 from .export_onnx import (
     OUTPUTS,
     cpu_instructions,
     example_inputs,
     graph_model,
     optimize_graph,
-    quantize_int8,
     write_graph,
 )
 from .exported_run import table_logits

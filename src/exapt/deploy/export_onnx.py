@@ -6,10 +6,11 @@ torch 2.13's default exporter (dynamo) from a batch of at least two examples: a 
 dimension whose example size is 0 or 1 would be fixed by the exporter. If that exporter
 cannot trace a model, the TorchScript one is tried, and export.json says which wrote it.
 
-int8 is onnxruntime's dynamic quantization: weights int8 per output channel,
-activations quantised at run time. Without VNNI (AVX-512 VNNI or AVX-VNNI) the u8 x s8
-multiply-add saturates, so there weights use 7 bits (`reduce_range`), as onnxruntime's
-documentation advises; the instruction set is read at export time, not assumed.
+int8 (export_int8.py) is onnxruntime's dynamic quantization of the matrix products
+(weights int8 per output channel, activations quantised at run time) with the embedding
+tables int8 per row. Without VNNI (AVX-512 VNNI or AVX-VNNI) the u8 x s8 multiply-add
+saturates, so there weights use 7 bits (`reduce_range`), as onnxruntime's documentation
+advises; the instruction set is read at export time, not assumed.
 """
 from __future__ import annotations
 
@@ -135,21 +136,6 @@ def cpu_instructions() -> dict:
     found = [f for f in ("avx2", "fma", "avx512f", "avx512bw", *VNNI_FLAGS) if f in flags]
     return {"machine": platform.machine(), "vnni": any(f in flags for f in VNNI_FLAGS), "flags": found,
             "source": "/proc/cpuinfo"}
-
-
-def quantize_int8(src: Path, dst: Path, isa: dict) -> dict:
-    """onnxruntime dynamic quantization; reduce_range unless the CPU has VNNI (or is unknown)."""
-    from onnxruntime.quantization import (  # heavy: imported on first use
-        QuantType,
-        quantize_dynamic,
-    )
-
-    settings = {"method": "onnxruntime dynamic", "weight_type": "QInt8", "per_channel": True,
-                "reduce_range": not isa.get("vnni")}
-    with quiet_logging():  # its advice to pre-process goes to the root logger on every call
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=settings["per_channel"],
-                         reduce_range=settings["reduce_range"])
-    return settings
 
 
 def optimize_graph(src: Path, dst: Path, backbone) -> dict:

@@ -22,7 +22,7 @@ from .monitor import (DEFAULT_ALPHA, DEFAULT_PATIENCE, DEFAULT_PERMUTATIONS, DEF
                       DriftMonitor, build_reference)
 from .serve_batching import Batcher
 from .serve_metrics import ServeMetrics
-from .serving_model import RunPredictor, load_predictor
+from .serving_model import load_predictor
 
 log = logging.getLogger("exapt.serve")
 OPTIONS_ENV = "EXAPT_SERVE_OPTIONS"   # how a uvicorn worker receives the options
@@ -135,7 +135,10 @@ class ServeState:
         if predictor.input_kind in warm:
             predictor.outputs(predictor.prepare(warm[predictor.input_kind]))
         monitor = None
-        if self.opts.monitor and isinstance(predictor, RunPredictor):
+        if self.opts.monitor and predictor.config is None:   # an export whose source run folder is gone
+            log.warning("[%s] drift monitoring off: the reference is the source run's test split, and its "
+                        "folder %s is gone", name, getattr(predictor, "source", "?"))
+        elif self.opts.monitor:
             ref = build_reference(predictor, self.opts.reference_size)
             monitor = DriftMonitor(ref, window=self.opts.window, alpha=self.opts.alpha, patience=self.opts.patience,
                                    test=self.opts.drift_test, permutations=self.opts.permutations,

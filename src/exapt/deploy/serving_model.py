@@ -11,35 +11,27 @@ copy of the base weights: a `SharedBase` keeps one model and each member's own t
 Tensors of a LoRA run are a few hundred kilobytes, so the switch costs far less than the
 pass; members must save the same tensor names and shapes (the same strategy and head).
 
-An export folder (recognised by its export.json) is served through
-`exapt.deploy.predictor.ExportPredictor`, looked up when such a folder is given, so this
-module works whether or not that exporter is installed.
+An export folder (recognised by its export.json) is served by onnxruntime through
+`ExportPredictor`: its own input spec, its graph's logits and embedding, and its own
+`probabilities` / `decide`, which apply the source run's decision rule as `exapt predict
+EXPORT` does. Its drift reference is built as a run's is (monitor.build_reference), from
+the export's embeddings of the source run's test split, while that run folder exists.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import importlib
-import importlib.util
-import io
 import threading
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ..data.columns import select_columns
-from ..data.images import as_images, resize_images
 from ..errors import ExaptError
 from ..run import Run, read_decision
 from ..run_folder import RunFolder
 from ..tasks import Task
-
-EXPORT_MARKER = "export.json"
-EXPORT_MODULE = "exapt.deploy.predictor"
-SOURCE = "request"  # how a request's inputs are named in error messages ("request: row 2, ...")
+from .predictor import ExportFiles, ExportFolderError, ExportPredictor
+from .serve_inputs import SOURCE, feature_inputs, image_inputs, text_inputs
 
 
 class Predictor(Protocol):
@@ -70,68 +62,6 @@ def answers_from(task: Task, logits: np.ndarray, decision=None) -> list[dict]:
         else:
             rows.append({"label": label, "probabilities": named})
     return rows
-
-
-# ============================================================================ request inputs
-def text_inputs(inputs: list) -> list[str]:
-    for i, v in enumerate(inputs, start=1):
-        if not isinstance(v, str):  # a number would pass as its decimal text: the caller meant something else
-            raise ExaptError(f"{SOURCE}: row {i}, column 'text': expected text, got a {_json_type(v)}")
-    return select_columns(pd.DataFrame({"text": inputs}), source=SOURCE, text="text", label=None,
-                          require_label=False).inputs
-
-
-def feature_inputs(inputs: list, names: list[str]) -> np.ndarray:
-    rows = []
-    for i, v in enumerate(inputs, start=1):
-        if isinstance(v, dict):
-            unknown = sorted(set(v) - set(names))
-            if unknown:
-                raise ExaptError(f"{SOURCE}: row {i}: unknown feature {unknown[0]!r} (the run takes {', '.join(names[:10])})")
-            v = [v.get(n) for n in names]
-        if not isinstance(v, list):
-            raise ExaptError(f"{SOURCE}: row {i}: expected a list of {len(names)} numbers, got a {_json_type(v)}")
-        if len(v) != len(names):
-            raise ExaptError(f"{SOURCE}: row {i} has {len(v)} values; the run takes {len(names)} features "
-                             f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
-        if any(isinstance(x, (list, dict, bool)) for x in v):
-            raise ExaptError(f"{SOURCE}: row {i}: features must be numbers")
-        rows.append(v)
-    df = pd.DataFrame(rows, columns=names, dtype=object)
-    return select_columns(df, source=SOURCE, features=list(names), label=None, require_label=False).inputs
-
-
-def image_inputs(inputs: list, shape: tuple[int, int, int] | None) -> np.ndarray:
-    """Base64 PNG/JPEG strings -> float32 [N, C, H, W] in [0, 1], in the run's channels and size."""
-    from PIL import Image  # heavy: imported on first use
-
-    mode = "L" if shape is not None and shape[0] == 1 else "RGB"
-    arrays = []
-    for i, v in enumerate(inputs, start=1):
-        if not isinstance(v, str) or not v.strip():
-            raise ExaptError(f"{SOURCE}: row {i}: expected an image as a base64 PNG or JPEG string")
-        try:
-            raw = base64.b64decode(v.split(",", 1)[-1] if v.startswith("data:") else v, validate=True)
-            with Image.open(io.BytesIO(raw)) as im:
-                if im.format not in ("PNG", "JPEG"):
-                    raise ValueError(f"{im.format} is not PNG or JPEG")
-                im = im.convert(mode)
-                if shape is not None and im.size != (shape[2], shape[1]):
-                    im = im.resize((shape[2], shape[1]), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
-        except (binascii.Error, ValueError, OSError, Image.DecompressionBombError) as e:
-            raise ExaptError(f"{SOURCE}: row {i}: not a readable image ({str(e).splitlines()[0][:120]})") from None
-        arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    sizes = {a.shape for a in arrays}
-    if len(sizes) > 1:
-        raise ExaptError(f"{SOURCE}: images differ in size ({', '.join(str(s[1:]) for s in sorted(sizes))}); "
-                         "send images of one size")
-    return as_images(np.stack(arrays), SOURCE, "inputs")
-
-
-def _json_type(v) -> str:
-    return {dict: "JSON object", list: "list", type(None): "null", bool: "boolean", int: "number",
-            float: "number", str: "string"}.get(type(v), type(v).__name__)
 
 
 # ============================================================================ run folders
@@ -250,60 +180,108 @@ def join(base: SharedBase, folder: RunFolder, name: str) -> RunPredictor | None:
 
 # ============================================================================ export folders
 def is_export(path) -> bool:
-    return (Path(path) / EXPORT_MARKER).is_file()
+    return ExportFiles(path).is_export()
 
 
-def export_available() -> bool:
-    return importlib.util.find_spec(EXPORT_MODULE) is not None
+class GraphKey:
+    """The cache key monitor.build_reference asks a predictor's `folder` for: here the
+    graph's sha256, so an int8 export's reference is not an fp32 one's."""
+
+    def __init__(self, sha256: str):
+        self.sha256 = sha256
+
+    def weights_sha256(self) -> str:
+        return self.sha256
 
 
 class ExportAdapter:
-    """An `ExportPredictor` (onnxruntime) behind the same interface: inputs are checked
-    here as for a run, the forward pass is the export's, answers are decided from its
-    logits (argmax / sigmoid 0.5 / the value, as its task says)."""
+    """An `ExportPredictor` (onnxruntime) behind the server's interface. Requests are
+    checked here as for a run, prepared by the export's own input spec (tokenizer, feature
+    count, image shape), and answered by the export's `probabilities` / `decide`.
 
-    def __init__(self, name: str, path: Path, export):
+    For the drift reference it offers what monitor.build_reference reads of a run
+    predictor: `config` (the source run's, None when that folder is gone: then no
+    monitoring), `folder.weights_sha256()` and `backbone.prepare_inputs`."""
+
+    def __init__(self, name: str, path: Path, export: ExportPredictor):
         self.name, self.path, self.export = name, Path(path), export
-        self.task, self.labels = export.task, list(export.labels)
-        info = export.info()
-        self.input_kind = info.get("input_kind", "text")
-        self.features = info.get("features") or []
-        self.task_obj = Task(self.task, self.labels) if self.task != "regression" else Task.from_json(
-            info.get("labels_json", {"task": "regression", "mean": 0.0, "std": 1.0}))
+        self.meta = export.info()
+        spec = self.meta["input"]
+        self.input_kind, self.shape = spec["kind"], tuple(int(d) for d in spec.get("shape") or ())
+        self.task, self.labels = export.task, list(export.labels or [])
+        names = list(self.meta.get("data", {}).get("features") or [])
+        n = self.shape[0] if self.input_kind == "features" else 0
+        self.features = names if len(names) == n else [f"x{i + 1}" for i in range(n)]
+        self.pad_id = int(spec.get("pad_id") or 0)
+        self.source = Path(self.meta.get("source_run", {}).get("path") or "")
+        folder = RunFolder(self.source) if self.source.name else None
+        self.config = folder.read_config() if folder is not None and folder.is_complete() else None
+        self.folder = GraphKey(self.meta["files"].get(ExportFiles.MODEL, ""))
+        self.backbone = self   # build_reference prepares the test split through backbone.prepare_inputs
 
     def info(self) -> dict:
-        info = dict(self.export.info())
+        src, meta = self.meta.get("source_run", {}), self.meta
         return {"name": self.name, "kind": "export", "path": str(self.path), "task": self.task,
-                "labels": self.labels, "input_kind": self.input_kind, "base_model": info.get("base_model"),
-                "strategy": info.get("strategy"), "test_metrics": info.get("test_metrics", {}),
-                "export_parity": info.get("parity"), "export": info}
+                "labels": self.labels, "input_kind": self.input_kind, "base_model": src.get("model"),
+                "base_model_sha256": meta.get("base_model", {}).get("sha256"), "strategy": src.get("strategy"),
+                "data": str(self.config.data.source) if self.config is not None else None,
+                "test_metrics": src.get("test_metrics", {}), "export_parity": meta.get("parity"),
+                "export": {"source_run": src.get("path"), "quantize": meta.get("quantize"),
+                           "optimize": meta.get("optimize"), "graph": meta.get("graph"),
+                           "forced": meta.get("forced", False), "versions": meta.get("versions")}}
 
     def identity(self) -> dict:
-        return {"name": self.name, "export": str(self.path)}
+        return {"name": self.name, "export": str(self.path), "strategy": self.meta.get("source_run", {}).get("strategy"),
+                "base_model": self.meta.get("source_run", {}).get("model")}
 
     def prepare(self, inputs: list) -> list:
+        """Checked inputs -> one graph-ready array per input (token ids, a feature row, an image)."""
         if self.input_kind == "text":
-            return text_inputs(inputs)
+            return self.prepare_inputs(text_inputs(inputs))
         if self.input_kind == "features":
-            return list(feature_inputs(inputs, self.features))
-        return list(image_inputs(inputs, None))
+            return self.prepare_inputs(feature_inputs(inputs, self.features))
+        return list(image_inputs(inputs, self.shape or None))
+
+    def prepare_inputs(self, values) -> list:
+        """Texts (tokenised by the export's tokenizer) or arrays, one item per input."""
+        if self.input_kind != "text":
+            return [np.asarray(v, dtype=np.float32) for v in values]
+        try:
+            feeds = self.export.prepare(list(values))
+        except ValueError as e:   # a sequence letter the model does not know, as the CLI words it
+            raise ExaptError(f"{SOURCE}: {e}") from None
+        lengths = feeds["attention_mask"].sum(axis=1)
+        return [ids[:n] for ids, n in zip(feeds["input_ids"], lengths)]
 
     def outputs(self, items: list) -> dict[str, np.ndarray]:
-        out = self.export.outputs(items if self.input_kind == "text" else np.stack(items))
+        if self.input_kind == "text":
+            width = max(len(x) for x in items)
+            ids = np.full((len(items), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(items), width), dtype=np.int64)
+            for i, row in enumerate(items):
+                ids[i, :len(row)], mask[i, :len(row)] = row, 1
+            out = self.export.run({"input_ids": ids, "attention_mask": mask})
+        else:
+            out = self.export.run({"x": np.ascontiguousarray(np.stack(items), dtype=np.float32)})
         return {"logits": np.asarray(out["logits"], np.float32), "embedding": np.asarray(out["embedding"], np.float32)}
 
     def answers(self, logits: np.ndarray) -> list[dict]:
-        return answers_from(self.task_obj, logits)
+        """As `exapt predict EXPORT` answers: the export's probabilities and decision rule."""
+        probs = self.export.probabilities(logits)
+        if self.task == "regression":
+            return [{"value": float(v)} for v in probs]
+        named = [{c: round(float(x), 6) for c, x in zip(self.labels, row)} for row in probs]
+        if self.task == "multilabel":
+            return [{"labels": [c for c, x in zip(self.labels, row) if x >= 0.5], "probabilities": n}
+                    for row, n in zip(probs, named)]
+        return [{"label": self.labels[k], "probabilities": n} for k, n in zip(self.export.decide(logits), named)]
 
 
 def load_export(path, name: str) -> ExportAdapter:
-    """The export folder through exapt.deploy.predictor, imported only now (it ships with
-    `exapt export`; without it an export folder cannot be served)."""
-    if not export_available():
-        raise ExaptError(f"{path} is an export folder, but this exapt cannot run exports ({EXPORT_MODULE} is "
-                         "missing); serve the run folder it was exported from instead")
-    module = importlib.import_module(EXPORT_MODULE)
-    return ExportAdapter(name, Path(path), module.ExportPredictor.load(path))
+    try:
+        return ExportAdapter(name, Path(path), ExportPredictor.load(path))
+    except ExportFolderError as e:
+        raise ExaptError(str(e)) from None
 
 
 def load_predictor(path, name: str = "default", shared: list[SharedBase] | None = None):
