@@ -38,12 +38,16 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
+    return _save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, layers=2, heads=2)
+
+
+def _save_tiny_bert(out: Path, minilm_dir: Path, layers: int, heads: int) -> Path:
+    """A BERT of width 32, seeded, with MiniLM's vocabulary and tokenizer, saved to `out`."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    out = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
     BertModel(cfg).save_pretrained(out)
@@ -106,17 +110,7 @@ def probe_run(tmp_path_factory, tiny_bert, tweets_small) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert3(tmp_path_factory, minilm_dir) -> Path:
     """A 3-layer tiny BERT: distil and prune need layers to cut and heads to remove."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert3")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    BertModel(cfg).save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(out)
-    return out
+    return _save_tiny_bert(tmp_path_factory.mktemp("tiny-bert3"), minilm_dir, layers=3, heads=4)
 
 
 @pytest.fixture(scope="session")
