@@ -296,6 +296,7 @@ def _case_table() -> list[tuple[str, str]]:
         "fit {good_csv} --privacy epsilon=8,delta=2", "fit {good_csv} --privacy epsilon=8,clip=0",
         "fit {good_csv} --privacy epsilon=8,noise=1", "fit {good_csv} --strategy lp-ft --privacy epsilon=8",
         "fit {good_csv} --strategy prefix --privacy 8", "fit {good_csv} --strategy full --privacy 8 --penalty l2sp",
+        "fit {good_csv} --privacy 8 --synthetic {good_csv}",
         "compare {good_csv} --privacy none,0 --out cmp", "audit {missingdir}", "audit {incomplete}",
         "audit {good_csv}", "audit {incomplete} --attack nope", "audit {incomplete} --shadows -1")
     # listings and the parser itself

@@ -54,6 +54,9 @@ def check_private(cfg, strategy, penalties) -> PrivacySpec | None:
         raise ExaptError("--privacy with --penalty: a penalty's gradient is not clipped per example; drop one")
     if cfg.adapt.data or cfg.source.data or cfg.source.corpus:
         raise ExaptError("--privacy with --adapt-to / --source-data: those add unclipped gradients; drop one")
+    if cfg.data.synthetic:  # DP-SGD clips every example to one norm: an ALPHA weight would go unseen
+        raise ExaptError("--privacy with --synthetic: private training does not weight synthetic rows by ALPHA; "
+                         "drop one")
     return spec
 
 
