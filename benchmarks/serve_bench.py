@@ -6,8 +6,8 @@ LitServe (its own batching) serving the same run, and the cost of drift monitori
     python benchmarks/serve_bench.py --json out.json
 
 The model is a MiniLM-L6 linear-probe run on real tweets (fitted here unless --run is
-given), served from its run folder (PyTorch): an ONNX int8 export is `exapt export`'s,
-which is not in this tree; the issue's latency targets are for that export. Each setting
+given), served from its run folder (PyTorch), or --run an `exapt export` folder (onnxruntime;
+the issue's latency targets are for an int8 export). Each setting
 starts its own server process; requests are single short tweets, as an application sends
 them. Timings on a shared machine are not final.
 """
@@ -33,11 +33,11 @@ TWEETS = ROOT.parent / "shared" / "data" / "tweets"
 LITSERVE_APP = '''
 import sys
 import litserve as ls
-from exapt.deploy.serving_model import load_run
+from exapt.deploy.serving_model import load_predictor
 
 class RunAPI(ls.LitAPI):
-    def setup(self, device):
-        self.p = load_run(sys.argv[1], "run")
+    def setup(self, device):  # a run folder or an export folder, as `exapt serve` takes
+        self.p = load_predictor(sys.argv[1], "run")
     def decode_request(self, request):
         return request["inputs"][0]
     def predict(self, texts):
