@@ -76,18 +76,25 @@ def start(cmd: list[str], ready_path: str, log: Path) -> tuple[subprocess.Popen,
     port = free_port()
     proc = subprocess.Popen(cmd + ["--port", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env())
     url = f"http://127.0.0.1:{port}"
+    wait_ready(proc, url + ready_path, log, "server")
+    return proc, url
+
+
+def wait_ready(proc: subprocess.Popen, ready_url: str, log: Path, who: str) -> None:
+    """Until `ready_url` answers 200 (5 minutes at most); a server that exits or never gets
+    ready ends the benchmark with the tail of its log."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-1500:]}")
+            raise SystemExit(f"{who} exited: {log.read_text()[-1500:]}")
         try:
-            if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                return proc, url
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
     proc.kill()
-    raise SystemExit(f"server not ready: {log.read_text()[-1500:]}")
+    raise SystemExit(f"{who} not ready: {log.read_text()[-1500:]}")
 
 
 async def load(url: str, path: str, texts: list[str], clients: int, requests: int) -> dict:
@@ -173,16 +180,7 @@ def measure_litserve(app: Path, run: Path, texts, requests: int, folder: Path) -
     # its own session: LitServer starts worker processes that a plain terminate would orphan
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"litserve exited: {log.read_text()[-1500:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+    wait_ready(proc, url + "/health", log, "litserve")
     try:
         row = asyncio.run(load(url, "/predict", texts, 16, requests))
     finally:

@@ -29,7 +29,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 
@@ -111,7 +110,7 @@ def sequence_text(seq: str, spec: dict | None, where: str) -> str:
 
 
 class ExportPredictor:
-    def __init__(self, folder: ExportFiles, info: dict, task: dict, session: ort.InferenceSession, tokenizer=None):
+    def __init__(self, folder: ExportFiles, info: dict, task: dict, session, tokenizer=None):
         self.folder, self._info, self._task, self.session, self.tokenizer = folder, info, task, session, tokenizer
         self.input = info["input"]
         self.task = task["task"]
@@ -133,6 +132,9 @@ class ExportPredictor:
         task = read_json(files.labels, files.LABELS)
         if task.get("task") not in ("classification", "multilabel", "regression"):
             raise ExportFolderError(f"{files.labels}: unknown task {task.get('task')!r}")
+        # without the deploy extra exapt still starts; only loading an export needs onnxruntime
+        import onnxruntime as ort  # heavy: imported on first use
+
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
