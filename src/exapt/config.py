@@ -35,10 +35,14 @@ class TrainConfig:
     patience: int = option(5, lo=0, flag="--patience")
     seed: int = seed_option()
     cache_prefix: bool = option(True)
-    # Recompute activations in the backward pass instead of keeping them. None: on for
-    # strategies that train new modules only (lora, adapters...), whose memory is then
-    # little more than the frozen model's; off otherwise.
+    # Recompute activations in the backward pass instead of keeping them. None: for
+    # strategies that train new modules only (lora, adapters...), on when the batch's
+    # activations would pass a quarter of free memory (train/memory.py); off otherwise.
     activation_checkpointing: bool | None = option(None)
+    # Dropout on attention probabilities while training. None: the model's own (0.1 for
+    # BERTs). 0 lets PyTorch run its fused attention kernel (docs/benchmarks.md: 1.6x a
+    # step at 256 tokens); it changes the regulariser, so results change.
+    attention_dropout: float | None = option(None, lo=0, hi=1)
 
     def __post_init__(self):
         validate(self, "train")

@@ -23,8 +23,10 @@ from ..config import TrainConfig
 from ..errors import ExaptError
 from ..files import WriteError, load_tensors, remove_stale_temporaries
 from ..run_folder import RunFolder
+from .attention import set_attention_dropout
 from .batches import Step, epoch_batches, eval_batches
 from .checkpoint import optimizer_from_tensors, set_rng_state
+from .memory import checkpointing_needed
 from .optim import fused_adamw, linear_warmup_decay, release_freed_memory
 from .privacy import PrivatePlan, PrivateTraining, batchnorm_eval, frozen_for_privacy
 from .state import NonFiniteLoss, retune
@@ -171,8 +173,12 @@ def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, 
     for n, p in model.named_parameters():
         p.requires_grad_(n in ever_trainable)
     checkpointing = cfg.activation_checkpointing
-    if checkpointing is None:
-        checkpointing = strategy.checkpoints_activations
+    if checkpointing is None and strategy.checkpoints_activations:  # only where memory needs it (memory.py)
+        checkpointing, why = checkpointing_needed(model.backbone, cfg.batch_size, max(train_split.lengths, default=1))
+        if checkpointing and rank == 0:
+            log(why)
+    if cfg.attention_dropout is not None:
+        set_attention_dropout(model, cfg.attention_dropout)
     # (not under --privacy: Opacus' hooks would see the recomputed forward pass, not the first)
     if checkpointing and privacy is None and hasattr(model.backbone, "enable_activation_checkpointing"):
         model.backbone.enable_activation_checkpointing()
