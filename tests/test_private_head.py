@@ -13,7 +13,7 @@ from torch import nn
 from exapt.config import PrivacySpec
 from exapt.tasks import Task
 from exapt.train.private_head import clipped_sums, noise, train_heads
-from exapt.train.privacy import PrivatePlan, PrivateTraining, private_heads
+from exapt.train.privacy import PrivatePlan, opacus_probe, private_heads
 
 LR, WD = 1e-2, 0.05
 
@@ -26,22 +26,10 @@ def _data(n=60, dim=8, classes=3, seed=0):
 
 
 def _opacus_head(x, y, task, plan, seed, epochs):
-    """The reference: the Opacus loop that private_probe ran before private_head.py."""
+    """The reference: the Opacus loop private_probe ran before private_head.py."""
+    assert plan.epochs == epochs
     head = nn.Linear(x.shape[1], task.n_outputs)  # made before the seed, as fit's head was
-    torch.manual_seed(seed)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.AdamW(head.parameters(), lr=LR, weight_decay=WD)
-    private = PrivateTraining(plan, head, opt)
-    try:
-        for epoch in range(epochs):
-            for idx in plan.batches(seed, epoch):
-                if len(idx):
-                    task.loss(private.module(x[torch.as_tensor(idx)]), y[torch.as_tensor(idx)]).backward()
-                private.step(empty=not len(idx))
-                private.optimizer.zero_grad(set_to_none=True)
-    finally:
-        private.close()
+    opacus_probe(head, x, y, task, plan, LR, WD, seed)
     return head.weight.detach(), head.bias.detach()
 
 
@@ -87,6 +75,10 @@ def test_clipping_by_hand():
     assert not gw[1].any() and not gb[1].any()
     # the clipped row's total gradient (over W and b) has norm exactly the clip
     assert math.hypot(3 * f, 4 * f, f) == pytest.approx(1.0, abs=1e-5)
+    # Opacus' 1e-6 in the denominator: a row of norm 1e-6 at clip 1e-6 keeps half its gradient
+    _, tiny = clipped_sums(torch.zeros(1, 2), torch.tensor([[1e-6, 0.0]]), [torch.tensor([0])], w[:1], b[:1],
+                           lambda z, t: (z * t).sum(-1), clip=1e-6)
+    torch.testing.assert_close(tiny[0], torch.tensor([0.5e-6, 0.0]), rtol=1e-5, atol=0)
 
 
 def test_noise_is_opacus_gaussian_per_head():

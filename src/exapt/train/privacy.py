@@ -215,6 +215,29 @@ def private_heads(features: torch.Tensor, rows: list[np.ndarray], targets: torch
     return torch.cat(weights), torch.cat(biases), {"probe_epochs": epochs, "privacy": plan.record()}
 
 
+def opacus_probe(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, task, plan: PrivatePlan, lr: float,
+                 weight_decay: float, seed: int) -> None:
+    """The same private head through Opacus' GradSampleModule + DPOptimizer, step by step:
+    the reference that private_head.py is tested and timed against (tests/test_private_head.py,
+    benchmarks/trust_bench.py); fit and audit use the closed form. Make `head` before calling:
+    the noise stream starts at torch.manual_seed(seed) here."""
+    torch.manual_seed(seed)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    private = PrivateTraining(plan, head, opt)
+    x = features.detach().float()
+    try:
+        for epoch in range(plan.epochs):
+            for idx in plan.batches(seed, epoch):
+                if len(idx):
+                    task.loss(private.module(x[torch.as_tensor(idx)]), targets[torch.as_tensor(idx)]).backward()
+                private.step(empty=not len(idx))
+                private.optimizer.zero_grad(set_to_none=True)
+    finally:
+        private.close()
+
+
 def privacy_line(metrics: dict) -> str:
     """fit's summary line of a private run's budget ("" for a run without --privacy)."""
     r = metrics.get("privacy")

@@ -101,7 +101,7 @@ def audit_run(path, attack: str = "lira", shadows: int = 16, offline: bool = Fal
     pool = load_pool(run, seed)
     log(f"audit of {run.path}: {int(pool.members.sum())} members, {int((~pool.members).sum())} non-members")
     head_only = not strategy.trains_encoder
-    feats = _features(run, pool, progress) if head_only else None
+    feats = pool_features(run, pool, progress) if head_only else None
     target = _head_logits(run.model.head, feats) if head_only else np.concatenate(
         [run.logits(t).numpy() for t in pool.tables])[pool.keep]
     curves = {"loss": roc(loss_scores(target, pool.labels), pool.members)}
@@ -117,7 +117,7 @@ def audit_run(path, attack: str = "lira", shadows: int = 16, offline: bool = Fal
     return report
 
 
-def _features(run: Run, pool: Pool, progress: bool) -> torch.Tensor:
+def pool_features(run: Run, pool: Pool, progress: bool) -> torch.Tensor:
     bb = run.model.backbone
     parts = [(t.inputs, bb.prepare_inputs(t.inputs)) for t in pool.tables]
     if run.config.init is None and bb.input_kind in ("text", "image"):  # the base encoder's: cacheable
