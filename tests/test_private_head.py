@@ -67,7 +67,7 @@ def test_clipping_by_hand():
     x = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
     y = torch.tensor([[1.0, 0.0], [0.3, 0.4]])
     w, b = torch.zeros(2, 2, 2), torch.zeros(2, 2)
-    gw, gb = clipped_sums(x, y, [torch.tensor([0, 1]), torch.tensor([], dtype=torch.long)], w, b,
+    gw, gb = clipped_sums(x, y, [np.array([0, 1]), np.array([], dtype=np.int64)], w, b,
                           lambda z, t: (z * t).sum(-1), clip=1.0)
     f = 1 / (math.sqrt(26) + 1e-6)
     torch.testing.assert_close(gw[0], torch.tensor([[3 * f, 4 * f], [0.0, 0.0]]))
@@ -76,7 +76,7 @@ def test_clipping_by_hand():
     # the clipped row's total gradient (over W and b) has norm exactly the clip
     assert math.hypot(3 * f, 4 * f, f) == pytest.approx(1.0, abs=1e-5)
     # Opacus' 1e-6 in the denominator: a row of norm 1e-6 at clip 1e-6 keeps half its gradient
-    _, tiny = clipped_sums(torch.zeros(1, 2), torch.tensor([[1e-6, 0.0]]), [torch.tensor([0])], w[:1], b[:1],
+    _, tiny = clipped_sums(torch.zeros(1, 2), torch.tensor([[1e-6, 0.0]]), [np.array([0])], w[:1], b[:1],
                            lambda z, t: (z * t).sum(-1), clip=1e-6)
     torch.testing.assert_close(tiny[0], torch.tensor([0.5e-6, 0.0]), rtol=1e-5, atol=0)
 

@@ -45,13 +45,14 @@ def train_heads(x: torch.Tensor, rows: list[np.ndarray], targets: torch.Tensor, 
     weight = torch.zeros(k_heads, out_features, dim, dtype=x.dtype)
     bias = torch.zeros(k_heads, out_features, dtype=x.dtype)
     opt = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-    rows = [torch.as_tensor(np.asarray(r), dtype=torch.long) for r in rows]
+    rows = [np.asarray(r) for r in rows]
     expected = plan.n * plan.sample_rate
+    sq_norms = x.pow(2).sum(-1)  # ||x_i||^2, once: every step's norms read it
     for epoch in range(epochs):
         batches = [plan.batches(seed, epoch) for seed in seeds]
         for step in range(plan.steps_per_epoch):
-            picks = [rows[k][torch.as_tensor(batches[k][step], dtype=torch.long)] for k in range(k_heads)]
-            grad_w, grad_b = clipped_sums(x, targets, picks, weight, bias, row_losses, plan.spec.clip)
+            picks = [rows[k][batches[k][step]] for k in range(k_heads)]
+            grad_w, grad_b = clipped_sums(x, targets, picks, weight, bias, row_losses, plan.spec.clip, sq_norms)
             noise_w, noise_b = noise(generators, plan.noise_multiplier * plan.spec.clip, weight, bias)
             weight.grad = (grad_w + noise_w) / expected
             bias.grad = (grad_b + noise_b) / expected
@@ -60,22 +61,23 @@ def train_heads(x: torch.Tensor, rows: list[np.ndarray], targets: torch.Tensor, 
     return weight.detach(), bias.detach()
 
 
-def clipped_sums(x: torch.Tensor, targets: torch.Tensor, picks: list[torch.Tensor], weight: torch.Tensor,
-                 bias: torch.Tensor, row_losses, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each head's sum over its batch of per-example gradients clipped to `clip` (over W and
-    b together); batches of different sizes are padded to one and the padding masked out."""
-    k_heads = len(picks)
-    width = max(1, max(len(p) for p in picks))
-    index = torch.zeros(k_heads, width, dtype=torch.long)
-    mask = torch.zeros(k_heads, width, dtype=x.dtype)
-    for k, p in enumerate(picks):
-        index[k, :len(p)] = p
-        mask[k, :len(p)] = 1
+def clipped_sums(x: torch.Tensor, targets: torch.Tensor, picks: list[np.ndarray], weight: torch.Tensor,
+                 bias: torch.Tensor, row_losses, clip: float,
+                 sq_norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's sum over its batch (`picks[k]`, rows of x) of per-example gradients clipped
+    to `clip` over W and b together; batches of different sizes are padded to one and the
+    padding masked out (its rows add exact zeros). `sq_norms`: ||x_i||^2, if computed already."""
+    lengths = np.array([len(p) for p in picks])
+    valid = np.arange(max(1, lengths.max(initial=0)))[None, :] < lengths[:, None]
+    index = np.zeros(valid.shape, dtype=np.int64)
+    index[valid] = np.concatenate(picks)  # row-major: head k's rows fill row k, in order
+    index, mask = torch.from_numpy(index), torch.from_numpy(valid).to(x.dtype)
     xb = x[index]                                                     # [K, B, D]
     with torch.no_grad():
         z = torch.baddbmm(bias[:, None, :], xb, weight.transpose(1, 2))  # [K, B, C]
     g = logit_grads(z, targets[index], row_losses) * mask[..., None]
-    norms = g.norm(dim=-1) * (xb.pow(2).sum(-1) + 1).sqrt()
+    sq = (sq_norms if sq_norms is not None else x.pow(2).sum(-1))[index]
+    norms = g.norm(dim=-1) * (sq + 1).sqrt()
     factor = (clip / (norms + 1e-6)).clamp(max=1.0) * mask           # DPOptimizer.clip_and_accumulate's factor
     scaled = g * factor[..., None]
     return torch.bmm(scaled.transpose(1, 2), xb), scaled.sum(1)
