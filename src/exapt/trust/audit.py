@@ -118,6 +118,7 @@ def audit_run(path, attack: str = "lira", shadows: int = 16, offline: bool = Fal
 
 
 def pool_features(run: Run, pool: Pool, progress: bool) -> torch.Tensor:
+    """The frozen encoder's features of every pool row (what a head-only run's shadows train on)."""
     bb = run.model.backbone
     parts = [(t.inputs, bb.prepare_inputs(t.inputs)) for t in pool.tables]
     if run.config.init is None and bb.input_kind in ("text", "image"):  # the base encoder's: cacheable
