@@ -40,14 +40,19 @@ def _closed_form_head(x, y, task, plan, seed, epochs):
     return w[0], b[0]
 
 
-@pytest.mark.parametrize("loss", ["plain", "weighted-focal"])
+@pytest.mark.parametrize("loss", ["plain", "weighted-focal", "multilabel", "regression"])
 @pytest.mark.parametrize("sigma", [0.0, None])  # None: the accountant's sigma for epsilon 2
 def test_closed_form_equals_opacus(loss, sigma):
     """Same seed, same Poisson batches, same noise stream: the same head, step for step
-    (tiny batches, so empty ones and clipped and unclipped rows all occur)."""
+    (tiny batches, so empty ones and clipped and unclipped rows all occur), for every
+    task's loss (the closed form reads the task's row losses)."""
     x, y, task = _data()
     if loss == "weighted-focal":
         task.set_loss("0=3", "focal:2", y)
+    elif loss == "multilabel":
+        task, y = Task("multilabel", task.classes), (x[:, :3] > 0.5).float()
+    elif loss == "regression":
+        task, y = Task("regression"), x[:, 0] - x[:, 1]
     plans = [PrivatePlan(PrivacySpec(2.0, clip=0.5), n=len(x), batch_size=3, epochs=4) for _ in range(2)]
     for p in plans:
         p.noise_multiplier = p.noise_multiplier if sigma is None else sigma
