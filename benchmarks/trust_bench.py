@@ -106,6 +106,7 @@ def shadow_cpu_seconds(run, shadows: int, before_shadows: int) -> dict:
 
     import numpy as np
     import torch
+
     from exapt.config import PrivacySpec
     from exapt.strategies import parse_strategy
     from exapt.train.privacy import PROBE_LR, PrivatePlan, opacus_probe, private_heads

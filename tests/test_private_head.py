@@ -12,8 +12,8 @@ from torch import nn
 
 from exapt.config import PrivacySpec
 from exapt.tasks import Task
-from exapt.train.private_head import clipped_sums, noise, train_heads
 from exapt.train.privacy import PrivatePlan, opacus_probe, private_heads
+from exapt.train.private_head import clipped_sums, noise, train_heads
 
 LR, WD = 1e-2, 0.05
 
@@ -34,9 +34,10 @@ def _opacus_head(x, y, task, plan, seed, epochs):
 
 
 def _closed_form_head(x, y, task, plan, seed, epochs):
+    assert plan.epochs == epochs
     torch.manual_seed(seed)
     w, b = train_heads(x, [np.arange(len(x))], y, task.row_losses, plan, [seed], [torch.default_generator],
-                       task.n_outputs, LR, WD, epochs)
+                       task.n_outputs, LR, WD)
     return w[0], b[0]
 
 

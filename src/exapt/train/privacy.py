@@ -209,7 +209,7 @@ def private_heads(features: torch.Tensor, rows: list[np.ndarray], targets: torch
     for at in range(0, len(rows), group):
         plan = PrivatePlan(spec, n, train.batch_size, epochs)  # each group is counted afresh: same record
         w, b = train_heads(x, rows[at:at + group], targets, task.row_losses, plan, seeds[at:at + group],
-                           generators[at:at + group], out, train.head_lr or PROBE_LR, 1.0 / (C * n), epochs)
+                           generators[at:at + group], out, train.head_lr or PROBE_LR, 1.0 / (C * n))
         weights.append(w)
         biases.append(b)
     return torch.cat(weights), torch.cat(biases), {"probe_epochs": epochs, "privacy": plan.record()}

@@ -36,11 +36,11 @@ def group_size(n_heads: int, out_features: int, dim: int) -> int:
 
 
 def train_heads(x: torch.Tensor, rows: list[np.ndarray], targets: torch.Tensor, row_losses, plan, seeds: list[int],
-                generators: list[torch.Generator], out_features: int, lr: float, weight_decay: float,
-                epochs: int) -> tuple[torch.Tensor, torch.Tensor]:
+                generators: list[torch.Generator], out_features: int, lr: float,
+                weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Heads [K, C, D] and biases [K, C] trained by DP-SGD (DP-AdamW) from zero; head k
     trains on x[rows[k]] with Poisson batches plan.batches(seeds[k], epoch) and noise from
-    generators[k]. `row_losses(logits, targets)`: each row's loss (the task's)."""
+    generators[k], for plan.epochs epochs. `row_losses(logits, targets)`: each row's loss (the task's)."""
     k_heads, dim = len(rows), x.shape[1]
     weight = torch.zeros(k_heads, out_features, dim, dtype=x.dtype)
     bias = torch.zeros(k_heads, out_features, dtype=x.dtype)
@@ -48,7 +48,7 @@ def train_heads(x: torch.Tensor, rows: list[np.ndarray], targets: torch.Tensor, 
     rows = [np.asarray(r) for r in rows]
     expected = plan.n * plan.sample_rate
     sq_norms = x.pow(2).sum(-1)  # ||x_i||^2, once: every step's norms read it
-    for epoch in range(epochs):
+    for epoch in range(plan.epochs):
         batches = [plan.batches(seed, epoch) for seed in seeds]
         for step in range(plan.steps_per_epoch):
             picks = [rows[k][batches[k][step]] for k in range(k_heads)]

@@ -37,8 +37,16 @@ from ..train.features import FeatureCache, encode
 from ..train.loop import Split, predict_logits, train
 from ..train.privacy import private_heads
 from .audit_figures import roc_figure
-from .audit_stats import (FIXED_VARIANCE_BELOW, epsilon_lower_bound, lira_offline, lira_online, logit_confidence,
-                          loss_scores, roc, tpr_at_fpr)
+from .audit_stats import (
+    FIXED_VARIANCE_BELOW,
+    epsilon_lower_bound,
+    lira_offline,
+    lira_online,
+    logit_confidence,
+    loss_scores,
+    roc,
+    tpr_at_fpr,
+)
 
 ATTACKS = ("lira", "loss")
 FPRS = (0.001, 0.01)
