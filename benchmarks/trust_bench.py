@@ -15,6 +15,13 @@ join as their own function. Rows are appended to results/trust.json as they fini
 killed run resumes); results/trust.md is the table, results/trust.png the figure (accuracy
 against LiRA TPR at 1% FPR, one point per strategy x epsilon). `--quick` (tweets, 32 per
 class, linear-probe, 8 shadows) checks that it all runs, into results/trust_quick.*.
+
+`--dp-audit [--epsilons 8,3,1] [--shadows 64] [--before-shadows 2]`: private linear probes on
+the fixed tweet split (train_n256_s0.csv, test.csv, MiniLM at 64 tokens), each audited by
+LiRA; the row adds TPR at 0.1% FPR, whether the audit's lower bound stays at or below the
+accountant's epsilon, and the CPU seconds of one private shadow head, closed form
+(train/private_head.py) against the Opacus path. Into results/trust_dp_audit.{json,md}
+(`--quick`: 16 per class, 8 shadows, results/trust_dp_audit_quick.*).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine, write_json  # noqa: E402
+from common import RESULTS, ROOT, TWEETS, machine, write_json  # noqa: E402
 
 DATA = {  # the issue's sets: tweets at 256 per class, mnist (built-in, 500 per class)
     "tweets": {"data": "tweets", "model": "minilm-l6", "n_per_class": 256},
@@ -61,6 +68,95 @@ def privacy_audit_rows(data: str, strategy: str, epsilon: float, seed: int, shad
             "epsilon_lower_bound": rep["epsilon_lower_bound"], "train_seconds": m["train_seconds"],
             "audit_seconds": rep["seconds"], "audit_cpu_seconds": rep["cpu_seconds"],
             "n_members": rep["n_members"], "n_non_members": rep["n_non_members"]}
+
+
+DP_AUDIT = {"train": "train_n256_s0.csv", "quick_train": "train_n16_s0.csv", "test": "test.csv",
+            "model": "minilm-l6", "max_length": 64}
+
+
+def dp_audit_rows(epsilon: float, shadows: int, before_shadows: int, out: Path, quick: bool) -> dict:
+    """A private linear probe on the fixed tweet split (256 per class) and its LiRA audit,
+    with the CPU seconds of one private shadow head both ways: the closed form (all shadows
+    stepped together, per head) and Opacus' per-step hooks (`before_shadows` of them)."""
+    import exapt
+    from exapt.trust.audit import audit_run
+
+    train = TWEETS / DP_AUDIT["quick_train" if quick else "train"]
+    run = exapt.fit(str(train), "linear-probe", DP_AUDIT["model"], out=out / f"tweets-dp-eps{epsilon:g}",
+                    overwrite=True, progress=False, log=lambda *a: None, test=str(TWEETS / DP_AUDIT["test"]),
+                    max_length=DP_AUDIT["max_length"], privacy=f"epsilon={epsilon:g}", seed=0)
+    rep = audit_run(run.path, attack="lira", shadows=shadows, progress=False, log=lambda *a: None)
+    r, m = rep["results"][rep["attack"]], run.metrics
+    tpr = {f: r[f"tpr_at_{f}_fpr"] for f in ("0.001", "0.01")}
+    return {"epsilon": epsilon, "train": train.name, "n_train": m["n_train"], "accuracy": m["test"]["accuracy"],
+            "accountant_epsilon": m["privacy"]["epsilon"], "noise_multiplier": m["privacy"]["noise_multiplier"],
+            "steps": m["privacy"]["steps"], "attack": rep["attack"], "shadows": rep["shadows"],
+            "n_members": rep["n_members"], "n_non_members": rep["n_non_members"], "auc": r["auc"],
+            **{f"tpr_at_{f}_fpr": {k: t[k] for k in ("tpr", "tpr_interval", "resolvable")} for f, t in tpr.items()},
+            "epsilon_lower_bound": rep["epsilon_lower_bound"],
+            "bound_below_accountant": rep["epsilon_lower_bound"] <= m["privacy"]["epsilon"],
+            "audit_seconds": rep["seconds"], "audit_cpu_seconds": rep["cpu_seconds"],
+            **shadow_cpu_seconds(run, shadows, before_shadows)}
+
+
+def shadow_cpu_seconds(run, shadows: int, before_shadows: int) -> dict:
+    """CPU seconds per private shadow head on the audit's own pool and masks: the closed form
+    (train/private_head.py, K heads together) and the Opacus path it replaced (opacus_probe)."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from exapt.config import PrivacySpec
+    from exapt.strategies import parse_strategy
+    from exapt.train.privacy import PROBE_LR, PrivatePlan, opacus_probe, private_heads
+    from exapt.trust.audit import load_pool, pool_features, shadow_masks
+
+    cfg, spec = run.config, PrivacySpec.parse(run.config.privacy)
+    pool = load_pool(run)
+    feats = pool_features(run, pool, False).float()
+    labels = torch.as_tensor(pool.labels, dtype=torch.long)
+    rows = [np.flatnonzero(m) for m in shadow_masks(len(pool), len(pool) // 2, shadows, 0)]
+    seeds = [cfg.train.seed + 1 + s for s in range(shadows)]
+    C = parse_strategy(cfg.strategy).probe_C
+    cpu = time.process_time()
+    private_heads(feats, rows, labels, run.task, spec, cfg.train, C, seeds)
+    after = (time.process_time() - cpu) / shadows
+    cpu = time.process_time()
+    for k in range(before_shadows):
+        plan = PrivatePlan(spec, len(rows[k]), cfg.train.batch_size, cfg.train.epochs or 30)
+        head = torch.nn.Linear(feats.shape[1], run.task.n_outputs)
+        opacus_probe(head, feats[rows[k]], labels[rows[k]], run.task, plan, cfg.train.head_lr or PROBE_LR,
+                     1.0 / (C * len(rows[k])), seeds[k])
+    before = (time.process_time() - cpu) / max(1, before_shadows)
+    return {"shadow_cpu_seconds_closed_form": round(after, 4), "shadow_cpu_seconds_opacus": round(before, 3),
+            "opacus_shadows_timed": before_shadows, "speedup": round(before / after, 1)}
+
+
+def dp_table(rows: list[dict]) -> str:
+    head = ("| epsilon | accuracy | accountant eps | AUC | TPR @ 0.1% FPR [95% CI] | TPR @ 1% FPR [95% CI] | "
+            "audit eps lower bound | bound <= accountant | CPU s / shadow: Opacus -> closed form |")
+    lines = [head, "|" + "---|" * 9]
+    for r in sorted(rows, key=lambda r: -r["epsilon"]):
+        cells = [f"{r[k]['tpr']:.4f} [{r[k]['tpr_interval'][0]:.4f}, {r[k]['tpr_interval'][1]:.4f}]"
+                 for k in ("tpr_at_0.001_fpr", "tpr_at_0.01_fpr")]
+        lines.append(f"| {r['epsilon']:g} | {r['accuracy']:.4f} | {r['accountant_epsilon']:.3f} | {r['auc']:.4f} | "
+                     f"{cells[0]} | {cells[1]} | {r['epsilon_lower_bound']:.3f} | {r['bound_below_accountant']} | "
+                     f"{r['shadow_cpu_seconds_opacus']:.2f} -> {r['shadow_cpu_seconds_closed_form']:.3f} "
+                     f"({r['speedup']:g}x) |")
+    return "\n".join(lines) + "\n"
+
+
+def dp_audit_main(a) -> None:
+    """`--dp-audit`: the private probe's audit rows (docs/trust.md, Audit), one per epsilon."""
+    stem = "trust_dp_audit_quick" if a.quick else "trust_dp_audit"
+    rows = []
+    for eps in (float(e) for e in a.epsilons.split(",") if e != "inf"):
+        rows.append(dp_audit_rows(eps, 8 if a.quick else a.shadows, a.before_shadows, ROOT / "out" / "trust_dp",
+                                  a.quick))
+        print(json.dumps(rows[-1]), flush=True)
+        write_json(RESULTS / f"{stem}.json", {"machine": machine(), "rows": rows})
+        (RESULTS / f"{stem}.md").write_text(dp_table(rows))
 
 
 def table(rows: list[dict]) -> str:
@@ -109,7 +205,11 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--shadows", type=int, default=64)
     p.add_argument("--encoder-shadows", type=int, default=0)
+    p.add_argument("--dp-audit", action="store_true", help="private probes on the fixed tweet split, audited")
+    p.add_argument("--before-shadows", type=int, default=2, help="--dp-audit: Opacus-path shadows timed")
     a = p.parse_args(argv)
+    if a.dp_audit:
+        return dp_audit_main(a)
     if a.quick:
         a.data, a.strategies, a.seeds, a.shadows, n = "tweets", "linear-probe", "0", 8, 32
     else:

@@ -17,7 +17,9 @@ What a private run gives up, by design (docs/trust.md):
   scale and shift frozen: batch statistics would mix rows, which per-row clipping cannot
   bound, and Opacus refuses a trainable layer whose buffers are not private;
 - a linear probe becomes a torch head trained by DP-SGD on the cached features (the
-  ordinary probe's L-BFGS solution is not private).
+  ordinary probe's L-BFGS solution is not private); that head skips Opacus' per-step hooks
+  and computes the same clipped, noised steps in closed form (train/private_head.py), K
+  heads at once for an audit's shadows.
 Validation (epoch choice) and the decision rule read the validation split, outside the
 guarantee's training rows; hyper-parameter search on private data is not counted in E.
 """
@@ -33,6 +35,7 @@ from torch import nn
 
 from ..config import PrivacySpec
 from ..errors import ExaptError
+from .private_head import group_size, train_heads
 
 ACCOUNTANT = "rdp"  # Opacus' RDPAccountant (Mironov 2017; Mironov, Talwar, Zhang 2019)
 PRIVATE_STRATEGIES = ("linear-probe", "lora", "adapter", "bitfit", "full", "freeze")
@@ -174,22 +177,58 @@ class PrivateTraining:
 
 def private_probe(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, task, spec: PrivacySpec,
                   train, C: float, seed: int) -> dict:
-    """A linear head trained by DP-SGD (DP-Adam) on fixed features: the private form of
-    the linear probe. Weight decay 1/(C n) mirrors the probe's L2 term; it is data-free."""
-    n = len(features)
+    """A linear head trained by DP-SGD (DP-AdamW) on fixed features: the private form of
+    the linear probe (train/private_head.py: Opacus' algorithm without its per-step hooks).
+    Weight decay 1/(C n) mirrors the probe's L2 term; it is data-free. Noise comes from the
+    global generator seeded here, the stream Opacus' DPOptimizer drew from."""
+    torch.manual_seed(seed)
+    weight, bias, probe = private_heads(features, [np.arange(len(features))], targets, task, spec, train, C, [seed],
+                                        [torch.default_generator])
+    with torch.no_grad():
+        head.weight.copy_(weight[0])
+        head.bias.copy_(bias[0])
+    for p in head.parameters():
+        p.requires_grad_(True)
+    head.eval()
+    return probe
+
+
+def private_heads(features: torch.Tensor, rows: list[np.ndarray], targets: torch.Tensor, task, spec: PrivacySpec,
+                  train, C: float, seeds: list[int], generators: list | None = None):
+    """K private probes at once (an audit's shadows): head k trains on features[rows[k]]
+    with seed seeds[k] (its Poisson batches; its noise, unless `generators` are given), as
+    `private_probe` would train it alone. All rows lists have one length n. Returns the
+    weights [K, C, D], biases [K, C] and the probe record (the same for every head)."""
+    n = len(rows[0])
     epochs = train.epochs or PROBE_EPOCHS
-    plan = PrivatePlan(spec, n, train.batch_size, epochs)
+    generators = generators or [torch.Generator().manual_seed(s) for s in seeds]
+    x = features.detach().float()
+    out = task.n_outputs
+    weights, biases, plan = [], [], None
+    group = group_size(len(rows), out, x.shape[1])
+    for at in range(0, len(rows), group):
+        plan = PrivatePlan(spec, n, train.batch_size, epochs)  # each group is counted afresh: same record
+        w, b = train_heads(x, rows[at:at + group], targets, task.row_losses, plan, seeds[at:at + group],
+                           generators[at:at + group], out, train.head_lr or PROBE_LR, 1.0 / (C * n))
+        weights.append(w)
+        biases.append(b)
+    return torch.cat(weights), torch.cat(biases), {"probe_epochs": epochs, "privacy": plan.record()}
+
+
+def opacus_probe(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, task, plan: PrivatePlan, lr: float,
+                 weight_decay: float, seed: int) -> None:
+    """The same private head through Opacus' GradSampleModule + DPOptimizer, step by step:
+    the reference that private_head.py is tested and timed against (tests/test_private_head.py,
+    benchmarks/trust_bench.py); fit and audit use the closed form. Make `head` before calling:
+    the noise stream starts at torch.manual_seed(seed) here."""
     torch.manual_seed(seed)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    head.train()
-    for p in head.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(head.parameters(), lr=train.head_lr or PROBE_LR, weight_decay=1.0 / (C * n))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     private = PrivateTraining(plan, head, opt)
     x = features.detach().float()
     try:
-        for epoch in range(epochs):
+        for epoch in range(plan.epochs):
             for idx in plan.batches(seed, epoch):
                 if len(idx):
                     task.loss(private.module(x[torch.as_tensor(idx)]), targets[torch.as_tensor(idx)]).backward()
@@ -197,8 +236,6 @@ def private_probe(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor
                 private.optimizer.zero_grad(set_to_none=True)
     finally:
         private.close()
-    head.eval()
-    return {"probe_epochs": epochs, "privacy": plan.record()}
 
 
 def privacy_line(metrics: dict) -> str:

@@ -12,8 +12,9 @@ is calibrated on those shadows only; the target's membership is used only to sco
   out-shadows) or `--offline` (out-shadows only); statistics in audit_stats.py.
 
 Head-only runs (linear-probe) are cheap: the frozen encoder's features are computed once
-(and cached), and each shadow is a head fitted on them. Other strategies train K full
-shadow fits: K times the run's own cost.
+(and cached), and each shadow is a head fitted on them; a private run's K DP-SGD heads
+train together as one stacked tensor (train/private_head.py), each as it would alone.
+Other strategies train K full shadow fits: K times the run's own cost.
 """
 from __future__ import annotations
 
@@ -34,10 +35,18 @@ from ..run_folder import RunFolder
 from ..strategies import parse_strategy
 from ..train.features import FeatureCache, encode
 from ..train.loop import Split, predict_logits, train
-from ..train.privacy import private_probe
+from ..train.privacy import private_heads
 from .audit_figures import roc_figure
-from .audit_stats import (FIXED_VARIANCE_BELOW, epsilon_lower_bound, lira_offline, lira_online, logit_confidence,
-                          loss_scores, roc, tpr_at_fpr)
+from .audit_stats import (
+    FIXED_VARIANCE_BELOW,
+    epsilon_lower_bound,
+    lira_offline,
+    lira_online,
+    logit_confidence,
+    loss_scores,
+    roc,
+    tpr_at_fpr,
+)
 
 ATTACKS = ("lira", "loss")
 FPRS = (0.001, 0.01)
@@ -100,7 +109,7 @@ def audit_run(path, attack: str = "lira", shadows: int = 16, offline: bool = Fal
     pool = load_pool(run, seed)
     log(f"audit of {run.path}: {int(pool.members.sum())} members, {int((~pool.members).sum())} non-members")
     head_only = not strategy.trains_encoder
-    feats = _features(run, pool, progress) if head_only else None
+    feats = pool_features(run, pool, progress) if head_only else None
     target = _head_logits(run.model.head, feats) if head_only else np.concatenate(
         [run.logits(t).numpy() for t in pool.tables])[pool.keep]
     curves = {"loss": roc(loss_scores(target, pool.labels), pool.members)}
@@ -116,7 +125,8 @@ def audit_run(path, attack: str = "lira", shadows: int = 16, offline: bool = Fal
     return report
 
 
-def _features(run: Run, pool: Pool, progress: bool) -> torch.Tensor:
+def pool_features(run: Run, pool: Pool, progress: bool) -> torch.Tensor:
+    """The frozen encoder's features of every pool row (what a head-only run's shadows train on)."""
     bb = run.model.backbone
     parts = [(t.inputs, bb.prepare_inputs(t.inputs)) for t in pool.tables]
     if run.config.init is None and bb.input_kind in ("text", "image"):  # the base encoder's: cacheable
@@ -143,16 +153,20 @@ def _shadows(run: Run, strategy, pool: Pool, masks: np.ndarray, feats, log):
     cfg = run.config
     spec = PrivacySpec.parse(cfg.privacy)
     labels = torch.as_tensor(pool.labels, dtype=torch.long)
+    seeds = [cfg.train.seed + 1 + s for s in range(len(masks))]
+    if feats is not None and spec is not None:  # DP-SGD heads: all shadows stepped together (private_head.py)
+        rows = [np.flatnonzero(mask) for mask in masks]
+        weight, bias, _ = private_heads(feats, rows, labels, run.task, spec, cfg.train, strategy.probe_C, seeds)
+        log(f"{len(masks)} private shadow heads trained together")
+        for w, b in zip(weight, bias):
+            yield nn.functional.linear(feats.float(), w, b).numpy()
+        return
     for s, mask in enumerate(masks):
         idx = torch.as_tensor(np.flatnonzero(mask))
-        seed = cfg.train.seed + 1 + s
-        torch.manual_seed(seed)
+        torch.manual_seed(seeds[s])
         if feats is not None:
             head = nn.Linear(feats.shape[1], run.model.head.out_features)
-            if spec is not None:
-                private_probe(head, feats[idx], labels[idx], run.task, spec, cfg.train, strategy.probe_C, seed)
-            else:
-                strategy.fit_probe(head, feats[idx].float(), labels[idx], run.task)
+            strategy.fit_probe(head, feats[idx].float(), labels[idx], run.task)
             yield _head_logits(head, feats)
         else:
             yield _shadow_fit(run, strategy, pool, idx, labels, spec)
