@@ -27,7 +27,7 @@ from .attention import set_attention_dropout
 from .batches import Step, epoch_batches, eval_batches
 from .checkpoint import optimizer_from_tensors, set_rng_state
 from .memory import checkpointing_needed
-from .optim import fused_adamw, linear_warmup_decay, release_freed_memory
+from .optim import fused_adamw, linear_warmup_decay, release_freed_memory, training_heap
 from .privacy import PrivatePlan, PrivateTraining, batchnorm_eval, frozen_for_privacy
 from .state import NonFiniteLoss, retune
 from .state import copy_into as _copy_into
@@ -132,6 +132,14 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     if resume:
         _resume(loop, model, cfg, run_dir, log)
     loop.started = time.perf_counter()
+    with training_heap():  # big tensors stay on the heap between steps (optim.py says why)
+        _run_epochs(loop, model, strategy, task, train_split, val_split, cfg, progress, log, penalties)
+    return _finish(loop, model)
+
+
+def _run_epochs(loop: _Loop, model, strategy, task, train_split: Split, val_split: Split | None, cfg: TrainConfig,
+                progress: bool, log, penalties) -> None:
+    """Train, validate, checkpoint, epoch by epoch, until the last epoch or early stopping."""
     for epoch in range(loop.start_epoch, loop.epochs):
         record = _train_epoch(loop, model, strategy, task, train_split, cfg, epoch, progress, penalties)
         if val_split is not None and len(val_split.items):
@@ -141,12 +149,12 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
             shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items() if k != "seconds"}
             log(" ".join(f"{k}={v}" for k, v in shown.items()))
         _save(loop, model, epoch + 1, record["seconds"])
+        release_freed_memory()  # once an epoch: lengths vary, and a fragmented heap creeps up
         loop.accelerator.wait_for_everyone()
         if cfg.patience and loop.bad_epochs >= cfg.patience:
             if loop.rank == 0:
                 log(f"early stop: no validation gain for {cfg.patience} epochs")
             break
-    return _finish(loop, model)
 
 
 def _setup(model, strategy, train_split: Split, cfg: TrainConfig, run_dir, log, penalties, privacy=None) -> _Loop:
@@ -278,7 +286,6 @@ def _step(loop: _Loop, model, task, train_split: Split, idx, cfg: TrainConfig, e
     loop.optimizer.step()
     loop.scheduler.step()
     loop.optimizer.zero_grad(set_to_none=True)
-    release_freed_memory()
     return task_loss.item()
 
 
@@ -295,7 +302,6 @@ def _private_step(loop: _Loop, model, task, train_split: Split, idx, epoch: int,
     loop.private.step(empty=not len(idx))
     loop.scheduler.step()
     loop.optimizer.zero_grad(set_to_none=True)
-    release_freed_memory()
     return task_loss
 
 
