@@ -12,8 +12,9 @@ SECTIONS = [
      "1,500-tweet test set, 64 tokens, every training example used (no validation split), in one run. Seconds are "
      "wall time per fit as measured during the run (the machine was shared with other work for part of it: read them "
      "as rough; the speed targets below were measured alone)."),
-    ("speed.md", "Speed of the core (issue 2)", "python benchmarks/speed.py",
-     "Measured alone on the 2-core machine, side by side in one run."),
+    ("speed.md", "Training speed (issues 2 and 25)", "python benchmarks/speed.py",
+     "Measured alone on the 2-core machine, side by side with the peer in one run; MFU against the fp32 matmul "
+     "peak measured in the same run. Where the time goes (profile) and the levers taken: docs/speed.md."),
     ("peft.md", "Parameter-efficient strategies (issue 3)", "python benchmarks/peft_bench.py",
      "LoRA, bottleneck adapters and IA3 against full fine-tuning; memory and throughput against PEFT + Trainer."),
     ("compare.md", "`exapt compare` (issue 4)", "python benchmarks/compare_bench.py",
@@ -48,6 +49,10 @@ SECTIONS = [
     ("pretrain_flagship_uniprot-tiny.md", "UniProt-pretrained tiny protein encoder -> antimicrobial peptides (issue 8)",
      "python benchmarks/pretrain_flagship.py --model benchmarks/results/models/uniprot-tiny --data amp-tm,amp-uniprot",
      "A tiny BERT pre-trained on 20,000 UniProt proteins against its scratch twin."),
+    ("long_inputs.md", "Long inputs: `--long chunk` vs truncation on 16S rRNA genes (issue 22)",
+     "python benchmarks/long_inputs_bench.py --model DNA_TINY --max-test 300",
+     "A tiny DNA encoder exapt pre-trained on the E. coli genome (128-token windows), read by a linear probe on "
+     "16S rRNA genes of 1,205-1,655 bases; see docs/long-inputs.md."),
 ]
 
 
@@ -55,7 +60,7 @@ def main() -> None:
     parts = ["# Benchmarks", "", "Every figure here is produced by a script in `benchmarks/` (`make bench` runs them "
              "all, one after another) and can be reproduced on the same kind of machine (2 CPU cores, torch 2.13 CPU).", ""]
     machine = None
-    for name in ("speed.json", "peft.json"):
+    for name in ("peft.json", "speed.json"):
         f = RESULTS / name
         if f.exists():
             machine = json.loads(f.read_text()).get("machine")

@@ -1,6 +1,6 @@
 """Training speed of the core against its peers, side by side in one run (issue 25).
 
-    python benchmarks/speed.py [--name speed-2] [--rows full-64,full-256,lora-64,pretrain,freeze,probe]
+    python benchmarks/speed.py [--name speed-1] [--rows full-64,full-256,full-256-fused,lora-64,pretrain,freeze,probe]
 Run it alone (2 cores); run it twice to see how far the figures move.
 
 Rows (MiniLM-L6 unless said; batch 32; same data, same truncation on both sides):
