@@ -6,7 +6,7 @@ smaller model keeps, and how much faster it is, measured side by side in one pro
 Teacher: the `lp-ft` run on the fixed tweet split n = 64 per class, seed 0 (the cell of
 benchmarks/accuracy_tweets.py: train_n64_s0.csv, test.csv, val_fraction 0, 64 tokens).
 - distil: `exapt distil TEACHER --student minilm-l6@3 --unlabelled train_n256_s0.csv`
-  (labels dropped: the teacher's outputs on 768 more tweets) -> accuracy, agreement with
+  (labels dropped: the teacher's outputs on the 576 tweets of that file the teacher did not train on) -> accuracy, agreement with
   the teacher, speed ratio;
 - prune: `exapt prune TEACHER --heads 0.25 / 0.5` and `--layers 5 / 4`, each recovered by
   distillation from the teacher on its training rows -> the accuracy-versus-speed curve.
@@ -177,7 +177,7 @@ def markdown(result: dict) -> str:
              "teacher's test split (quick: 300 tweets; else the 1,500 of test.csv). Speed: "
              "PyTorch fp32 eager (the int8 row: exapt's onnxruntime predictor), same tweets for every model. "
              f"Load average {result['load_average_start']} at the start, {result['load_average_end']} at the end "
-             "(2 cores: above ~0.5 the timings are contended)."), "",
+             "(the benchmark counts itself: 1-2 on these 2 cores is the run alone)."), "",
              ("| model | spec | accuracy | kept | agreement | parameters | b1 latency ms | x teacher b1 | b32 tweets/s "
              "| x teacher b32 |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -205,7 +205,7 @@ def main() -> int:
         texts = list(read_csv(TWEETS / "test.csv").text)
         rows = [row(f"teacher ({teacher.config.strategy}, 6 layers)", teacher, None, texts, a.quick)]
         rows.append(row("distilled, 3 layers", student, rows[0], texts, a.quick))
-        test = read_csv(Path(teacher.config.test))
+        test = read_csv(Path(teacher.config.data.test))
         rows.append(int8_row(student, rows[0], list(test.text), list(test.label), work, a.quick))
         for (how, amount), run in zip(PRUNE_POINTS, pruned):
             label = f"pruned: {amount:.0%} of heads removed" if how == "heads" else f"pruned: bottom {amount} layers"
