@@ -36,7 +36,9 @@ def training_heap():
         yield
         return
     _LIBC.mallopt(_M_MMAP_MAX, 0)
-    _LIBC.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    # -1: no automatic trim at all (a 256-token batch frees gigabytes at the top of the
+    # heap: any fixed threshold could hand them back after a step); the loop trims per epoch
+    _LIBC.mallopt(_M_TRIM_THRESHOLD, -1)
     try:
         yield
     finally:
