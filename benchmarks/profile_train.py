@@ -26,8 +26,9 @@ from speed import long_documents
 
 WARM, BATCH = 3, 32
 CASES = ("full-64", "lora-64", "full-256", "lora-256", "pretrain-tiny")
+# "Optimizer." covers torch's own ranges for step and zero_grad
 PARTS = {"exapt::collate": "data collation", "exapt::clip": "gradient clipping", "Optimizer.": "optimizer step",
-         "exapt::heap_trim": "heap trim (malloc_trim)", "Optimizer.zero_grad": "optimizer step"}
+         "exapt::heap_trim": "heap trim (malloc_trim)"}
 # In training, attention with dropout on its probabilities takes PyTorch's math path: its
 # score and value products are the batched matmuls (bmm), its softmax and dropout are in
 # their own rows; a fused kernel (no dropout, or eval) shows as "attention (fused SDPA kernel)".
@@ -51,6 +52,14 @@ def bucket(event) -> str:
     return "other ops (add, copy, embedding, loss, ...)"
 
 
+def profiler(active: int):
+    """CPU ops only; steps 0..WARM-1 unrecorded, then `active` steps recorded."""
+    import torch
+
+    return torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                  schedule=torch.profiler.schedule(wait=0, warmup=WARM, active=active, repeat=1))
+
+
 @contextmanager
 def step_marks(active: int, stamps: list):
     """Wrap the loop's step parts in named profiler ranges; the profiler records only
@@ -59,8 +68,7 @@ def step_marks(active: int, stamps: list):
     import torch
     from exapt.train import loop
 
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                  schedule=torch.profiler.schedule(wait=0, warmup=WARM, active=active, repeat=1))
+    prof = profiler(active)
     real_step, real_batch, real_trim = loop._step, loop.device_batch, loop.release_freed_memory
     real_clip = accelerate.Accelerator.clip_grad_norm_
 
@@ -90,12 +98,12 @@ def step_marks(active: int, stamps: list):
 
 
 def pretrain_marks(active: int, stamps: list):
-    """The pre-training loop's step is `trainer.train_step` (forward, backward, step)."""
+    """The pre-training loop's steps, marked where each calls `trainer.mlm_loss` (once per
+    training step, before backward; evaluation runs in eval mode and is not counted)."""
     import torch
     from exapt.pretrain import trainer
 
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                  schedule=torch.profiler.schedule(wait=0, warmup=WARM, active=active, repeat=1))
+    prof = profiler(active)
     real = trainer.mlm_loss
 
     def stamped(model, *a, **k):  # once per training step, before backward

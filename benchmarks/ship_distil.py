@@ -96,25 +96,32 @@ def prune_students(teacher, work: Path, quick: bool = False) -> list:
     return runs
 
 
+def timed(run_batch, inputs: list, batch1_rows: int, batch32_rows: int) -> dict:
+    """Batch-1 latency (median ms) and batch-32 throughput (inputs/s) of `run_batch(chunk)`."""
+    import torch
+
+    run_batch(inputs[:8])  # warm-up
+    times = []
+    for one in inputs[:batch1_rows]:
+        start = time.perf_counter()
+        run_batch([one])
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(0, min(batch32_rows, len(inputs)), 32):
+        run_batch(inputs[i:i + 32])
+    throughput = min(batch32_rows, len(inputs)) / (time.perf_counter() - start)
+    return {"latency_ms_b1": round(1000 * statistics.median(times), 3), "tweets_per_s_b32": round(throughput, 1),
+            "load_average_1min": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads()}
+
+
 def speed(run, texts: list[str], batch1_rows: int = 64, batch32_rows: int = 512) -> dict:
-    """Batch-1 latency (median ms) and batch-32 throughput (tweets/s), PyTorch fp32 eager."""
+    """`timed` for PyTorch fp32 eager on tokenised tweets."""
     import torch
 
     bb, model = run.model.backbone, run.model.eval()
     items = bb.prepare_inputs(texts[:max(batch1_rows, batch32_rows)])
     with torch.inference_mode():
-        model(bb.collate(items[:8]))  # warm-up
-        times = []
-        for item in items[:batch1_rows]:
-            start = time.perf_counter()
-            model(bb.collate([item]))
-            times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for i in range(0, min(batch32_rows, len(items)), 32):
-            model(bb.collate(items[i:i + 32]))
-        throughput = min(batch32_rows, len(items)) / (time.perf_counter() - start)
-    return {"latency_ms_b1": round(1000 * statistics.median(times), 3), "tweets_per_s_b32": round(throughput, 1),
-            "load_average_1min": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads()}
+        return timed(lambda chunk: model(bb.collate(chunk)), items, batch1_rows, batch32_rows)
 
 
 def int8_row(student, teacher_row: dict, texts: list[str], truth: list[str], work: Path, quick: bool = False) -> dict:
@@ -130,28 +137,16 @@ def int8_row(student, teacher_row: dict, texts: list[str], truth: list[str], wor
 
     folder = export_run(student.path, work / "distil-l3-int8", quantize="int8", force=True, log=lambda *a: None)
     predictor = ExportPredictor.load(folder, threads=torch.get_num_threads())
-    b1, b32 = (16, 64) if quick else (64, 512)
-    predictor.outputs(texts[:8])  # warm-up
-    times = []
-    for text in texts[:b1]:
-        start = time.perf_counter()
-        predictor.outputs([text])
-        times.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    predictor.outputs(texts[:b32], batch_size=32)
-    throughput = min(b32, len(texts)) / (time.perf_counter() - start)
+    speeds = timed(predictor.outputs, texts, *((16, 64) if quick else (64, 512)))  # tokenising included
     test = texts[:len(truth)]
     labels = [predictor.labels[k] for k in predictor.decide(predictor.outputs(test)["logits"])]
     accuracy = sum(a == b for a, b in zip(labels, truth)) / len(truth)
-    latency = 1000 * statistics.median(times)
     parity = json.loads((folder / "export.json").read_text())["parity"]
     return {"model": "distilled, 3 layers, int8 ONNX", "spec": "exapt export --quantize int8", "accuracy": accuracy,
             "macro_f1": None, "parameters": sum(p.numel() for p in student.model.parameters()),
-            "agreement": None, "latency_ms_b1": round(latency, 3), "tweets_per_s_b32": round(throughput, 1),
-            "load_average_1min": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads(),
-            "accuracy_kept": round(accuracy / teacher_row["accuracy"], 4),
-            "speedup_b1": round(teacher_row["latency_ms_b1"] / latency, 3),
-            "speedup_b32": round(throughput / teacher_row["tweets_per_s_b32"], 3),
+            "agreement": None, **speeds, "accuracy_kept": round(accuracy / teacher_row["accuracy"], 4),
+            "speedup_b1": round(teacher_row["latency_ms_b1"] / speeds["latency_ms_b1"], 3),
+            "speedup_b32": round(speeds["tweets_per_s_b32"] / teacher_row["tweets_per_s_b32"], 3),
             "parity_gate": parity.get("failures") or "passed"}
 
 

@@ -3,9 +3,10 @@
 In training, a BERT layer hands its attention dropout to PyTorch's scaled-dot-product
 attention; with dropout above 0 no fused CPU kernel applies, so PyTorch takes the math
 path: it materialises the batch x heads x length x length probabilities, draws a dropout
-mask over them and keeps both for the backward pass. At 256 tokens that path was a third
-of a MiniLM-L6 step (benchmarks/results/profile.md); with dropout 0 the fused kernel runs
-and a step took 0.62x the time. The mask is a regulariser, so results change.
+mask over them and keeps both for the backward pass. At 256 tokens that path and its
+masks were about half of a MiniLM-L6 step (docs/speed.md); with dropout 0 the fused
+kernel runs and `full` trained 1.54x the examples per second (benchmarks/speed.py). The
+mask is a regulariser, so results change (benchmarks/lever_accuracy.py measures by how much).
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Recomputing every block's forward in the backward pass (activation checkpointing) trades
 compute for memory. For parameter-efficient strategies it was always on, and it made
 `lora` slower than `full`: profiled on MiniLM-L6, batch 32, a LoRA step took 1.2x a full
-step at <= 64 tokens and 2.1x at 256 (benchmarks/results/profile.md), because every
-matmul and every dropout mask ran twice. Turned off, a LoRA epoch took 0.47x the time.
+step at <= 64 tokens and 2.1x at 256 (docs/speed.md), because every matmul and every
+dropout mask ran twice. Turned off, a LoRA epoch took 0.59x the time
+(benchmarks/lever_fit.py lora-ckpt-on lora-ckpt-off).
 
 So a strategy that asks for it (`checkpoints_activations`) gets it only when the batch's
 stored activations would take more than a quarter of the memory available now. The
