@@ -135,7 +135,8 @@ def int8_row(student, teacher_row: dict, texts: list[str], truth: list[str], wor
     from exapt.deploy.export import export_run
     from exapt.deploy.predictor import ExportPredictor
 
-    folder = export_run(student.path, work / "distil-l3-int8", quantize="int8", force=True, log=lambda *a: None)
+    folder = export_run(student.path, work / "distil-l3-int8", quantize="int8", force=True, overwrite=True,
+                        log=lambda *a: None)  # overwrite: a rerun with --work exports afresh
     predictor = ExportPredictor.load(folder, threads=torch.get_num_threads())
     speeds = timed(predictor.outputs, texts, *((16, 64) if quick else (64, 512)))  # tokenising included
     test = texts[:len(truth)]

@@ -30,7 +30,8 @@ def training_heap():
     at 256 tokens) fault in zeroed pages again; trimming after every step did the same to
     the rest. Measured on MiniLM-L6 at 256 tokens (benchmarks/lever_micro.py 256 trim
     default keepheap): a step took 5.40 s trimming each step, 4.79 s with glibc's defaults
-    and 4.16 s with blocks kept on the heap, for a 10% higher peak. The heap is trimmed at the end of each epoch
+    and 4.16 s with blocks kept on the heap, for a 10% higher peak; a later run, when page
+    faults cost twice as much on this virtual machine, 9.2 / 10.3 / 4.29 s. The heap is trimmed at the end of each epoch
     (the loop) and when training ends; then glibc's defaults come back."""
     if _LIBC is None or not hasattr(_LIBC, "mallopt"):
         yield
