@@ -11,8 +11,10 @@ warm-up steps, then the mean step time over the rest (tweets from test.csv; at l
   compile        torch.compile(dynamic=True) of the encoder (the warm-up includes compiling)
   trim           malloc_trim after every step (exapt's loop before the heap lever)
   keepheap       glibc mmap and automatic trim off (exapt's training_heap)
+  cheapdrop      exapt's cheaper dropout masks (train/dropout.py: 16 random bits per element)
 
     python benchmarks/lever_micro.py 256 default trim keepheap noattndrop
+    python benchmarks/lever_micro.py 64 keepheap keepheap+cheapdrop keepheap+nodrop
 Run it alone. Prints one line per variant (each in a fresh process).
 """
 from __future__ import annotations
@@ -50,6 +52,10 @@ model = AutoModel.from_pretrained(minilm_dir(), **kw).train()
 head = torch.nn.Linear(model.config.hidden_size, 3)
 params = list(model.parameters()) + list(head.parameters())
 opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+if "cheapdrop" in variant:
+    from exapt.train.dropout import cheap_dropout
+    keep_cheap = cheap_dropout(model)  # held: a dropped context manager would undo itself
+    keep_cheap.__enter__()
 encoder = torch.compile(model, dynamic=True) if "compile" in variant else model
 autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in variant else contextlib.nullcontext
 

@@ -43,6 +43,10 @@ class TrainConfig:
     # BERTs). 0 lets PyTorch run its fused attention kernel (docs/benchmarks.md: 1.6x a
     # step at 256 tokens); it changes the regulariser, so results change.
     attention_dropout: float | None = option(None, lo=0, hi=1)
+    # Dropout masks from 16 random bits per element instead of PyTorch's per-element draw
+    # (train/dropout.py): the same distribution, another random stream, so a seeded run
+    # differs from one with this off; off reproduces runs of exapt before 2026-12.
+    cheap_dropout: bool = option(True)
 
     def __post_init__(self):
         validate(self, "train")

@@ -37,6 +37,7 @@ from ..masked_lm.masking import mask_tokens
 # The training step calls mlm_loss through this module's name: tests and benchmarks/pretrain_bench.py
 # replace trainer.mlm_loss to interrupt or time it. evaluate stays importable from here (mlm_source).
 from ..masked_lm.objective import Batcher, evaluate, mlm_loss, special_mask, to_device, training_device
+from ..train.dropout import cheap_dropout
 from ..train.optim import training_heap
 from .output import STATE_DIR, load_state, prepare_out, save_state, write_model
 from .setup import SPECIAL_TOKENS, arch_config, build_tokenizer, init_model, load_vocabulary
@@ -280,7 +281,9 @@ class _Training:
         bar = _progress_bar(self.plan, self.step, self.seconds, self.progress)
         batcher = Batcher(self.data.train, self.pad_id)
         mark = int(10 * self.seconds / budget) + 1 if budget else None  # time budget: evaluate at each tenth
-        with training_heap():  # the batch's big tensors stay on the heap between steps (train/optim.py)
+        # the batch's big tensors stay on the heap between steps (train/optim.py); dropout
+        # masks come 16 bits an element (train/dropout.py)
+        with training_heap(), cheap_dropout(self.model):
             self._steps(batcher, bar, budget, mark)
         bar.close()
 

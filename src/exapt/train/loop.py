@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ..run_folder import RunFolder
 from .attention import set_attention_dropout
 from .batches import Step, epoch_batches, eval_batches
 from .checkpoint import optimizer_from_tensors, set_rng_state
+from .dropout import cheap_dropout
 from .memory import checkpointing_needed
 from .optim import fused_adamw, linear_warmup_decay, release_freed_memory, training_heap
 from .privacy import PrivatePlan, PrivateTraining, batchnorm_eval, frozen_for_privacy
@@ -132,7 +134,8 @@ def train(model, strategy, task, train_split: Split, val_split: Split | None, cf
     if resume:
         _resume(loop, model, cfg, run_dir, log)
     loop.started = time.perf_counter()
-    with training_heap():  # big tensors stay on the heap between steps (optim.py says why)
+    masks = cheap_dropout(model) if cfg.cheap_dropout else nullcontext()  # dropout.py says why
+    with training_heap(), masks:  # big tensors stay on the heap between steps (optim.py says why)
         _run_epochs(loop, model, strategy, task, train_split, val_split, cfg, progress, log, penalties)
     return _finish(loop, model)
 
