@@ -31,7 +31,9 @@ def done_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def run_cell(tool, method, n, seed, test) -> dict:
+def run_cell(tool, method, n, seed, test, **fit_options) -> dict:
+    """One cell; `fit_options` go to exapt.fit (reproduce_tweets.py passes the mask setting
+    the committed cells were run with)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     train = read_csv(TWEETS / f"train_n{n}_s{seed}.csv")
@@ -41,7 +43,7 @@ def run_cell(tool, method, n, seed, test) -> dict:
 
         run = exapt.fit(str(TWEETS / f"train_n{n}_s{seed}.csv"), method, "minilm-l6", test=str(TWEETS / "test.csv"),
                         val_fraction=0, seed=seed, max_length=64, out=RESULTS / "runs" / f"{method}-n{n}-s{seed}",
-                        overwrite=True, progress=False, log=lambda *a: None)
+                        overwrite=True, progress=False, log=lambda *a: None, **fit_options)
         m = run.metrics
         return {"accuracy": m["test"]["accuracy"], "macro_f1": m["test"]["macro_f1"], "seconds": m["train_seconds"]}
     import peers
