@@ -15,6 +15,10 @@ SECTIONS = [
     ("speed.md", "Training speed (issues 2 and 25)", "python benchmarks/speed.py",
      "Measured alone on the 2-core machine, side by side with the peer in one run; MFU against the fp32 matmul "
      "peak measured in the same run. Where the time goes (profile) and the levers taken: docs/speed.md."),
+    ("profile.md", "Where training time goes (issue 25)", "python benchmarks/profile_train.py",
+     "exapt's own loop under torch.profiler, each op's own time put in one bucket (batch 32, MiniLM-L6; "
+     "pretrain-tiny: batch 64 x 128 tokens), with every lever of docs/speed.md kept. The profile before the "
+     "levers and what each lever changed: docs/speed.md."),
     ("peft.md", "Parameter-efficient strategies (issue 3)", "python benchmarks/peft_bench.py",
      "LoRA, bottleneck adapters and IA3 against full fine-tuning; memory and throughput against PEFT + Trainer."),
     ("compare.md", "`exapt compare` (issue 4)", "python benchmarks/compare_bench.py",

@@ -36,7 +36,10 @@ OPS = [("matmul: linear layers", ("aten::mm", "aten::addmm", "aten::_addmm_activ
        ("matmul: attention (bmm)", ("aten::bmm", "aten::baddbmm", "aten::matmul")),
        ("attention (fused SDPA kernel)", ("scaled_dot_product", "aten::_efficient_attention", "flash_attention")),
        ("softmax / GELU / LayerNorm", ("softmax", "gelu", "layer_norm", "aten::tanh")),
-       ("dropout masks", ("dropout", "bernoulli"))]
+       ("dropout masks", ("dropout", "bernoulli", "random_"))]
+# exapt's cheaper masks (train/dropout.py): the random bits are `random_`; the masked scale,
+# forward and backward, runs inside its autograd function, whose profiler ranges carry this name
+CHEAP_DROPOUT = "KeepAndScale"
 
 
 def bucket(event) -> str:
@@ -45,6 +48,8 @@ def bucket(event) -> str:
         for prefix, name in PARTS.items():
             if e.name.startswith(prefix):
                 return name
+        if CHEAP_DROPOUT in e.name:
+            return "dropout masks"
         e = e.cpu_parent
     for name, needles in OPS:
         if any(n in event.name for n in needles):

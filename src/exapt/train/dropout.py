@@ -103,15 +103,12 @@ def attention_with_cheap_dropout(module, query, key, value, attention_mask, drop
     return out.transpose(1, 2).contiguous(), None
 
 
-def _register_attention() -> bool:
-    try:
-        from transformers import AttentionInterface  # heavy: imported on first use
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-    except ImportError:
-        return False
+def _register_attention() -> None:
+    from transformers import AttentionInterface  # heavy: imported on first use
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask  # heavy: as above
+
     AttentionInterface.register(_ATTENTION, attention_with_cheap_dropout)
     ALL_MASK_ATTENTION_FUNCTIONS.register(_ATTENTION, sdpa_mask)  # the same boolean masks as sdpa
-    return True
 
 
 def _sdpa_configs(model: nn.Module) -> list:
@@ -136,7 +133,9 @@ def cheap_dropout(model: nn.Module):
                 cheap.train(child.training)
                 setattr(parent, name, cheap)
                 swapped.append((parent, name, child, cheap))
-    configs = _sdpa_configs(model) if _register_attention() else []
+    configs = _sdpa_configs(model)
+    if configs:
+        _register_attention()
     for config in configs:
         config._attn_implementation = _ATTENTION
     try:
