@@ -196,6 +196,11 @@ def markdown(results: list[dict]) -> str:
     for b in buckets:
         cells = [f"{100 * r['breakdown_s'].get(b, 0) / r['step_s']:.1f}%" for r in results]
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    if any(r["case"].endswith("-256") for r in results):
+        lines += ["", "The 256-token columns are distorted: the profiler's own records fragment the heap that "
+                  "training keeps between steps, so big element-wise ops (the dropout masks' `where`, softmax) "
+                  "page-fault under it; a `full` step timed without the profiler takes 3.33 s "
+                  "(benchmarks/lever_micro.py 256 keepheap+cheapdrop). Read them for what is there, not for shares."]
     return "\n".join(lines) + "\n"
 
 
