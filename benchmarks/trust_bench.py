@@ -226,7 +226,9 @@ def main(argv=None) -> None:
                         continue
                     row = privacy_audit_rows(data, strategy, eps, seed, a.shadows, a.encoder_shadows,
                                              ROOT / "out" / "trust", n)
-                    rows.append(row)
+                    # read again: another trust_bench (other seeds, strategies) may have added rows meanwhile
+                    rows = json.loads(out_json.read_text())["rows"] if out_json.exists() else []
+                    rows = [r for r in rows if tuple(r[k] for k in KEY) != tuple(row[k] for k in KEY)] + [row]
                     print(json.dumps(row), flush=True)
                     write_json(out_json, {"machine": machine(), "rows": rows})
                     (RESULTS / f"{stem}.md").write_text(table(rows))  # after each row: a stopped run still reports
