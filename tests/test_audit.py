@@ -107,3 +107,19 @@ def test_encoder_run_shadows_train_the_runs_own_way(tmp_path, capsys):
     assert main(["audit", str(tmp_path / "reg")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "classification" in err[0]
+
+
+def test_non_members_match_the_members_class_mix():
+    """Balanced members against naturally mixed held-out rows would let an attack read the
+    class mix instead of membership: non-members are drawn per class to the members' counts."""
+    from exapt.trust.audit import matched_non_members
+
+    members = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    held_out = np.array([0] * 80 + [1] * 15 + [2] * 5)  # natural mix: class 2 is rare
+    labels = np.r_[members, held_out]
+    picked = matched_non_members(members, np.arange(30, 130), labels, seed=0)
+    counts = np.bincount(labels[picked], minlength=3)
+    assert counts.tolist() == [10, 10, 5]  # class 2 has only 5 held-out rows: all of them
+    assert len(set(picked)) == len(picked) and picked.min() >= 30
+    assert np.array_equal(picked, matched_non_members(members, np.arange(30, 130), labels, seed=0))
+    assert not np.array_equal(picked, matched_non_members(members, np.arange(30, 130), labels, seed=1))
