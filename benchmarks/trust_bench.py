@@ -16,6 +16,9 @@ killed run resumes); results/trust.md is the table, results/trust.png the figure
 against LiRA TPR at 1% FPR, one point per strategy x epsilon). `--quick` (tweets, 32 per
 class, linear-probe, 8 shadows) checks that it all runs, into results/trust_quick.*.
 
+`--reaudit`: redo the selected rows although trust.json has them, auditing each finished run
+in benchmarks/out/trust again (a run missing there is fitted): after a change to the audit.
+
 `--dp-audit [--epsilons 8,3,1] [--shadows 64] [--before-shadows 2]`: private linear probes on
 the fixed tweet split (train_n256_s0.csv, test.csv, MiniLM at 64 tokens), each audited by
 LiRA; the row adds TPR at 0.1% FPR, whether the audit's lower bound stays at or below the
@@ -42,16 +45,22 @@ KEY = ("data", "strategy", "epsilon", "seed")
 
 
 def privacy_audit_rows(data: str, strategy: str, epsilon: float, seed: int, shadows: int, encoder_shadows: int,
-                       out: Path, n_per_class: int | None = None) -> dict:
-    """One fit and its audit; the numbers the table and the figure read."""
+                       out: Path, n_per_class: int | None = None, reuse: bool = False) -> dict:
+    """One fit and its audit; the numbers the table and the figure read. `reuse`: a
+    finished run already in its folder is audited again instead of fitted again."""
     import exapt
+    from exapt.run import Run
     from exapt.trust.audit import audit_run
 
     d = DATA[data]
     name = f"{data}-{strategy}-eps{epsilon:g}-s{seed}"
     privacy = None if math.isinf(epsilon) else f"epsilon={epsilon:g}"
-    run = exapt.fit(d["data"], strategy, d["model"], out=out / name, overwrite=True, progress=False,
-                    log=lambda *a: None, n_per_class=n_per_class or d["n_per_class"], seed=seed, privacy=privacy)
+    if reuse and (out / name / "metrics.json").exists():
+        run = Run.load(out / name)
+    else:
+        run = exapt.fit(d["data"], strategy, d["model"], out=out / name, overwrite=True, progress=False,
+                        log=lambda *a: None, n_per_class=n_per_class or d["n_per_class"], seed=seed,
+                        privacy=privacy)
     m = run.metrics
     head_only = strategy == "linear-probe"
     k = shadows if head_only else encoder_shadows
@@ -206,6 +215,8 @@ def main(argv=None) -> None:
     p.add_argument("--shadows", type=int, default=64)
     p.add_argument("--encoder-shadows", type=int, default=0)
     p.add_argument("--dp-audit", action="store_true", help="private probes on the fixed tweet split, audited")
+    p.add_argument("--reaudit", action="store_true",
+                   help="redo the selected rows even if present, auditing finished runs again instead of refitting")
     p.add_argument("--before-shadows", type=int, default=2, help="--dp-audit: Opacus-path shadows timed")
     a = p.parse_args(argv)
     if a.dp_audit:
@@ -222,10 +233,10 @@ def main(argv=None) -> None:
         for strategy in a.strategies.split(","):
             for eps in (float(e) for e in a.epsilons.split(",")):
                 for seed in (int(s) for s in a.seeds.split(",")):
-                    if (data, strategy, eps, seed) in done:
+                    if (data, strategy, eps, seed) in done and not a.reaudit:
                         continue
                     row = privacy_audit_rows(data, strategy, eps, seed, a.shadows, a.encoder_shadows,
-                                             ROOT / "out" / "trust", n)
+                                             ROOT / "out" / "trust", n, reuse=a.reaudit)
                     # read again: another trust_bench (other seeds, strategies) may have added rows meanwhile
                     rows = json.loads(out_json.read_text())["rows"] if out_json.exists() else []
                     rows = [r for r in rows if tuple(r[k] for k in KEY) != tuple(row[k] for k in KEY)] + [row]
