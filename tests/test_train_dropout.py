@@ -47,6 +47,7 @@ def test_forward_and_backward_use_one_mask_and_seeds_repeat_it():
     torch.testing.assert_close(dropout(x, 0.3), y)
     assert torch.equal(dropout(x, 0.3, training=False), x) and torch.equal(dropout(x, 0.0), x)
     assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    assert torch.equal(dropout(x, 1 - 1e-7), torch.zeros_like(x))  # rounds to 1: no division by zero
 
 
 def test_cheap_dropout_module_is_an_nn_dropout():

@@ -19,6 +19,7 @@ which restores that generator's state, replays them.
 Hugging Face model on PyTorch's scaled-dot-product attention, routes attention through
 `attention_with_cheap_dropout` (dropout on the attention probabilities by the same mask;
 with dropout 0, as in eval mode, it is the `sdpa` function itself). Both are undone on exit.
+On a GPU both hand over to PyTorch's own kernels, which are fused there already.
 Measured on one MiniLM-L6 step (benchmarks/lever_micro.py) and in benchmarks/speed.py;
 docs/speed.md has the figures.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _LEVELS = 1 << 16  # a 16-bit number per element: p is kept to 1/65536
@@ -62,7 +64,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout` with the cheaper mask (module docstring)."""
     if not training or p == 0.0:
         return x
-    if p >= 1.0:
+    if x.device.type != "cpu":  # GPUs have a fused dropout kernel already
+        return F.dropout(x, p, True)
+    if round(p * _LEVELS) >= _LEVELS:  # p within 1/131072 of 1: everything dropped
         return x * 0.0
     keep, scale = keep_mask(x.shape, p)
     return _KeepAndScale.apply(x, keep, scale)
@@ -87,7 +91,7 @@ def attention_with_cheap_dropout(module, query, key, value, attention_mask, drop
     dropout 0 in eval mode, as they do to `sdpa`.)"""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward  # heavy: imported on first use
 
-    plain = (dropout == 0.0 or is_causal or kwargs.get("position_bias") is not None
+    plain = (dropout == 0.0 or query.device.type != "cpu" or is_causal or kwargs.get("position_bias") is not None
              or getattr(module, "num_key_value_groups", 1) > 1 or query.shape[-1] != key.shape[-1])
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
