@@ -16,6 +16,12 @@ warm-up steps, then the mean step time over the rest (tweets from test.csv; at l
     python benchmarks/lever_micro.py 256 default trim keepheap noattndrop
     python benchmarks/lever_micro.py 64 keepheap keepheap+cheapdrop keepheap+nodrop
 Run it alone. Prints one line per variant (each in a fresh process).
+
+    python benchmarks/lever_micro.py ops
+times the masks alone, forward + backward, with the heap kept as in training: one dropout
+on [32, 40, 384] (a 64-token batch's hidden states) and attention with dropout 0.1 on
+[32, 12, 256, 256], PyTorch's against train/dropout.py's, with the fused kernel (no
+dropout) beside them.
 """
 from __future__ import annotations
 
@@ -86,8 +92,51 @@ print(f"{length} tokens, {'+'.join(variant)}: warm-up {warm:.1f} s, step {per_st
       f"{tokens / per_step:.0f} real tokens/s, peak {peak} MB", flush=True)
 """
 
+OPS = r"""
+import ctypes, time
+import torch
+import torch.nn.functional as F
+from exapt.train.dropout import attention_with_cheap_dropout, dropout
+
+torch.set_num_threads(2)
+libc = ctypes.CDLL("libc.so.6")
+libc.mallopt(-4, 0)   # M_MMAP_MAX: the heap kept, as exapt's training_heap does
+libc.mallopt(-1, -1)  # M_TRIM_THRESHOLD
+
+def ms(fn, inputs, grad, reps):
+    for _ in range(2):
+        fn(*inputs).backward(grad)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn(*inputs).backward(grad)
+    return (time.perf_counter() - t0) / reps * 1e3
+
+x = torch.randn(32, 40, 384, requires_grad=True)
+g = torch.randn(32, 40, 384)
+print(f"dropout 0.1, [32, 40, 384], forward + backward: PyTorch {ms(lambda a: F.dropout(a, 0.1, True), [x], g, 40):.2f} ms, "
+      f"cheaper masks {ms(lambda a: dropout(a, 0.1), [x], g, 40):.2f} ms", flush=True)
+
+class Block(torch.nn.Module):  # what the attention function reads of a Hugging Face attention module
+    pass
+
+T = 256
+qkv = [torch.randn(32, 12, T, 32, requires_grad=True) for _ in range(3)]
+allowed = torch.ones(32, 1, T, T, dtype=torch.bool)
+allowed[:, :, :, T - T // 4:] = False
+g = torch.randn(32, T, 12, 32)
+def sdpa(q, k, v, p):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p).transpose(1, 2)
+cheap = lambda q, k, v: attention_with_cheap_dropout(Block().train(), q, k, v, allowed, dropout=0.1)[0]
+print(f"attention, dropout 0.1, [32, 12, {T}, {T}], forward + backward: PyTorch {ms(lambda *a: sdpa(*a, 0.1), qkv, g, 4):.0f} ms, "
+      f"cheaper masks {ms(cheap, qkv, g, 4):.0f} ms, fused kernel without dropout {ms(lambda *a: sdpa(*a, 0.0), qkv, g, 4):.0f} ms",
+      flush=True)
+"""
+
 
 def main() -> None:
+    if sys.argv[1:2] == ["ops"]:
+        subprocess.run([sys.executable, "-c", OPS], check=True)
+        return
     length, variants = sys.argv[1], sys.argv[2:] or ["default"]
     for variant in variants:
         subprocess.run([sys.executable, "-c", CHILD, length, variant], check=True,

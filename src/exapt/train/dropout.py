@@ -25,6 +25,7 @@ docs/speed.md has the figures.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -39,9 +40,7 @@ def keep_mask(shape, p: float) -> tuple[torch.Tensor, float]:
     """A boolean mask that keeps each element with probability 1 - p' (p' = p rounded to
     1/65536), and the scale 1 / (1 - p') that keeps the expectation."""
     dropped = round(p * _LEVELS)
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
     numbers = bits.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
     return numbers >= dropped - _LEVELS // 2, _LEVELS / (_LEVELS - dropped)
