@@ -3,16 +3,17 @@
 quarter of the panel's time).
 
 For each set, at one size (--n per class) and each seed: the panel (compare's default
-strategies; for DNA only the two classical baselines, as baseline_bench.py has it, since no
-DNA-pretrained model is installed) and one `exapt fit --strategy auto` on the
-same data, split and seed. The panel's best is its best test score (the ranking metric
+strategies, plus the sequence CNN for DNA and proteins) and one `exapt fit --strategy auto`
+on the same data, split and seed. The panel's best is its best test score (the ranking metric
 compare uses: accuracy, or macro-F1 for imbalanced classes); auto's is the test score of
 the run it chose on validation. Times are wall seconds of the two calls, in one process,
-one after the other, so their ratio is comparable even on a shared machine; the load
-average before and after each set is recorded with it.
+one after the other, each with an empty feature cache, so their ratio is comparable even
+on a shared machine; the load average before and after each set is recorded with it.
 
 Resumable: a set already in results/real_data.json with the same settings is
-skipped; the file and results/real_data.md are rewritten after each one.
+skipped; the file and results/real_data.md are rewritten after each one. A panel already
+in results/real_data_panels.json (same set, model, strategies and settings) is reused, so
+a change to auto is measured again against the same panel without rerunning it.
 
     nice python benchmarks/real_data_bench.py --quick
     nice python benchmarks/real_data_bench.py --sets promoters,splice --n 64 --seeds 1
@@ -31,37 +32,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_json  # noqa: E402
 
 PANEL = "scratch,baseline,linear-probe,full,lp-ft,freeze:4,lora"   # compare's default panel
-# DNA: no DNA-pretrained model is installed (minilm-l6 reads DNA as text; auto may still try it)
-SEQUENCE_PANEL = "baseline,baseline-cnn"
+# DNA and proteins: the default panel plus the sequence CNN the issue names as a classical
+# baseline (auto may try it too); no DNA-pretrained model is installed, so minilm-l6 reads
+# DNA as text there, in the panel and in auto alike
+SEQUENCE_PANEL = PANEL + ",baseline-cnn"
 # set -> (model, panel): the model compare and auto both use
 SETS = {
     "tweets": ("minilm-l6", PANEL),
     "tweets-self-driving": ("minilm-l6", PANEL),
-    "amp-tm": ("antiberty", PANEL),
+    "tweets-airline": ("minilm-l6", PANEL),
+    "amp-tm": ("antiberty", SEQUENCE_PANEL),
     "promoters": ("minilm-l6", SEQUENCE_PANEL),
     "splice": ("minilm-l6", SEQUENCE_PANEL),
+    "mnist": ("efficientnet-lite0:64", PANEL),
 }
 JSON, MD = RESULTS / "real_data.json", RESULTS / "real_data.md"
+PANELS = RESULTS / "real_data_panels.json"   # each panel's scores and seconds, reused when auto is rerun
 
 
 def one(name: str, n: int, seeds: int, args, work: Path) -> list[dict]:
     """The panel over `seeds` seeds, then auto on each seed's data; one record per seed.
     The panel's time for a seed is the sum of that seed's cells (compare's cell_seconds)."""
-    import exapt
     from exapt.auto import fit_auto
     from exapt.config import FitConfig
 
     model, panel = SETS[name]
     options = dict(max_length=args.max_length, max_test=args.max_test)
     load = [round(x, 2) for x in os.getloadavg()]
-    comp = exapt.compare(name, model=model, strategies=panel, n_per_class=[n], seeds=seeds, out=work / f"{name}-panel",
-                         tracking=False, progress=False, log=lambda *a, **k: None, overwrite=True, **options)
-    metric, frame, out = comp.meta["metric"], comp.results, []
+    metric, panels, out = panel_scores(name, model, panel, n, seeds, options, work)
     for seed in range(seeds):
-        rows = frame[frame["seed"] == seed]
-        scores = {str(r["strategy"]): float(r[f"test_{metric}"]) for _, r in rows.iterrows()}
+        scores, panel_seconds = panels[seed]["scores"], panels[seed]["seconds"]
         best = max(scores, key=scores.get)
-        panel_seconds = float(rows["cell_seconds"].sum())
+        os.environ["EXAPT_CACHE"] = str(work / f"cache-{name}-auto-{seed}")
         t1 = time.perf_counter()
         cfg = FitConfig.from_options(name, model=model, n_per_class=n, seed=seed, **options)
         budget = args.budget_fraction * panel_seconds / 60 if args.budget_fraction else None
@@ -78,12 +80,38 @@ def one(name: str, n: int, seeds: int, args, work: Path) -> list[dict]:
                     "gap_points": round((score - scores[best]) * 100, 2),
                     "time_ratio": round(auto_seconds / panel_seconds, 3),
                     "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()],
-                    "settings": settings(args, n)})
+                    "settings": settings(args, n, name)})
     return out
 
 
-def settings(args, n: int) -> dict:
-    return {"n": n, "seeds": args.seeds, "max_length": args.max_length, "max_test": args.max_test,
+def panel_scores(name: str, model: str, panel: str, n: int, seeds: int, options: dict, work: Path):
+    """(metric, [{"scores": {strategy: test score}, "seconds": panel seconds}] per seed, []):
+    the panel's figures, from PANELS when this panel at these settings ran before (auto can
+    then be measured again without rerunning it), else from a fresh compare."""
+    import exapt
+
+    key = f"{name}|{model}|{panel}|n={n}|seeds={seeds}|" + "|".join(f"{k}={v}" for k, v in sorted(options.items()))
+    saved = __import__("json").loads(PANELS.read_text()) if PANELS.exists() else {}
+    if key not in saved:
+        # each call starts with an empty feature cache, so neither reuses what the other encoded
+        os.environ["EXAPT_CACHE"] = str(work / f"cache-{name}-panel")
+        comp = exapt.compare(name, model=model, strategies=panel, n_per_class=[n], seeds=seeds,
+                             out=work / f"{name}-panel", tracking=False, progress=False, log=lambda *a, **k: None,
+                             overwrite=True, **options)
+        metric, frame = comp.meta["metric"], comp.results
+        per_seed = []
+        for seed in range(seeds):
+            rows = frame[frame["seed"] == seed]
+            per_seed.append({"scores": {str(r["strategy"]): float(r[f"test_{metric}"]) for _, r in rows.iterrows()},
+                             "seconds": float(rows["cell_seconds"].sum()),
+                             "cell_seconds": {str(r["strategy"]): float(r["cell_seconds"]) for _, r in rows.iterrows()}})
+        saved[key] = {"metric": metric, "seeds": per_seed, "load_after": [round(x, 2) for x in os.getloadavg()]}
+        write_json(PANELS, saved)
+    return saved[key]["metric"], saved[key]["seeds"], []
+
+
+def settings(args, n: int, name: str) -> dict:
+    return {"n": n, "seeds": args.seeds, "panel": SETS[name][1], "max_length": args.max_length, "max_test": args.max_test,
             "budget_fraction": args.budget_fraction}
 
 
@@ -124,6 +152,8 @@ def main(argv=None) -> None:
                    help="auto's --budget-minutes as this fraction of the seed's panel time (default 0.25, the "
                         "target; 0: no budget)")
     p.add_argument("--quick", action="store_true", help="promoters only, 16 per class, 200 test rows")
+    p.add_argument("--again", action="store_true",
+                   help="measure auto again on sets already in the results (their saved panels are reused)")
     args = p.parse_args(argv)
     if args.quick:
         args.sets, args.n, args.max_test = "promoters", 16, 200
@@ -136,7 +166,8 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="real-data-bench-"))
     try:
         for name in names:
-            if any(r["set"] == name and r["settings"] == settings(args, args.n) for r in results):
+            if not args.again and any(r["set"] == name and r["settings"] == settings(args, args.n, name)
+                                      for r in results):
                 continue
             records = one(name, args.n, args.seeds, args, work)
             results = [x for x in results if x["set"] != name] + records

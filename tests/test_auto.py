@@ -7,7 +7,7 @@ import pytest
 
 from conftest import quiet
 from exapt.auto import fit_auto
-from exapt.auto.plan import Candidate, Clock, choose, fine_tunes, lr_grid, reason, screen_steps
+from exapt.auto.plan import Candidate, Clock, choose, fine_tunes, lr_grid, reason, worth_launching
 from exapt.config import FitConfig
 from exapt.run import Run
 from exapt.run_folder import RunFolder
@@ -19,16 +19,24 @@ DEFAULTS = {"lp-ft": 2e-5, "full": 5e-5, "baseline-cnn": 1e-3}
 def test_lr_grid_is_around_the_default_default_first_and_the_users_rate_alone():
     assert lr_grid(2e-5, None) == pytest.approx([2e-5, 2e-5 / 3, 6e-5])
     assert lr_grid(2e-5, 1e-4) == [1e-4]
-    assert screen_steps(120, None) == 40
-    assert screen_steps(120, 3) is None  # the user's --epochs are kept
+
+
+def test_a_fit_is_launched_while_half_its_predicted_time_is_left():
+    assert worth_launching(100.0, None)          # no budget
+    assert worth_launching(100.0, 50.0)          # its time limit stops it at the budget
+    assert not worth_launching(100.0, 49.0)
+    assert worth_launching(None, 1.0)            # no basis for a prediction: any budget left
+    assert not worth_launching(None, 0.0) and not worth_launching(1.0, -3.0)
 
 
 def test_fine_tunes_follow_the_cheap_scores_and_the_input_kind():
     strategies = lambda cheap, kind="text", higher=True: [s for s, _ in fine_tunes(cheap, kind, higher, DEFAULTS)]
     assert strategies({"baseline": 0.5, "linear-probe": 0.6}) == ["lp-ft"]
-    # frozen features no better than the classical ones: full first, then lp-ft
-    assert strategies({"baseline": 0.6, "linear-probe": 0.6}) == ["full", "lp-ft"]
+    # frozen features worse than the classical ones: full first, then lp-ft
+    assert strategies({"baseline": 0.7, "linear-probe": 0.6}) == ["full", "lp-ft"]
     assert strategies({"baseline": 1.0, "linear-probe": 2.0}, higher=False) == ["full", "lp-ft"]  # rmse
+    # a tie (common on a small validation split) is no evidence against lp-ft
+    assert strategies({"baseline": 0.6, "linear-probe": 0.6}) == ["lp-ft"]
     # no pretrained model takes the data: nothing to fine-tune, but sequences get the CNN
     assert strategies({"baseline": 0.6, "linear-probe": None}) == []
     assert strategies({"baseline": 0.6, "linear-probe": None}, kind="dna") == ["baseline-cnn"]
@@ -36,7 +44,7 @@ def test_fine_tunes_follow_the_cheap_scores_and_the_input_kind():
 
 
 def test_choose_takes_the_best_validation_score_and_a_tie_goes_to_the_cheaper():
-    a, b, c = Candidate("baseline", "cheap"), Candidate("linear-probe", "cheap"), Candidate("lp-ft", "screen", 2e-5)
+    a, b, c = Candidate("baseline", "cheap"), Candidate("linear-probe", "cheap"), Candidate("lp-ft", "fine-tune", 2e-5)
     a.score, b.score, c.score = 0.7, 0.8, 0.8
     assert choose([a, b, c], higher=True) is b
     assert choose([a, b, c], higher=False) is a
@@ -44,7 +52,7 @@ def test_choose_takes_the_best_validation_score_and_a_tie_goes_to_the_cheaper():
     assert choose([a, b, c], higher=True) is b
     text = reason(b, [a, b, c], "accuracy", True)
     assert "linear-probe" in text and "0.8000" in text and "baseline (0.7000)" in text
-    assert choose([Candidate("full", "screen")], True) is None  # nothing ran
+    assert choose([Candidate("full", "fine-tune")], True) is None  # nothing ran
 
 
 def test_clock_predicts_from_the_probe_then_from_what_ran():
@@ -60,6 +68,18 @@ def test_clock_predicts_from_the_probe_then_from_what_ran():
     assert clock.estimate("full", 5, sizes, own_model=False) == pytest.approx(37.4)   # the measured ratio
     clock.learn("baseline-cnn", 4, sizes, 8.0, own_model=True)
     assert clock.estimate("baseline-cnn", 2, sizes, own_model=True) == pytest.approx(4.0)
+
+
+# -- the time limit auto gives each fit ---------------------------------------------------
+def test_a_time_limit_stops_training_after_the_epoch_that_passes_it(tmp_path, tiny_bert, tweets_small):
+    import exapt
+
+    kw = dict(epochs=3, max_length=32, progress=False, log=quiet)
+    limited = exapt.fit(str(tweets_small), "full", str(tiny_bert), out=tmp_path / "a", time_limit=1e-6, **kw)
+    m = limited.metrics
+    assert m["epochs_run"] == 1 and m["stopped_by_time_limit_after_epoch"] == 1
+    free = exapt.fit(str(tweets_small), "full", str(tiny_bert), out=tmp_path / "b", time_limit=1e6, **kw).metrics
+    assert free["epochs_run"] == 3 and "stopped_by_time_limit_after_epoch" not in free
 
 
 # -- the search on a tiny model ----------------------------------------------------------
@@ -83,8 +103,11 @@ def test_auto_writes_an_ordinary_run_that_says_what_was_tried(tmp_path, tiny_ber
     assert run.config.strategy == winner["strategy"]
     if winner["lr"] is not None:  # an encoder-trained winner keeps the rate it won with
         assert run.config.train.lr == pytest.approx(winner["lr"])
-    lr_ft = [c["lr"] for c in auto["candidates"] if c["strategy"] == "lp-ft"]
-    assert len(lr_ft) in (0, 3)  # the grid around lp-ft's default, when the probe earned a fine-tune
+    stages = [(c["strategy"], c["stage"]) for c in auto["candidates"]]
+    tuned = [s for s, stage in stages if stage == "fine-tune"]
+    assert len(set(tuned)) == len(tuned)  # each fine-tune once at its default rate, then the best at two more
+    others = [s for s, stage in stages if stage == "lr"]
+    assert others == [] if not tuned else len(others) == 2 and others[0] == others[1] in tuned
     assert run.evaluate(tweets_small)["n"] == 48
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto"]  # the candidates' folder is gone
 
@@ -128,14 +151,14 @@ def test_auto_refuses_an_existing_run_before_any_work(tmp_path, tiny_bert, tweet
 # -- the real model ------------------------------------------------------------------------
 def test_auto_on_minilm_and_real_tweets(tmp_path, tweets_small, tweets_test_small):
     """MiniLM on 48 real tweets: both cheap candidates score, lp-ft is fine-tuned, the winner is published."""
-    # --lr: the user's rate alone, so one screening fit per fine-tune (the grid is tested above)
+    # --lr: the user's rate alone, so one fit per fine-tune (the grid is tested above)
     cfg = FitConfig.from_options(str(tweets_small), model="minilm-l6", epochs=1, max_length=32, lr=3e-5,
                                  test=str(tweets_test_small), test_fraction=0)
     run = fit_auto(cfg, tmp_path / "auto", progress=False, log=quiet)
     auto = run.metrics["auto"]
     scores = {c["candidate"]: c["val_score"] for c in auto["candidates"]}
     assert scores["linear-probe"] is not None and scores["baseline"] is not None
-    screened = [c for c in auto["candidates"] if c["strategy"] == "lp-ft" and c["stage"] == "screen"]
-    assert [(c["lr"], c["status"]) for c in screened] == [(3e-5, "ran")]
+    tuned = [c for c in auto["candidates"] if c["strategy"] == "lp-ft"]
+    assert [(c["lr"], c["stage"], c["status"]) for c in tuned] == [(3e-5, "fine-tune", "ran")]
     assert RunFolder(run.path).is_complete() and run.metrics["test"]["accuracy"] > 0.4
     assert auto["chosen_on"].startswith("validation")

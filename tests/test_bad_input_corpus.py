@@ -118,7 +118,7 @@ def _case_table() -> list[tuple[str, str]]:
     add("fit-set", *(f"{fit} --set {s}" for s in [
         "train.clip=-1", "train.warmup=2", "train.warmup=-0.1", "train.head_lr=inf", "train.head_lr=0",
         "train.lr=nan", "train.lr=-1e-3", "train.weight_decay=-1", "train.weight_decay=inf", "train.min_steps=0",
-        "train.max_epochs=0", "train.seed=-1", "train.seed=1e30", "train.batch_size=0", "train.patience=-2",
+        "train.max_epochs=0", "train.time_limit=0", "train.time_limit=-5", "train.seed=-1", "train.seed=1e30", "train.batch_size=0", "train.patience=-2",
         "train.epochs=0", "train.cache_prefix=3", "train.activation_checkpointing=maybe", "data.seed=-5",
         "data.val_fraction=1.5", "data.max_test=0", "data.n_per_class=-3", "data.image_size=0",
         "data.test_fraction=nan", "source.max_test=0", "adapt.labels=-1", "adapt.test_fraction=1",

@@ -33,6 +33,10 @@ class TrainConfig:
     clip: float = option(1.0, lo=0)               # gradient-norm clip; 0: off
     # epochs without validation gain before stopping; 0: off
     patience: int = option(5, lo=0, flag="--patience")
+    # seconds of training after which it stops, after the current step, validating what it
+    # has (the best epoch's weights are kept, as with early stopping); None: no limit.
+    # `--strategy auto` gives each fit what is left of its budget. Single-process fits only
+    time_limit: float | None = option(None, lo=0, lo_open=True)
     seed: int = seed_option()
     cache_prefix: bool = option(True)
     # Recompute activations in the backward pass instead of keeping them. None: for

@@ -395,8 +395,9 @@ def _metrics(prep: _Prepared, strategy, test_logits, result: dict, seconds: floa
     }
     if model.backbone.long is not None:
         metrics["n_chunked"] = result["too_long"]
-    if "privacy" in result:
-        metrics["privacy"] = result["privacy"]
+    for key in ("privacy", "stopped_by_time_limit_after_epoch"):
+        if key in result:
+            metrics[key] = result[key]
     metrics["trainable_fraction"] = metrics["trainable_parameters"] / metrics["total_parameters"]
     metrics.update(class_metrics(prep.task, result["decision"], test_logits, prep.targets["test"]))
     if prep.names is not None:

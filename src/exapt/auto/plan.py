@@ -5,11 +5,15 @@ a figure tuned on one set.
 
 The stages:
 1. cheap: the classical `baseline` and the `linear-probe` on frozen features (seconds);
-2. screen: the fine-tunes the cheap scores point to, each learning rate of a small grid
-   around the strategy's own default, on a shortened schedule (a third of the optimiser
-   steps) so the grid costs about one ordinary fine-tune;
-3. final: the best screened fine-tune again on the full schedule, when it beat the cheap
-   candidates on validation and the budget still holds it.
+2. fine-tune: the fine-tunes the cheap scores point to, each at its own default learning
+   rate on the ordinary schedule, most promising first: a budget is spent first where the
+   prior says the answer most likely is, and no fit is thrown away (a fit shortened to
+   screen rates must be redone to be used, which a quarter-panel budget cannot afford);
+3. lr: the best fine-tune again at the other rates of a small grid around its default
+   (default / 3, default x 3), while the budget holds.
+Under a budget every fit after the cheap ones gets what is left as its time limit
+(train.time_limit: no epoch starts after it, the best epoch is kept), so auto ends within
+its budget give or take one epoch.
 The winner is the best validation score of all; a tie goes to the earlier (cheaper) one.
 """
 from __future__ import annotations
@@ -17,20 +21,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-SCREEN_FRACTION = 3      # a screening fit runs 1/3 of the default optimiser steps
 LR_STEP = 3.0            # the grid: default / 3, default, default * 3
+# another rate of a strategy already run is launched only when at least this share of its
+# measured time is left: a fit its time limit stops early says little about the rate
+MIN_SHARE_LEFT = 0.5
 BACKWARD_COST = 3.0      # a training step costs ~3 forward passes (forward + backward)
 SEQUENCE_KINDS = ("dna", "protein")
 
 
 @dataclass
 class Candidate:
-    """One fit auto may launch: a strategy spec, its learning rate (None: the strategy's
-    default) and its schedule (`min_steps` None: the default)."""
+    """One fit auto may launch: a strategy spec and its learning rate (None: the
+    strategy's default)."""
     strategy: str
-    stage: str                         # cheap | screen | final
+    stage: str                         # cheap | fine-tune | lr
     lr: float | None = None
-    min_steps: int | None = None
     why: str = ""
     # filled in by search.py
     status: str = "planned"            # ran | skipped | over budget | failed
@@ -42,15 +47,12 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        lr = f"@lr={self.lr:.3g}" if self.lr is not None else ""
-        return f"{self.strategy}{lr}" + (" (screen)" if self.min_steps is not None else "")
+        return f"{self.strategy}@lr={self.lr:.3g}" if self.lr is not None else self.strategy
 
     def record(self) -> dict:
         out = {"candidate": self.label, "strategy": self.strategy, "stage": self.stage, "lr": self.lr,
                "status": self.status, "why": self.why, "val_score": self.score, "val": self.val,
                "seconds": self.seconds, "estimated_seconds": self.estimate}
-        if self.min_steps is not None:
-            out["min_steps"] = self.min_steps
         if self.note:
             out["note"] = self.note
         return out
@@ -62,35 +64,39 @@ def cheap_candidates() -> list[Candidate]:
 
 
 def lr_grid(default: float, user_lr: float | None) -> list[float]:
-    """The learning rates to screen, the default first (a budget cut keeps the likeliest);
+    """The learning rates to try, the default first (a budget cut keeps the likeliest);
     the user's --lr alone when given."""
     if user_lr is not None:
         return [user_lr]
     return [default, default / LR_STEP, default * LR_STEP]
 
 
-def screen_steps(min_steps: int, user_epochs: int | None) -> int | None:
-    """The shortened schedule of a screening fit (None: the user fixed --epochs, keep it)."""
-    return None if user_epochs else max(1, min_steps // SCREEN_FRACTION)
+def worth_launching(estimate: float | None, left: float | None) -> bool:
+    """Whether a fit predicted to take `estimate` s is worth starting with `left` s of a
+    budget (None: no budget; an estimate of None: launched while any budget is left): its
+    time limit stops it at the budget, so half its predicted time is enough to start it."""
+    if left is None:
+        return True
+    return left > 0 and (estimate is None or estimate * MIN_SHARE_LEFT <= left)
 
 
 def fine_tunes(cheap: dict[str, float | None], kind: str, higher: bool, defaults: dict[str, float]) -> list[tuple]:
-    """[(strategy, why)] to screen, most promising first, from the cheap candidates'
+    """[(strategy, why)] to fine-tune, most promising first, from the cheap candidates'
     validation scores ({"baseline": s, "linear-probe": s}, None when it could not run).
 
     - a pretrained model that takes the data (the probe ran): `lp-ft` (Kumar et al. 2022:
       fine-tuning from the fitted probe head distorts good features least);
-    - when the probe does not beat the classical baseline, the frozen features are far
-      from the task and lp-ft's premise fails: `full` too (its own head, larger default
-      rate), put first;
+    - when the classical baseline beats the probe, the frozen features are far from the
+      task and lp-ft's premise fails: `full` too (its own head, larger default rate), put
+      first (a tie, common on a small validation split, is no evidence against lp-ft);
     - DNA and protein sequences: `baseline-cnn`, a small CNN from scratch (motif detectors
       fit such data where a pretrained encoder may not), cheap enough to always try."""
     out = []
     probe, base = cheap.get("linear-probe"), cheap.get("baseline")
     if probe is not None:
-        weak = base is not None and not better(probe, base, higher)
+        weak = base is not None and better(base, probe, higher)
         lp = ("lp-ft", "the probe's head as the start of a full fine-tune (keeps good features)")
-        full = ("full", "the frozen features did no better than the classical baseline on validation, "
+        full = ("full", "the classical baseline beat the frozen features on validation, "
                         "so the encoder must move: all weights, the fine-tune's own head")
         out += [full, lp] if weak else [lp]
     if kind in SEQUENCE_KINDS:

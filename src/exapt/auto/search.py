@@ -20,7 +20,7 @@ from ..run import Run
 from ..run_folder import RunFolder, publish_run
 from ..strategies import parse_strategy
 from ..tasks import Task, higher_is_better, ranking_metric
-from .plan import Candidate, Clock, better, cheap_candidates, choose, fine_tunes, lr_grid, reason, screen_steps
+from .plan import Candidate, Clock, cheap_candidates, choose, fine_tunes, lr_grid, reason, worth_launching
 
 
 def check_budget(minutes) -> float | None:
@@ -106,29 +106,24 @@ class _Search:
         cheap = {c.strategy: c.score for c in self.candidates}
         for strategy, why in fine_tunes(cheap, self.input_kind, self.higher, self._defaults()):
             self.plan.append(f"{strategy}: {why}")
-            self._screen(strategy, why)
-        self._final(cheap)
+            self._launch(Candidate(strategy, "fine-tune", lr=self._rates(strategy)[0], why=why))
+        self._other_rates()
 
     def _defaults(self) -> dict[str, float]:
         return {name: parse_strategy(name).learning_rates(self.cfg.train)[0]
                 for name in ("lp-ft", "full", "baseline-cnn")}
 
-    def _screen(self, strategy: str, why: str) -> None:
-        own = parse_strategy(strategy).own_model() is not None
-        steps = None if own else screen_steps(self.cfg.train.min_steps, self.cfg.train.epochs)
-        default = parse_strategy(strategy).default_lr
-        for lr in lr_grid(default, self.cfg.train.lr):
-            self._launch(Candidate(strategy, "screen", lr=lr, min_steps=steps, why=why))
+    def _rates(self, strategy: str) -> list[float]:
+        return lr_grid(parse_strategy(strategy).default_lr, self.cfg.train.lr)
 
-    def _final(self, cheap: dict) -> None:
-        """The best shortened fine-tune on the full schedule, when it beat the cheap ones."""
-        screened = [c for c in self.candidates if c.stage == "screen" and c.min_steps is not None]
-        best, best_cheap = choose(screened, self.higher), choose(self.candidates[:2], self.higher)
-        if best is None or (best_cheap is not None and not better(best.score, best_cheap.score, self.higher)):
+    def _other_rates(self) -> None:
+        """The best fine-tune at the other rates of its grid (the default ran already)."""
+        tuned = choose([c for c in self.candidates if c.stage == "fine-tune"], self.higher)
+        if tuned is None:
             return
-        self._launch(Candidate(best.strategy, "final", lr=best.lr,
-                               why="the best screened fine-tune, which beat the cheap candidates on validation, "
-                                   "on the full schedule"))
+        for lr in self._rates(tuned.strategy)[1:]:
+            self._launch(Candidate(tuned.strategy, "lr", lr=lr,
+                                   why=f"the best fine-tune ({tuned.label}) at another rate of its grid"))
 
     # -- one candidate ----------------------------------------------------------------
     def _config(self, c: Candidate) -> FitConfig:
@@ -136,8 +131,6 @@ class _Search:
         cfg.strategy = c.strategy
         if c.lr is not None:
             cfg.train.lr = c.lr
-        if c.min_steps is not None:
-            cfg.train.min_steps = c.min_steps
         return cfg
 
     def _launch(self, c: Candidate, check_budget: bool = True) -> None:
@@ -147,11 +140,17 @@ class _Search:
         epochs = cfg.train.resolved_epochs(self.sizes["train"])
         c.estimate = self.clock.estimate(c.strategy, epochs, self.sizes, own)
         left = None if self.budget is None else self.budget - (time.perf_counter() - self.started)
-        if check_budget and left is not None and (left <= 0 or (c.estimate is not None and c.estimate > left)):
+        # a strategy's first fit is launched while any budget is left: its time limit bounds
+        # it, and a prediction that cannot foresee early stopping would hold back the fit the
+        # plan ranks first; another rate of a strategy already run needs half its measured time
+        basis = c.estimate if c.strategy in self.clock.measured else None
+        if check_budget and not worth_launching(basis, left):
             c.status = "over budget"
             c.note = f"estimated {c.estimate or 0:.0f} s, {max(left, 0):.0f} s of the budget left"
             self.log(f"auto: {c.label:<34} not launched ({c.note})")
             return
+        if check_budget and left is not None:
+            cfg.train.time_limit = left   # the fit stops at the budget, keeping its best epoch
         path = self.staging / f"{len(self.candidates):02d}-{c.strategy}"
         t0 = time.perf_counter()
         try:
@@ -166,12 +165,17 @@ class _Search:
         evaluated = time.perf_counter() - t1
         c.seconds = round(fitted + evaluated, 2)
         c.score, c.status = c.val.get(self.metric), "ran"
+        if run.metrics.get("stopped_by_time_limit_after_epoch"):
+            c.note = (f"stopped by the budget after epoch {run.metrics['stopped_by_time_limit_after_epoch']} "
+                      f"of {epochs}")
         self.paths[id(c)] = path
         if c.strategy == "linear-probe":  # the pretrained model's forward cost, for the estimates
             self.clock.per_item, self.clock.overhead = evaluated / max(self.sizes["val"], 1), fitted
         elif c.stage != "cheap":
-            self.clock.learn(c.strategy, epochs, self.sizes, c.seconds, own)
-        self.log(f"auto: {c.label:<34} val {self.metric} {c.score:.4f}  {c.seconds:.1f} s")
+            # per epoch that ran: early stopping and the time limit end fits before their schedule
+            self.clock.learn(c.strategy, run.metrics.get("epochs_run") or epochs, self.sizes, c.seconds, own)
+        self.log(f"auto: {c.label:<34} val {self.metric} {c.score:.4f}  {c.seconds:.1f} s"
+                 + (f" ({c.note})" if c.note else ""))
 
     def record(self, winner: Candidate) -> dict:
         return {"metric": self.metric, "higher_is_better": self.higher, "n_val": self.sizes["val"],

@@ -121,6 +121,7 @@ class _Loop:
     earlier_seconds: float = 0.0   # training time of the processes before a resume
     started: float = 0.0
     private: PrivateTraining | None = None  # --privacy: per-sample clipping, noise, accountant
+    stopped_by_time: int | None = None      # the epoch after which train.time_limit stopped it
 
     def seconds(self) -> float:
         """Training time so far, summed over the processes of a resumed run."""
@@ -157,6 +158,11 @@ def _run_epochs(loop: _Loop, model, strategy, task, train_split: Split, val_spli
         if cfg.patience and loop.bad_epochs >= cfg.patience:
             if loop.rank == 0:
                 log(f"early stop: no validation gain for {cfg.patience} epochs")
+            break
+        if _past_time_limit(loop, cfg) and epoch + 1 < loop.epochs:
+            loop.stopped_by_time = epoch + 1
+            if loop.rank == 0:
+                log(f"time limit: stopped after epoch {epoch + 1} of {loop.epochs} ({cfg.time_limit:g} s)")
             break
 
 
@@ -255,10 +261,18 @@ def _train_epoch(loop: _Loop, model, strategy, task, train_split: Split, cfg: Tr
         total_loss += task_loss * len(idx)  # (a private run's empty batch adds nothing)
         seen += len(idx)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        if _past_time_limit(loop, cfg):
+            break  # an epoch may outlast the limit: validate what trained so far, then stop
     bar.close()
     return {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1),
             **{f"penalty_{k}": v / max(seen, 1) for k, v in penalty_sums.items()},
             "lr": loop.scheduler.get_last_lr()[0], "seconds": loop.seconds()}
+
+
+def _past_time_limit(loop: _Loop, cfg: TrainConfig) -> bool:
+    """train.time_limit passed (single process only: ranks whose clocks disagree would
+    leave each other waiting in a collective)."""
+    return bool(cfg.time_limit) and loop.world == 1 and loop.seconds() - loop.earlier_seconds >= cfg.time_limit
 
 
 def _step(loop: _Loop, model, task, train_split: Split, idx, cfg: TrainConfig, epoch: int, number: int,
@@ -340,7 +354,8 @@ def _finish(loop: _Loop, model) -> dict:
     loop.accelerator.free_memory()
     return {"history": loop.history, "epochs": loop.epochs, "ever_trainable": sorted(loop.ever_trainable),
             "best_epoch": loop.best["epoch"] if loop.best["state"] is not None else len(loop.history),
-            "earlier_seconds": loop.earlier_seconds, **({"privacy": privacy} if privacy else {})}
+            "earlier_seconds": loop.earlier_seconds, **({"privacy": privacy} if privacy else {}),
+            **({"stopped_by_time_limit_after_epoch": loop.stopped_by_time} if loop.stopped_by_time else {})}
 
 
 def _check_finite(loop: _Loop, loss: torch.Tensor, where: str) -> None:
