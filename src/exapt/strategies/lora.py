@@ -1,7 +1,10 @@
 """`lora`: low-rank updates W + (alpha/r) B A on the target linear layers (Hu et al. 2021),
 through Hugging Face PEFT. Default targets are PEFT's for the model family (BERT:
-query, value); `targets=query+key+value+dense` widens them. Mergeable: `exapt merge`."""
+query, value); `targets=query+key+value+dense` widens them. On an image backbone that
+names its `peft_targets` (efficientnet-lite0: the 1x1 convolutions) the updates are
+low-rank 1x1 convolutions there. Mergeable: `exapt merge`."""
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..registry import STRATEGIES
 from .new_modules import PeftStrategy, split_targets
@@ -19,6 +22,7 @@ class LoRA(PeftStrategy):
     summary = "low-rank adapters on attention (PEFT); base frozen, mergeable"
     new_param_tags = ("lora_",)
     mergeable = True
+    on_convolutions: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -36,5 +40,6 @@ class LoRA(PeftStrategy):
     def peft_config(self, backbone):
         from peft import LoraConfig, TaskType  # heavy: imported on first use
 
+        targets = split_targets(self.targets) or list(getattr(backbone, "peft_targets", ())) or None
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=split_targets(self.targets), task_type=TaskType.FEATURE_EXTRACTION)
+                          target_modules=targets, task_type=TaskType.FEATURE_EXTRACTION)

@@ -105,10 +105,18 @@ class PeftStrategy(NewModuleStrategy):
     def peft_config(self, backbone):
         raise NotImplementedError
 
+    on_convolutions: ClassVar[bool] = False  # also for a backbone naming its `peft_targets` (images)
+
+    def peft_backbone(self, model: nn.Module):
+        bb = model.backbone
+        if self.on_convolutions and getattr(bb, "peft_targets", None) and not hasattr(bb, "tokenizer"):
+            return bb
+        return self.require_hf_backbone(model)
+
     def inject(self, model: nn.Module) -> None:
         from peft import get_peft_model  # heavy: imported on first use
 
-        bb = self.require_hf_backbone(model)
+        bb = self.peft_backbone(model)
         try:
             with warnings.catch_warnings():
                 # PEFT still asks transformers for the deprecated `is_gradient_checkpointing`
