@@ -55,6 +55,19 @@ def test_choose_takes_the_best_validation_score_and_a_tie_goes_to_the_cheaper():
     assert choose([Candidate("full", "fine-tune")], True) is None  # nothing ran
 
 
+def test_a_tie_goes_to_the_higher_validation_auroc_then_to_the_cheaper():
+    probe, ft = Candidate("linear-probe", "cheap"), Candidate("lp-ft", "fine-tune", 2e-5)
+    probe.score = ft.score = 0.7
+    probe.val, ft.val = {"accuracy": 0.7, "auroc": 0.81}, {"accuracy": 0.7, "auroc": 0.86}
+    assert choose([probe, ft], higher=True) is ft
+    assert "broken by validation auroc: 0.8600 against 0.8100" in reason(ft, [probe, ft], "accuracy", True)
+    ft.val["auroc"] = 0.81
+    assert choose([probe, ft], higher=True) is probe
+    assert "the cheaper one is kept" in reason(probe, [probe, ft], "accuracy", True)
+    ft.val = {}                                     # no AUROC (regression): the cheaper
+    assert choose([probe, ft], higher=True) is probe
+
+
 def test_clock_predicts_from_the_probe_then_from_what_ran():
     sizes = {"train": 100, "val": 20, "test": 50}
     clock = Clock()

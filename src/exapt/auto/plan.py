@@ -108,24 +108,41 @@ def better(a: float, b: float, higher: bool) -> bool:
     return a > b if higher else a < b
 
 
+# a tie on the validation metric (common on a small validation split, where a score moves
+# in steps of 1/n) goes to the higher validation AUROC, a finer measure on the same rows,
+# then to the earlier candidate (cheaper, launched first)
+TIE_BREAK = "auroc"
+
+
+def _key(c: Candidate, higher: bool) -> tuple:
+    sign = 1.0 if higher else -1.0
+    finer = c.val.get(TIE_BREAK)
+    return sign * c.score, finer if finer is not None and math.isfinite(finer) else -math.inf
+
+
 def choose(candidates: list[Candidate], higher: bool) -> Candidate | None:
-    """The best validation score; a tie goes to the earlier candidate (cheaper, launched first)."""
+    """The best validation score; a tie goes to the higher AUROC, then to the earlier one."""
     best = None
     for c in candidates:
-        if c.score is not None and math.isfinite(c.score) and (best is None or better(c.score, best.score, higher)):
+        if c.score is not None and math.isfinite(c.score) and (best is None or _key(c, higher) > _key(best, higher)):
             best = c
     return best
 
 
 def reason(winner: Candidate, candidates: list[Candidate], metric: str, higher: bool) -> str:
     """Why the winner won, in one sentence, with the runner-up's score."""
-    others = sorted((c for c in candidates if c is not winner and c.score is not None),
-                    key=lambda c: c.score, reverse=higher)
+    others = sorted((c for c in candidates if c is not winner and c.score is not None and math.isfinite(c.score)),
+                    key=lambda c: _key(c, higher), reverse=True)
     tried = sum(c.score is not None for c in candidates)
     text = f"{winner.label} had the best validation {metric} ({winner.score:.4f}) of the {tried} candidates that ran"
     if others:
-        tie = " (a tie: the cheaper one is kept)" if others[0].score == winner.score else ""
-        text += f"; next was {others[0].label} ({others[0].score:.4f}){tie}"
+        runner = others[0]
+        tie = ""
+        if runner.score == winner.score:
+            finer = [c.val.get(TIE_BREAK) for c in (winner, runner)]
+            tie = (f" (a tie, broken by validation {TIE_BREAK}: {finer[0]:.4f} against {finer[1]:.4f})"
+                   if None not in finer and finer[0] != finer[1] else " (a tie: the cheaper one is kept)")
+        text += f"; next was {runner.label} ({runner.score:.4f}){tie}"
     return text + "."
 
 

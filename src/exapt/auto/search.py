@@ -144,6 +144,9 @@ class _Search:
         # it, and a prediction that cannot foresee early stopping would hold back the fit the
         # plan ranks first; another rate of a strategy already run needs half its measured time
         basis = c.estimate if c.strategy in self.clock.measured else None
+        # the time limit counts training only: keep back what loading the model and scoring
+        # the splits cost, about what the probe's whole fit cost
+        left = None if left is None else left - self.clock.overhead
         if check_budget and not worth_launching(basis, left):
             c.status = "over budget"
             c.note = f"estimated {c.estimate or 0:.0f} s, {max(left, 0):.0f} s of the budget left"
