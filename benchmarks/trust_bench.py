@@ -169,10 +169,36 @@ def dp_audit_main(a) -> None:
         (RESULTS / f"{stem}.md").write_text(dp_table(rows))
 
 
+def groups(rows: list[dict]) -> dict:
+    """(data, strategy, epsilon) -> its rows (one per seed)."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r["data"], r["strategy"], r["epsilon"]), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])))
+
+
+def summary(rows: list[dict]) -> str:
+    """Means over the seeds of each (data, strategy, epsilon): the table docs/trust.md shows."""
+    import numpy as np
+
+    lines = ["| data | strategy | epsilon | seeds | accuracy (mean +- sd) | attack | AUC | TPR @ 1% FPR | "
+             "audit eps lower bound (max) | accountant eps |", "|" + "---|" * 10]
+    for (data, strategy, eps), rs in groups(rows).items():
+        acc = np.array([r["accuracy"] for r in rs])
+        attack = sorted({f"{r['attack']} ({r['shadows']})" if r["attack"] != "loss" else "loss" for r in rs})
+        acc_eps = [r["accountant_epsilon"] for r in rs if r["accountant_epsilon"] is not None]
+        lines.append(f"| {data} | {strategy} | {eps:g} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{acc.mean():.3f} +- {acc.std(ddof=1) if len(acc) > 1 else 0:.3f} | {', '.join(attack)} | "
+                     f"{np.mean([r['auc'] for r in rs]):.3f} | {np.mean([r['tpr_at_1pct_fpr'] for r in rs]):.3f} | "
+                     f"{max(r['epsilon_lower_bound'] for r in rs):.2f} | "
+                     f"{'-' if not acc_eps else f'{max(acc_eps):.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(rows: list[dict]) -> str:
     head = ("| data | strategy | epsilon | seed | accuracy | accountant eps | attack (shadows) | AUC | "
             "TPR @ 1% FPR [95% CI] | audit eps lower bound | train s | audit s (cpu) |")
-    lines = [head, "|" + "---|" * 12]
+    lines = ["## Means over the seeds", "", summary(rows), "## Every row", "", head, "|" + "---|" * 12]
     for r in sorted(rows, key=lambda r: (r["data"], r["strategy"], -r["epsilon"], r["seed"])):
         acc_eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
         lo, hi = r["tpr_interval"]
@@ -184,23 +210,30 @@ def table(rows: list[dict]) -> str:
 
 
 def figure(rows: list[dict], path: Path) -> None:
+    """One panel per data set: accuracy against the attack's TPR at 1% FPR, the seeds'
+    mean per strategy x epsilon (labels: epsilon)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for (data, strategy) in sorted({(r["data"], r["strategy"]) for r in rows}):
-        pts = sorted((r for r in rows if (r["data"], r["strategy"]) == (data, strategy)), key=lambda r: r["epsilon"])
-        ax.plot([r["tpr_at_1pct_fpr"] for r in pts], [r["accuracy"] for r in pts], "o-", label=f"{data} {strategy}")
-        for r in pts:
-            ax.annotate(f"{r['epsilon']:g}", (r["tpr_at_1pct_fpr"], r["accuracy"]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
-    ax.axvline(0.01, color="k", ls="--", lw=0.8, label="chance (TPR = FPR)")
-    ax.set_xlabel("membership attack TPR at 1% FPR")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("privacy budget (labels: epsilon) vs accuracy vs leakage", fontsize=9)
-    ax.legend(fontsize=7)
+    datasets = sorted({r["data"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
+    for ax, data in zip(axes[0], datasets):
+        for strategy in sorted({r["strategy"] for r in rows if r["data"] == data}):
+            pts = sorted(((eps, rs) for (d, s, eps), rs in groups(rows).items() if (d, s) == (data, strategy)),
+                         key=lambda kv: kv[0])
+            x = [np.mean([r["tpr_at_1pct_fpr"] for r in rs]) for _, rs in pts]
+            y = [np.mean([r["accuracy"] for r in rs]) for _, rs in pts]
+            ax.plot(x, y, "o-", label=strategy)
+            for (eps, _), xi, yi in zip(pts, x, y):
+                ax.annotate(f"{eps:g}", (xi, yi), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        ax.axvline(0.01, color="k", ls="--", lw=0.8, label="chance (TPR = FPR)")
+        ax.set_xlabel("membership attack TPR at 1% FPR (mean over seeds)")
+        ax.set_ylabel("test accuracy (mean over seeds)")
+        ax.set_title(f"{data}: epsilon (labels) vs accuracy vs leakage", fontsize=9)
+        ax.legend(fontsize=7)
     from exapt.figures import png_bytes
 
     path.write_bytes(png_bytes(fig, tight=True))
