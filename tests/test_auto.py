@@ -37,6 +37,9 @@ def test_fine_tunes_follow_the_cheap_scores_and_the_input_kind():
     assert strategies({"baseline": 1.0, "linear-probe": 2.0}, higher=False) == ["full", "lp-ft"]  # rmse
     # a tie (common on a small validation split) is no evidence against lp-ft
     assert strategies({"baseline": 0.6, "linear-probe": 0.6}) == ["lp-ft"]
+    # nor is a lead within one standard error of the validation score
+    within = [s for s, _ in fine_tunes({"baseline": 0.7, "linear-probe": 0.6}, "text", True, DEFAULTS, band=0.158)]
+    assert within == ["lp-ft"]
     # no pretrained model takes the data: nothing to fine-tune, but sequences get the CNN
     assert strategies({"baseline": 0.6, "linear-probe": None}) == []
     assert strategies({"baseline": 0.6, "linear-probe": None}, kind="dna") == ["baseline-cnn"]
@@ -53,6 +56,24 @@ def test_choose_takes_the_best_validation_score_and_a_tie_goes_to_the_cheaper():
     text = reason(b, [a, b, c], "accuracy", True)
     assert "linear-probe" in text and "0.8000" in text and "baseline (0.7000)" in text
     assert choose([Candidate("full", "fine-tune")], True) is None  # nothing ran
+
+
+def test_within_one_standard_error_the_prior_order_decides():
+    from exapt.auto.plan import noise_band
+
+    assert noise_band(10, bounded=True) == pytest.approx(0.5 / 10 ** 0.5)
+    assert noise_band(10, bounded=False) == 0.0      # RMSE: no band
+    base, probe, ft = Candidate("baseline", "cheap"), Candidate("linear-probe", "cheap"), Candidate("lp-ft", "fine-tune")
+    base.score, probe.score, ft.score = 0.40, 0.37, 0.28
+    band = noise_band(10, bounded=True)                 # 0.158: all three are within it
+    assert choose([base, probe, ft], True) is base      # no band: the best score
+    assert choose([base, probe, ft], True, band) is ft  # lp-ft ranks first among them
+    text = reason(ft, [base, probe, ft], "macro_f1", True, band)
+    assert "within one standard error (0.158" in text and "baseline (0.4000)" in text
+    ft.score = 0.20                                     # a clear lead wins whatever its rank
+    assert choose([base, probe, ft], True, band) is probe
+    base.score = 1.0
+    assert choose([base, probe, ft], True, band) is base
 
 
 def test_a_tie_goes_to_the_higher_validation_auroc_then_to_the_cheaper():

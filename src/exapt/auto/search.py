@@ -20,7 +20,8 @@ from ..run import Run
 from ..run_folder import RunFolder, publish_run
 from ..strategies import parse_strategy
 from ..tasks import Task, higher_is_better, ranking_metric
-from .plan import Candidate, Clock, cheap_candidates, choose, fine_tunes, lr_grid, reason, worth_launching
+from .plan import (Candidate, Clock, cheap_candidates, choose, fine_tunes, lr_grid, noise_band, reason,
+                   worth_launching)
 
 
 def check_budget(minutes) -> float | None:
@@ -49,7 +50,7 @@ def fit_auto(cfg: FitConfig, out=None, *, overwrite: bool = False, budget_minute
     staging = target.path.parent / f".{target.path.name}.auto-{uuid.uuid4().hex[:8]}"
     try:
         search.run(staging)
-        winner = choose(search.candidates, search.higher)
+        winner = choose(search.candidates, search.higher, search.band)
         if winner is None:
             raise ExaptError("--strategy auto: no candidate could be fitted on this data: "
                              + "; ".join(f"{c.label}: {c.note}" for c in search.candidates if c.note)[:600])
@@ -87,6 +88,7 @@ class _Search:
         # compare's rule (tasks.ranking_metric): macro-F1 when the labelled data's classes are imbalanced
         self.metric = ranking_metric(kind, list(_counts(table.labels).values()) if kind == "classification" else None)
         self.higher = higher_is_better(kind)
+        self.band = noise_band(self.sizes["val"], bounded=kind != "regression")
         self.candidates: list[Candidate] = []
         self.paths: dict[int, object] = {}
         self.clock = Clock()
@@ -104,7 +106,7 @@ class _Search:
         if all(c.status != "ran" for c in self.candidates):
             raise ExaptError(errors[0])
         cheap = {c.strategy: c.score for c in self.candidates}
-        for strategy, why in fine_tunes(cheap, self.input_kind, self.higher, self._defaults()):
+        for strategy, why in fine_tunes(cheap, self.input_kind, self.higher, self._defaults(), self.band):
             self.plan.append(f"{strategy}: {why}")
             self._launch(Candidate(strategy, "fine-tune", lr=self._rates(strategy)[0], why=why))
         self._other_rates()
@@ -118,7 +120,7 @@ class _Search:
 
     def _other_rates(self) -> None:
         """The best fine-tune at the other rates of its grid (the default ran already)."""
-        tuned = choose([c for c in self.candidates if c.stage == "fine-tune"], self.higher)
+        tuned = choose([c for c in self.candidates if c.stage == "fine-tune"], self.higher, self.band)
         if tuned is None:
             return
         for lr in self._rates(tuned.strategy)[1:]:
@@ -185,7 +187,8 @@ class _Search:
                 "budget_seconds": self.budget, "seconds": round(time.perf_counter() - self.started, 2),
                 "plan": self.plan, "candidates": [c.record() for c in self.candidates],
                 "winner": winner.label, "strategy": winner.strategy, "lr": winner.lr,
-                "reason": reason(winner, self.candidates, self.metric, self.higher),
+                "reason": reason(winner, self.candidates, self.metric, self.higher, self.band),
+                "noise_band": self.band,
                 "chosen_on": "validation split only (the test split is never read by the choice)"}
 
 
