@@ -72,7 +72,8 @@ def one(name: str, n: int, seeds: int, args, work: Path) -> list[dict]:
     model, panel = SETS[name]
     options = dict(max_length=args.max_length, max_test=args.max_test)
     load = [round(x, 2) for x in os.getloadavg()]
-    metric, panels, out = panel_scores(name, model, panel, n, seeds, options, work)
+    metric, panels = panel_scores(name, model, panel, n, seeds, options, work)
+    out = []
     for seed in range(seeds):
         scores, panel_seconds = panels[seed]["scores"], panels[seed]["seconds"]
         best = max(scores, key=scores.get)
@@ -98,7 +99,7 @@ def one(name: str, n: int, seeds: int, args, work: Path) -> list[dict]:
 
 
 def panel_scores(name: str, model: str, panel: str, n: int, seeds: int, options: dict, work: Path):
-    """(metric, [{"scores": {strategy: test score}, "seconds": panel seconds}] per seed, []):
+    """(metric, [{"scores": {strategy: test score}, "seconds": panel seconds}] per seed):
     the panel's figures, from PANELS when this panel at these settings ran before (auto can
     then be measured again without rerunning it), else from a fresh compare."""
     import exapt
@@ -120,7 +121,7 @@ def panel_scores(name: str, model: str, panel: str, n: int, seeds: int, options:
                              "cell_seconds": {str(r["strategy"]): float(r["cell_seconds"]) for _, r in rows.iterrows()}})
         saved[key] = {"metric": metric, "seeds": per_seed, "load_after": [round(x, 2) for x in os.getloadavg()]}
         write_json(PANELS, saved)
-    return saved[key]["metric"], saved[key]["seeds"], []
+    return saved[key]["metric"], saved[key]["seeds"]
 
 
 def settings(args, n: int, name: str) -> dict:

@@ -118,7 +118,7 @@ def shadow_cpu_seconds(run, shadows: int, before_shadows: int) -> dict:
 
     from exapt.config import PrivacySpec
     from exapt.strategies import parse_strategy
-    from exapt.train.privacy import PROBE_LR, PROBE_SAMPLING, PrivatePlan, opacus_probe, private_heads
+    from exapt.train.privacy import PROBE_LR, PrivatePlan, opacus_probe, private_heads, probe_batch
     from exapt.trust.audit import load_pool, pool_features, shadow_masks
 
     cfg, spec = run.config, PrivacySpec.parse(run.config.privacy)
@@ -133,8 +133,7 @@ def shadow_cpu_seconds(run, shadows: int, before_shadows: int) -> dict:
     after = (time.process_time() - cpu) / shadows
     cpu = time.process_time()
     for k in range(before_shadows):
-        batch = max(cfg.train.batch_size, math.ceil(len(rows[k]) * PROBE_SAMPLING))  # as private_heads does
-        plan = PrivatePlan(spec, len(rows[k]), batch, cfg.train.epochs or 30)
+        plan = PrivatePlan(spec, len(rows[k]), probe_batch(cfg.train.batch_size, len(rows[k])), cfg.train.epochs or 30)
         head = torch.nn.Linear(feats.shape[1], run.task.n_outputs)
         opacus_probe(head, feats[rows[k]], labels[rows[k]], run.task, plan, cfg.train.head_lr or PROBE_LR,
                      1.0 / (C * len(rows[k])), seeds[k])

@@ -12,9 +12,9 @@ The stages:
 3. lr: the best fine-tune again at the other rates of a small grid around its default
    (default / 3, default x 3), while the budget holds.
 Under a budget every fit after the cheap ones gets what is left as its time limit
-(train.time_limit: no epoch starts after it, the best epoch is kept), so auto ends within
-its budget give or take one epoch.
-The winner is the best validation score of all; a tie goes to the earlier (cheaper) one.
+(train.time_limit: it stops after the step that passes it and keeps its best epoch).
+The winner (`choose`): of the candidates within one standard error of the best validation
+score, the first in PRIOR; a tie then goes to the higher AUROC, then to the earlier one.
 """
 from __future__ import annotations
 

@@ -52,6 +52,11 @@ PROBE_LR = 1e-2    # its default head lr: best of 3e-3, 1e-2, 3e-2 on the tweets
 PROBE_SAMPLING = 0.25
 
 
+def probe_batch(batch_size: int, n: int) -> int:
+    """A private probe's expected batch on n rows: a quarter of them, or --batch-size if larger."""
+    return max(batch_size, math.ceil(n * PROBE_SAMPLING))
+
+
 def check_private(cfg, strategy, penalties) -> PrivacySpec | None:
     """The fit's privacy spec, or None; a strategy or option that cannot be made private
     is said in one line before anything is written."""
@@ -216,7 +221,7 @@ def private_heads(features: torch.Tensor, rows: list[np.ndarray], targets: torch
     group = group_size(len(rows), out, x.shape[1])
     for at in range(0, len(rows), group):
         # each group is counted afresh: the same record
-        plan = PrivatePlan(spec, n, max(train.batch_size, math.ceil(n * PROBE_SAMPLING)), epochs)
+        plan = PrivatePlan(spec, n, probe_batch(train.batch_size, n), epochs)
         w, b = train_heads(x, rows[at:at + group], targets, task.row_losses, plan, seeds[at:at + group],
                            generators[at:at + group], out, train.head_lr or PROBE_LR, 1.0 / (C * n))
         weights.append(w)
