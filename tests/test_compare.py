@@ -241,3 +241,26 @@ def test_all_sits_on_the_size_axis(tmp_path, tiny_bert, tweets_small, tweets_tes
     frame = result.results.set_index("n_label")
     assert frame.loc["all", "n"] == 16 and frame.loc["all", "n_train"] + frame.loc["all", "n_val"] == 48
     assert (tmp_path / "cmp" / "runs" / "linear-probe-nall-s0" / "cell.json").exists()
+
+
+def test_the_default_panel_leaves_out_what_the_model_cannot_run(tmp_path):
+    """digits with the 2-block mlp: freeze:4 would leave only the head, LoRA needs a
+    transformer; the default panel runs the rest and its report says why they are missing."""
+    out = tmp_path / "cmp"
+    said = []
+    result = exapt.compare("digits", "mlp", out=out, n_per_class="8", seeds=1, epochs=2, progress=False,
+                           tracking=False, log=said.append)
+    ran = set(pd.read_csv(out / "results.csv")["strategy"])
+    assert ran == {"scratch", "baseline", "linear-probe", "full", "lp-ft"}
+    assert set(result.meta["left_out"]) == {"freeze:4", "lora"}
+    assert any("freeze:4 left out" in line and "2 blocks" in line for line in said)
+    report = (out / "report.md").read_text()
+    assert "Left out of the default panel" in report and "Hugging Face backbone" in report
+
+
+def test_a_listed_strategy_the_model_cannot_run_stops_before_anything_runs(tmp_path):
+    out = tmp_path / "cmp"
+    with pytest.raises(ExaptError, match="--strategy lora needs"):
+        exapt.compare("digits", "mlp", strategies="linear-probe,lora", out=out, n_per_class="8", seeds=1,
+                      epochs=2, progress=False, tracking=False, log=quiet)
+    assert not out.exists()

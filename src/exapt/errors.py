@@ -15,3 +15,8 @@ class ExaptError(Exception):
 
     def __str__(self) -> str:
         return super().__str__().strip().translate(_LINE_BREAKS)
+
+
+class StrategyDoesNotFit(ExaptError):
+    """The strategy cannot run on the chosen model (LoRA on an mlp, freeze:4 of 2 blocks):
+    `compare` drops such a strategy from its default panel instead of stopping."""

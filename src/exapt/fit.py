@@ -148,10 +148,7 @@ def _prepare(cfg: FitConfig, strategy, loader=load_data, penalties: PenaltySet |
     model = build_model(cfg, task, input_size(table), strategy, init.task if init else None, start)
     bb = model.backbone
     check_input_kind(bb, table.kind, cfg.model)
-    n_blocks = len(bb.blocks())
-    if strategy.trains_encoder and strategy.first_trainable(n_blocks, 0) >= n_blocks:
-        raise ExaptError(f"--strategy {cfg.strategy}: {cfg.model} has {n_blocks} blocks, so this leaves only the head "
-                         "to train; use linear-probe, or freeze fewer blocks")
+    strategy.check_backbone(bb, cfg.strategy, cfg.model)  # (new modules checked theirs when injected)
     if init is not None:
         check_init_base(init, model)
     elif hasattr(bb, "fit_input_stats"):  # a run started from another keeps its input statistics

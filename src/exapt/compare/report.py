@@ -138,6 +138,13 @@ class _Report:
             return f"Partial results: {done}{of} cells have finished; the report is rewritten as more finish."
         return None
 
+    def left_out_note(self) -> str | None:
+        """The default panel's strategies this model cannot run (compare's _unfit_strategies)."""
+        left = self.meta.get("left_out") or {}
+        if not left:
+            return None
+        return "Left out of the default panel, since the model cannot run them: " + "; ".join(left.values()) + "."
+
     def n_text(self, n) -> str:
         return self.size_labels.get(n, A.fmt_n(n))
 

@@ -40,9 +40,9 @@ def render_html(report) -> str:
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{e(report.title())}</title>", f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
              f"<h1>{e(report.title())}</h1>", f'<p class="sub">{e(report.subtitle())}</p>']
-    note = report.progress_note()
-    if note:
-        parts.append(f'<p class="note">{e(note)}</p>')
+    for note in (report.progress_note(), report.left_out_note()):
+        if note:
+            parts.append(f'<p class="note">{e(note)}</p>')
     if report.rec is None:
         parts.append(f'<p class="note">{e(report.problem)}</p>')
     else:
@@ -99,9 +99,9 @@ def _html_figures(report) -> list[str]:
 
 def render_markdown(report) -> str:
     lines = [f"# {_md(report.title())}", "", _md(report.subtitle()), ""]
-    note = report.progress_note()
-    if note:
-        lines += [f"> {_md(note)}", ""]
+    for note in (report.progress_note(), report.left_out_note()):
+        if note:
+            lines += [f"> {_md(note)}", ""]
     if report.rec is None:
         lines += [_md(report.problem), ""]
     else:

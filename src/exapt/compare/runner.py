@@ -23,10 +23,10 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..backbones import model_packages
+from ..backbones import input_size, load_backbone, model_packages
 from ..config import AdaptConfig, ClassesConfig, FitConfig, SourceConfig
 from ..data import MemoLoader, fit_splits, load_table
-from ..errors import ExaptError
+from ..errors import ExaptError, StrategyDoesNotFit
 from ..executors import parse_executor
 from ..files import atomic_write_text
 from ..fit import fit_config, resolve_defaults
@@ -88,6 +88,7 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
     """`compare` on a panel-wide `FitConfig` (every cell's config, less its strategy, size and seed);
     `privacy` ("none,8,1") repeats each strategy once per privacy budget (panel.with_privacy)."""
     runner = parse_executor(executor)
+    default_panel = parse_strategies(strategies) == list(DEFAULT_STRATEGIES)
     strategies = with_privacy(parse_strategies(strategies), privacy)
     if base.data.synthetic and "{" in base.data.source:  # source_row numbers the rows of one data file
         raise ExaptError("--synthetic belongs to the one data file it was made from; a {n}/{seed} pattern names many")
@@ -97,9 +98,16 @@ def compare_config(base: FitConfig, strategies=DEFAULT_STRATEGIES, n_per_class=D
     sweep = SweepFolder(out, SETTINGS, CELL_DONE, "compare")
     loader = MemoLoader()
     kind = _check_inputs(cells, loader)  # every user error before the folder is touched
+    unfit = _unfit_strategies(cells, loader, default_panel)
+    if unfit:
+        for label, why in unfit.items():
+            log(f"compare: {label} left out of the default panel: {why}")
+        strategies = [s for s in strategies if s not in unfit]
+        cells = [cell for cell in cells if cell.strategy not in unfit]
     runner.start(packages=("exapt", *model_packages(base.model)))  # and every cluster error
     try:
-        return _compare_cells(sweep, base, cells, loader, runner, kind, _panel_meta(strategies, sizes, seeds, command),
+        return _compare_cells(sweep, base, cells, loader, runner, kind,
+                              {**_panel_meta(strategies, sizes, seeds, command), "left_out": unfit},
                               tracking, tracking_uri, keep_weights, overwrite, progress, log)
     finally:
         runner.close()
@@ -195,6 +203,34 @@ def _announce(comparison: Comparison, log) -> None:
 def _bar(total: int, done: int, progress: bool):
     return tqdm(total=total, initial=done, desc="compare", unit="cell", disable=not progress,
                 dynamic_ncols=True, file=sys.stderr)
+
+
+def _unfit_strategies(cells: list[Cell], loader, default_panel: bool) -> dict[str, str]:
+    """Each strategy that trains the encoder checked against its model before anything
+    runs (LoRA needs a transformer or an image backbone that names its targets; freeze:4
+    needs more than 4 blocks): {strategy label: why} for those that cannot run. A panel
+    the user listed stops on the first; the default panel leaves them out, since it was
+    not chosen for this model."""
+    unfit: dict[str, str] = {}
+    backbones: dict = {}
+    for cell in cells:
+        strategy = parse_strategy(cell.cfg.strategy)
+        if cell.strategy in unfit or not strategy.trains_encoder:
+            continue
+        cfg = cell.cfg
+        key = (cfg.model, cfg.pooling, cfg.long, strategy.uses_pretrained)
+        if key not in backbones:
+            backbones.clear()  # one model in memory at a time
+            backbones[key] = load_backbone(cfg.model, n_inputs=input_size(load_table(cfg.data, loader)),
+                                           pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.data.seed,
+                                           scratch=not strategy.uses_pretrained, long=cfg.long)
+        try:
+            strategy.check_backbone(backbones[key], cfg.strategy, cfg.model)
+        except StrategyDoesNotFit as e:
+            if not default_panel:
+                raise
+            unfit[cell.strategy] = str(e)
+    return unfit
 
 
 def _check_inputs(cells: list[Cell], loader) -> str:

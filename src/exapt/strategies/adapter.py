@@ -62,7 +62,7 @@ class BottleneckAdapter(NewModuleStrategy):
         return self.unfreeze_top
 
     def inject(self, model: nn.Module) -> None:
-        bb = self.require_hf_backbone(model)
+        bb = self.checked_backbone(model)
         for layer in bb.layers:
             attn_out = getattr(getattr(layer, "attention", None), "output", None)
             ffn_out = getattr(layer, "output", None)

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..errors import ExaptError
+from ..errors import ExaptError, StrategyDoesNotFit
 from ..registry import STRATEGIES, parse_options
 from ..train.probe import fit_linear_head
 
@@ -59,6 +59,14 @@ class Strategy:
     def check_task(self, kind: str, spec: str) -> None:
         """Raise ExaptError when this strategy, with its options, cannot serve a task of
         this kind; `spec` is the --strategy as the user wrote it. Every kind by default."""
+
+    def check_backbone(self, backbone, spec: str, model: str) -> None:
+        """Raise StrategyDoesNotFit when this strategy cannot run on `backbone` (the
+        --model named `model`), before anything is added to it or trained."""
+        n_blocks = len(backbone.blocks())
+        if self.trains_encoder and self.first_trainable(n_blocks, 0) >= n_blocks:
+            raise StrategyDoesNotFit(f"--strategy {spec}: {model} has {n_blocks} blocks, so this leaves only the "
+                                     "head to train; use linear-probe, or freeze fewer blocks")
 
     @property
     def fits_probe(self) -> bool:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..errors import ExaptError
+from ..errors import ExaptError, StrategyDoesNotFit
 from .base import Strategy
 
 PRETRAINED_LR = 5e-5
@@ -39,10 +39,23 @@ class NewModuleStrategy(Strategy):
     def is_new(self, name: str) -> bool:
         return any(tag in name for tag in self.new_param_tags)
 
-    def require_hf_backbone(self, model: nn.Module):
+    def runs_on(self, backbone) -> bool:
+        """The new modules go into Hugging Face transformer layers."""
+        return hasattr(backbone, "tokenizer")
+
+    def needs(self) -> str:
+        return "a Hugging Face backbone"
+
+    def check_backbone(self, backbone, spec: str, model: str) -> None:
+        super().check_backbone(backbone, spec, model)
+        if not self.runs_on(backbone):
+            raise StrategyDoesNotFit(f"--strategy {self.name} needs {self.needs()} "
+                                     f"(got {backbone.identity()['model']})")
+
+    def checked_backbone(self, model: nn.Module):
+        """The model's backbone, once check_backbone has passed it."""
         bb = model.backbone
-        if not hasattr(bb, "tokenizer"):
-            raise ExaptError(f"--strategy {self.name} needs a Hugging Face backbone (got {bb.identity()['model']})")
+        self.check_backbone(bb, self.spec(), bb.identity()["model"])
         return bb
 
     # The two options most subclasses offer as fields, `layer_decay` and `unfreeze_top`;
@@ -107,16 +120,17 @@ class PeftStrategy(NewModuleStrategy):
 
     on_convolutions: ClassVar[bool] = False  # also for a backbone naming its `peft_targets` (images)
 
-    def peft_backbone(self, model: nn.Module):
-        bb = model.backbone
-        if self.on_convolutions and getattr(bb, "peft_targets", None) and not hasattr(bb, "tokenizer"):
-            return bb
-        return self.require_hf_backbone(model)
+    def runs_on(self, backbone) -> bool:
+        return super().runs_on(backbone) or bool(self.on_convolutions and getattr(backbone, "peft_targets", None))
+
+    def needs(self) -> str:
+        return super().needs() + (" or an image backbone that names its LoRA targets (efficientnet-lite0)"
+                                  if self.on_convolutions else "")
 
     def inject(self, model: nn.Module) -> None:
         from peft import get_peft_model  # heavy: imported on first use
 
-        bb = self.peft_backbone(model)
+        bb = self.checked_backbone(model)
         try:
             with warnings.catch_warnings():
                 # PEFT still asks transformers for the deprecated `is_gradient_checkpointing`
@@ -169,7 +183,7 @@ class VirtualTokenStrategy(PeftStrategy):
             raise ValueError("tokens must be >= 1")
 
     def inject(self, model: nn.Module) -> None:
-        bb = self.require_hf_backbone(model)
+        bb = self.checked_backbone(model)
         limit = getattr(bb.model.config, "max_position_embeddings", None)
         if limit and bb.max_length + self.tokens > limit:  # refused before any folder exists
             raise ExaptError(f"--strategy {self.spec()}: {self.tokens} virtual tokens + --max-length {bb.max_length} "
