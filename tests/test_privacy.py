@@ -12,7 +12,7 @@ import exapt
 from exapt.cli import main
 from exapt.config import PrivacySpec
 from exapt.errors import ExaptError
-from exapt.train.privacy import PrivatePlan, frozen_for_privacy
+from exapt.train.privacy import PrivatePlan, frozen_for_privacy, noise_for
 
 FAST = dict(progress=False, log=quiet, epochs=2, batch_size=8)
 
@@ -138,3 +138,23 @@ def test_compare_privacy_is_a_panel_dimension(tmp_path, tiny_bert, tweets_small)
                  "--quiet"]) == 0
     text = (out / "results.csv").read_text()
     assert "linear-probe@dp=4" in text and "linear-probe," in text
+
+
+def test_the_accountants_largest_alpha_warning_is_silenced_because_it_changes_nothing():
+    """Opacus warns during its noise search at a quarter-of-the-rows sampling rate; orders
+    up to 1024 give the same noise multiplier, so the warning told users nothing."""
+    import warnings
+
+    from opacus.accountants.utils import get_noise_multiplier
+
+    noise_for.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sigma = noise_for(8.0, 1.6e-4, 0.25, 120)
+    assert not [w for w in caught if "largest alpha" in str(w.message)]
+    wide = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [96, 128, 256, 512, 1024]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wider = get_noise_multiplier(target_epsilon=8.0, target_delta=1.6e-4, sample_rate=0.25, steps=120,
+                                     accountant="rdp", alphas=wide)
+    assert sigma == pytest.approx(wider, rel=1e-3)
