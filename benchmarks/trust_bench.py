@@ -241,7 +241,7 @@ def figure(rows: list[dict], path: Path) -> None:
             for (eps, _), xi, yi in zip(pts, x, y):
                 ax.annotate(f"{eps:g}", (xi, yi), fontsize=7, textcoords="offset points", xytext=(3, 3))
         ax.axvline(0.01, color="k", ls="--", lw=0.8, label="chance (TPR = FPR)")
-        ax.set_xlabel("membership attack TPR at 1% FPR (LiRA where run, else loss attack)")
+        ax.set_xlabel("membership attack TPR at 1% FPR\n(LiRA where run, else the loss attack)")
         ax.set_ylabel("test accuracy (mean over seeds)")
         ax.set_title(f"{data}: epsilon (labels) vs accuracy vs leakage", fontsize=9)
         ax.legend(fontsize=7)
@@ -259,6 +259,8 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--shadows", type=int, default=64)
     p.add_argument("--encoder-shadows", type=int, default=0)
+    p.add_argument("--n-per-class", type=int, default=None,
+                   help="labelled rows per class instead of the table's 256, into results/trust_n{N}.*")
     p.add_argument("--dp-audit", action="store_true", help="private probes on the fixed tweet split, audited")
     p.add_argument("--reaudit", action="store_true",
                    help="redo the selected rows even if present, auditing finished runs again instead of refitting")
@@ -269,8 +271,8 @@ def main(argv=None) -> None:
     if a.quick:
         a.data, a.strategies, a.seeds, a.shadows, n = "tweets", "linear-probe", "0", 8, 32
     else:
-        n = None
-    stem = "trust_quick" if a.quick else "trust"
+        n = a.n_per_class
+    stem = "trust_quick" if a.quick else f"trust_n{n}" if n else "trust"
     out_json = RESULTS / f"{stem}.json"
     rows = json.loads(out_json.read_text())["rows"] if out_json.exists() else []
     done = {tuple(r[k] for k in KEY) for r in rows}
@@ -281,7 +283,7 @@ def main(argv=None) -> None:
                     if (data, strategy, eps, seed) in done and not a.reaudit:
                         continue
                     row = privacy_audit_rows(data, strategy, eps, seed, a.shadows, a.encoder_shadows,
-                                             ROOT / "out" / "trust", n, reuse=a.reaudit)
+                                             ROOT / "out" / stem, n, reuse=a.reaudit)
                     # read again: another trust_bench (other seeds, strategies) may have added rows meanwhile
                     rows = json.loads(out_json.read_text())["rows"] if out_json.exists() else []
                     rows = [r for r in rows if tuple(r[k] for k in KEY) != tuple(row[k] for k in KEY)] + [row]
