@@ -82,22 +82,35 @@ def attacked(run_path: Path, data, attack: str, n: int, budget: str | None = Non
     return json.loads((out / "attack.json").read_text())
 
 
-def text_rows(n: int, strategies=("linear-probe", "full")) -> list[dict]:
-    """Head-only against full fine-tuning on the tweets, under both text attacks."""
+def seeded(name: str, seed: int) -> str:
+    """A run folder's name for a seed (seed 0 keeps the name runs had before seeds)."""
+    return name if seed == 0 else f"{name}-s{seed}"
+
+
+def text_rows(n: int, strategies=("linear-probe", "full"), seeds=(0,)) -> list[dict]:
+    """Head-only against full fine-tuning on the tweets, under both text attacks; seed s
+    trains on the fixed split train_n256_s{s}.csv."""
     rows = []
     test = TWEETS / "test.csv"
-    for strategy in strategies:
-        t0 = time.time()
-        run = fitted(OUT / f"tweets-{strategy}", TWEETS / "train_n256_s0.csv", strategy, test=str(test),
-                     max_test=500, max_length=64)
-        for attack in ("charswap", "wordswap"):
-            rep = attacked(run.path, test, attack, n)
-            rows.append({"data": "tweets n=256/class", "model": "minilm-l6", "strategy": strategy, "attack": attack,
-                         "test_accuracy": run.metrics["test"]["accuracy"], "clean_accuracy": rep["clean_accuracy"],
-                         "robust_accuracy": rep["robust_accuracy"], "success_rate": rep["success_rate"],
-                         "queries": rep["queries_mean"], "unk_rate": rep["unk_rate"], "n": rep["n"],
-                         "words_changed": rep["words_changed_fraction_mean_success"],
-                         "similarity": rep["similarity_mean_success"], "seconds": round(time.time() - t0, 1)})
+    for seed in seeds:
+        for strategy in strategies:
+            rows += _text_strategy_rows(n, strategy, seed, test)
+    return rows
+
+
+def _text_strategy_rows(n: int, strategy: str, seed: int, test: Path) -> list[dict]:
+    t0 = time.time()
+    run = fitted(OUT / seeded(f"tweets-{strategy}", seed), TWEETS / f"train_n256_s{seed}.csv", strategy,
+                 test=str(test), max_test=500, max_length=64, seed=seed)
+    rows = []
+    for attack in ("charswap", "wordswap"):
+        rep = attacked(run.path, test, attack, n)
+        rows.append({"data": "tweets n=256/class", "model": "minilm-l6", "strategy": strategy, "seed": seed,
+                     "attack": attack, "test_accuracy": run.metrics["test"]["accuracy"],
+                     "clean_accuracy": rep["clean_accuracy"], "robust_accuracy": rep["robust_accuracy"],
+                     "success_rate": rep["success_rate"], "queries": rep["queries_mean"], "unk_rate": rep["unk_rate"],
+                     "n": rep["n"], "words_changed": rep["words_changed_fraction_mean_success"],
+                     "similarity": rep["similarity_mean_success"], "seconds": round(time.time() - t0, 1)})
     return rows
 
 
@@ -119,13 +132,15 @@ def mnist_split(seed: int = 0) -> dict[str, Path]:
     return paths
 
 
-def image_rows(n: int, per_class: int) -> list[dict]:
+def image_rows(n: int, per_class: int, seeds=(0,)) -> list[dict]:
     """Head-only against full fine-tuning of efficientnet-lite0 on MNIST, under PGD."""
     split, rows = mnist_split(), []
-    for strategy in ("linear-probe", "full"):
-        run = fitted(OUT / f"mnist-effnet-{strategy}-n{per_class}", split["train"], strategy, "efficientnet-lite0:32",
-                     test=str(split["test"]), n_per_class=per_class)
-        rows += _pgd_rows(run, split["test"], n, "mnist (efficientnet-lite0, 32 px)", strategy, EFFNET_BUDGETS)
+    for seed in seeds:
+        for strategy in ("linear-probe", "full"):
+            run = fitted(OUT / seeded(f"mnist-effnet-{strategy}-n{per_class}", seed), split["train"], strategy,
+                         "efficientnet-lite0:32", test=str(split["test"]), n_per_class=per_class, seed=seed)
+            rows += [{**r, "seed": seed} for r in
+                     _pgd_rows(run, split["test"], n, "mnist (efficientnet-lite0, 32 px)", strategy, EFFNET_BUDGETS)]
     return rows
 
 
@@ -162,16 +177,13 @@ def adversarial_rows(n: int, per_class: int, seeds=(0,)) -> list[dict]:
     return rows
 
 
-def digits_rows(n: int, per_class: int = 30) -> list[dict]:
+def digits_rows(n: int, per_class: int = 30, seeds=(0,)) -> list[dict]:
     """Head-only against full on an image transfer that is cheap on 2 cores: the mnist-8x8
-    cnn (the adversarial part's plain run) to UCI optdigits (docs/images.md), a fixed
-    1,297 / 500 split, 30 training images per class, under PGD."""
+    cnn (the adversarial part's plain run at the quick scale, same seed) to UCI optdigits
+    (docs/images.md), a fixed 1,297 / 500 split, 30 training images per class, under PGD."""
     from exapt.data import load_data
 
     mnist_split()
-    plain = OUT / f"mnist8-cnn-plain-n{SCALE['quick']['cnn_per_class']}"
-    if not (plain / "metrics.json").exists():
-        adversarial_rows(n, SCALE["quick"]["cnn_per_class"])
     paths = {k: OUT / f"optdigits-{k}.npz" for k in ("train", "test")}
     if not all(p.exists() for p in paths.values()):
         table = load_data("optdigits")
@@ -180,26 +192,37 @@ def digits_rows(n: int, per_class: int = 30) -> list[dict]:
         for part, idx in (("train", order[500:]), ("test", order[:500])):
             np.savez_compressed(paths[part], x=x[idx], y=y[idx])
     rows = []
-    for strategy, lr in (("linear-probe", None), ("full", 1e-3)):
-        options = {"lr": lr} if lr else {}
-        run = fitted(OUT / f"optdigits-from-mnist8-{strategy}", paths["train"], strategy, init=str(plain),
-                     test=str(paths["test"]), n_per_class=per_class, **options)
-        rows += _pgd_rows(run, paths["test"], n, "optdigits (cnn:16,32 from mnist-8x8)", strategy)
+    for seed in seeds:
+        plain = OUT / seeded(f"mnist8-cnn-plain-n{SCALE['quick']['cnn_per_class']}", seed)
+        if not (plain / "metrics.json").exists():
+            adversarial_rows(n, SCALE["quick"]["cnn_per_class"], (seed,))
+        for strategy, lr in (("linear-probe", None), ("full", 1e-3)):
+            options = {"lr": lr} if lr else {}
+            run = fitted(OUT / seeded(f"optdigits-from-mnist8-{strategy}", seed), paths["train"], strategy,
+                         init=str(plain), test=str(paths["test"]), n_per_class=per_class, seed=seed, **options)
+            rows += [{**r, "seed": seed} for r in
+                     _pgd_rows(run, paths["test"], n, "optdigits (cnn:16,32 from mnist-8x8)", strategy)]
     return rows
 
 
 def verdicts(rows: list[dict]) -> dict:
     """The answers, read off the rows."""
-    out = {}
-    for data, attack in sorted({(r["data"], r["attack"]) for r in rows if not r["attack"].startswith("fgsm")}):
-        by = {r["strategy"]: r for r in rows if r["attack"] == attack and r["data"] == data}
+    out, gaps = {}, {}
+    for data, attack, seed in sorted({(r["data"], r["attack"], r.get("seed", 0)) for r in rows
+                                      if not r["attack"].startswith("fgsm")}):
+        by = {r["strategy"]: r for r in rows if (r["data"], r["attack"], r.get("seed", 0)) == (data, attack, seed)}
         if "linear-probe" in by and "full" in by:
             lp, full = by["linear-probe"], by["full"]
-            out[f"{data} / {attack}"] = {
-                "clean_gap_full_minus_lp": round(full["clean_accuracy"] - lp["clean_accuracy"], 3),
-                "robust_gap_full_minus_lp": round(full["robust_accuracy"] - lp["robust_accuracy"], 3),
-                "success_gap_full_minus_lp": None if None in (full["success_rate"], lp["success_rate"]) else
-                round(full["success_rate"] - lp["success_rate"], 3)}
+            gap = {"clean_gap_full_minus_lp": round(full["clean_accuracy"] - lp["clean_accuracy"], 3),
+                   "robust_gap_full_minus_lp": round(full["robust_accuracy"] - lp["robust_accuracy"], 3),
+                   "success_gap_full_minus_lp": None if None in (full["success_rate"], lp["success_rate"]) else
+                   round(full["success_rate"] - lp["success_rate"], 3)}
+            out[f"{data} / {attack}, seed {seed}"] = gap
+            gaps.setdefault((data, attack), []).append(gap)
+    for (data, attack), gs in gaps.items():
+        if len(gs) > 1:
+            out[f"{data} / {attack}, mean over {len(gs)} seeds"] = {
+                k: round(float(np.mean([g[k] for g in gs])), 3) for k in gs[0] if None not in [g[k] for g in gs]}
     out.update(adversarial_verdicts(rows))
     return out
 
@@ -232,8 +255,8 @@ def adversarial_verdicts(rows: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# Robustness: head-only against full fine-tuning, and adversarial fine-tuning", "",
-             (f"{result['machine'].get('cpu_cores')} CPU cores. The seed of each row is its own column (the "
-              "adversarial part runs with `--seeds`, the others seed 0). Each row's scale (`--quick` or not) "
+             (f"{result['machine'].get('cpu_cores')} CPU cores. The seed of each row is its own column "
+              "(`--seeds`). Each row's scale (`--quick` or not) "
               "is its own; n is the number of examples attacked. Written by benchmarks/trust_robustness.py."), "",
              "| data | strategy | seed | attack | clean acc (attacked sample) | robust acc | success rate | "
              "queries/example | n | scale |",
@@ -261,7 +284,7 @@ def main() -> None:
     p.add_argument("--only", choices=("text", "image", "adversarial", "digits"), action="append",
                    help="run only these parts (default: all); the other parts' rows already in the results stay")
     p.add_argument("--text-strategies", default="linear-probe,full", help="strategies of the text rows")
-    p.add_argument("--seeds", default="0", help="seeds of the adversarial part (e.g. 0,1,2)")
+    p.add_argument("--seeds", default="0", help="seeds of every part run (e.g. 0,1,2)")
     args = p.parse_args()
     scale = SCALE["quick" if args.quick else "full"]
     parts = args.only or ["adversarial", "digits", "text", "image"]  # cheapest first
@@ -276,9 +299,9 @@ def main() -> None:
         t0 = time.time()
         seeds = [int(x) for x in args.seeds.split(",")]
         rows = (adversarial_rows(scale["image"], scale["cnn_per_class"], seeds) if part == "adversarial" else
-                digits_rows(scale["image"]) if part == "digits" else
-                image_rows(scale["image"], scale["img_per_class"]) if part == "image" else
-                text_rows(scale["text"], args.text_strategies.split(",")))
+                digits_rows(scale["image"], seeds=seeds) if part == "digits" else
+                image_rows(scale["image"], scale["img_per_class"], seeds) if part == "image" else
+                text_rows(scale["text"], args.text_strategies.split(","), seeds))
         result["rows"] += [{"part": part, "scale": this, **r} for r in rows]
         result["verdicts"] = verdicts(result["rows"])
         result.setdefault("seconds", {})[part] = round(time.time() - t0, 1)
