@@ -55,8 +55,8 @@ SETS = {
     "rrna16s": ("minilm-l6", SEQUENCE_PANEL),
     "rrna16s-taxonomy": ("minilm-l6", SEQUENCE_PANEL),
     # numeric columns: no pretrained model takes them and the mlp starts at random; its 2
-    # blocks leave freeze:4 nothing to train and lora needs a transformer, so compare's
-    # default panel is refused there: these four are the ones that run
+    # blocks leave freeze:4 nothing to train and lora needs a transformer (compare's
+    # default panel now leaves those two out itself; the panel was measured as these four)
     "digits": ("mlp", "baseline,linear-probe,full,lp-ft"),
 }
 JSON, MD = RESULTS / "real_data.json", RESULTS / "real_data.md"

@@ -229,11 +229,11 @@ def figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    datasets = sorted({r["data"] for r in rows})
+    datasets, by_group = sorted({r["data"] for r in rows}), groups(rows)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
     for ax, data in zip(axes[0], datasets):
         for strategy in sorted({r["strategy"] for r in rows if r["data"] == data}):
-            pts = sorted(((eps, rs) for (d, s, eps), rs in groups(rows).items() if (d, s) == (data, strategy)),
+            pts = sorted(((eps, rs) for (d, s, eps), rs in by_group.items() if (d, s) == (data, strategy)),
                          key=lambda kv: kv[0])
             x = [np.mean([r["tpr_at_1pct_fpr"] for r in leakage_rows(rs)]) for _, rs in pts]
             y = [np.mean([r["accuracy"] for r in rs]) for _, rs in pts]

@@ -139,14 +139,16 @@ def image_rows(n: int, per_class: int, seeds=(0,)) -> list[dict]:
         for strategy in ("linear-probe", "full"):
             run = fitted(OUT / seeded(f"mnist-effnet-{strategy}-n{per_class}", seed), split["train"], strategy,
                          "efficientnet-lite0:32", test=str(split["test"]), n_per_class=per_class, seed=seed)
-            rows += [{**r, "seed": seed} for r in
-                     _pgd_rows(run, split["test"], n, "mnist (efficientnet-lite0, 32 px)", strategy, EFFNET_BUDGETS)]
+            rows += _pgd_rows(run, split["test"], n, "mnist (efficientnet-lite0, 32 px)", strategy, seed,
+                              EFFNET_BUDGETS)
     return rows
 
 
-def _pgd_rows(run, test: Path, n: int, data: str, strategy: str, budgets: str = IMAGE_BUDGETS) -> list[dict]:
+def _pgd_rows(run, test: Path, n: int, data: str, strategy: str, seed: int,
+              budgets: str = IMAGE_BUDGETS) -> list[dict]:
     rep = attacked(run.path, test, "pgd", n, budgets)
-    return [{"data": data, "model": run.config.model, "strategy": strategy, "attack": f"{r['attack']} eps={r['eps']:g}",
+    return [{"data": data, "model": run.config.model, "strategy": strategy, "seed": seed,
+             "attack": f"{r['attack']} eps={r['eps']:g}",
              "test_accuracy": run.metrics["test"]["accuracy"], "clean_accuracy": rep["clean_accuracy"],
              "robust_accuracy": r["robust_accuracy"], "success_rate": r["success_rate"], "queries": r["queries"],
              "n": rep["n"], "checks_passed": rep["checks"]["passed"]} for r in rep["results"] if r["eps"] > 0]
@@ -161,19 +163,17 @@ def adversarial_rows(n: int, per_class: int, seeds=(0,)) -> list[dict]:
     attacked images are fixed)."""
     split, rows = mnist_split(), []
     for seed in seeds:
-        tag_seed = "" if seed == 0 else f"-s{seed}"
         common = {"test": str(split["test8"]), "n_per_class": per_class, "batch_size": 64, "patience": 0,
                   "seed": seed}
-        plain = fitted(OUT / f"mnist8-cnn-plain-n{per_class}{tag_seed}", split["train8"], "full", "cnn:16,32",
+        plain = fitted(OUT / seeded(f"mnist8-cnn-plain-n{per_class}", seed), split["train8"], "full", "cnn:16,32",
                        lr=3e-3, epochs=15, **common)
-        rows += [{**r, "seed": seed} for r in _pgd_rows(plain, split["test8"], n, "mnist-8x8 (cnn:16,32)", "full")]
+        rows += _pgd_rows(plain, split["test8"], n, "mnist-8x8 (cnn:16,32)", "full", seed)
         for name, penalties in (("full, +4 epochs", []), (f"full, +4 epochs {ADV_PENALTY}", [ADV_PENALTY])):
             tag = "adv" if penalties else "more"
-            t0 = time.time()
-            run = fitted(OUT / f"mnist8-cnn-{tag}-n{per_class}{tag_seed}", split["train8"], "full",
+            run = fitted(OUT / seeded(f"mnist8-cnn-{tag}-n{per_class}", seed), split["train8"], "full",
                          penalties=penalties, init=str(plain.path), lr=1e-3, epochs=ADV_EPOCHS, **common)
-            rows += [{**r, "seed": seed, "fit_seconds": run.metrics.get("train_seconds", round(time.time() - t0, 1))}
-                     for r in _pgd_rows(run, split["test8"], n, "mnist-8x8 (cnn:16,32)", name)]
+            rows += [{**r, "fit_seconds": run.metrics["train_seconds"]}
+                     for r in _pgd_rows(run, split["test8"], n, "mnist-8x8 (cnn:16,32)", name, seed)]
     return rows
 
 
@@ -200,17 +200,24 @@ def digits_rows(n: int, per_class: int = 30, seeds=(0,)) -> list[dict]:
             options = {"lr": lr} if lr else {}
             run = fitted(OUT / seeded(f"optdigits-from-mnist8-{strategy}", seed), paths["train"], strategy,
                          init=str(plain), test=str(paths["test"]), n_per_class=per_class, seed=seed, **options)
-            rows += [{**r, "seed": seed} for r in
-                     _pgd_rows(run, paths["test"], n, "optdigits (cnn:16,32 from mnist-8x8)", strategy)]
+            rows += _pgd_rows(run, paths["test"], n, "optdigits (cnn:16,32 from mnist-8x8)", strategy, seed)
     return rows
+
+
+def by_seed(rows: list[dict]) -> dict:
+    """{(data, attack, seed): {strategy: row}} of the PGD and text rows (FGSM is there for
+    the gradient-masking checks, not for the answers)."""
+    out: dict = {}
+    for r in rows:
+        if not r["attack"].startswith("fgsm"):
+            out.setdefault((r["data"], r["attack"], r.get("seed", 0)), {})[r["strategy"]] = r
+    return dict(sorted(out.items()))
 
 
 def verdicts(rows: list[dict]) -> dict:
     """The answers, read off the rows."""
     out, gaps = {}, {}
-    for data, attack, seed in sorted({(r["data"], r["attack"], r.get("seed", 0)) for r in rows
-                                      if not r["attack"].startswith("fgsm")}):
-        by = {r["strategy"]: r for r in rows if (r["data"], r["attack"], r.get("seed", 0)) == (data, attack, seed)}
+    for (data, attack, seed), by in by_seed(rows).items():
         if "linear-probe" in by and "full" in by:
             lp, full = by["linear-probe"], by["full"]
             gap = {"clean_gap_full_minus_lp": round(full["clean_accuracy"] - lp["clean_accuracy"], 3),
@@ -232,11 +239,8 @@ def adversarial_verdicts(rows: list[dict]) -> dict:
     robust accuracy gained, clean accuracy lost (both on the attacked sample)."""
     out, gains = {}, {}
     control, adversarial = "full, +4 epochs", f"full, +4 epochs {ADV_PENALTY}"
-    for data, attack, seed in sorted({(r["data"], r["attack"], r.get("seed", 0)) for r in rows
-                                      if r["strategy"] == adversarial and not r["attack"].startswith("fgsm")}):
-        by = {r["strategy"]: r for r in rows
-              if (r["data"], r["attack"], r.get("seed", 0)) == (data, attack, seed)}
-        if control not in by:
+    for (data, attack, seed), by in by_seed(rows).items():
+        if control not in by or adversarial not in by:
             continue
         gain = by[adversarial]["robust_accuracy"] - by[control]["robust_accuracy"]
         loss = by[control]["clean_accuracy"] - by[adversarial]["clean_accuracy"]

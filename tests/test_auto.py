@@ -12,8 +12,6 @@ from exapt.config import FitConfig
 from exapt.run import Run
 from exapt.run_folder import RunFolder
 
-DEFAULTS = {"lp-ft": 2e-5, "full": 5e-5, "baseline-cnn": 1e-3}
-
 
 # -- the plan (no training) ----------------------------------------------------------------
 def test_lr_grid_is_around_the_default_default_first_and_the_users_rate_alone():
@@ -30,7 +28,7 @@ def test_a_fit_is_launched_while_half_its_predicted_time_is_left():
 
 
 def test_fine_tunes_follow_the_cheap_scores_and_the_input_kind():
-    strategies = lambda cheap, kind="text", higher=True: [s for s, _ in fine_tunes(cheap, kind, higher, DEFAULTS)]
+    strategies = lambda cheap, kind="text", higher=True: [s for s, _ in fine_tunes(cheap, kind, higher)]
     assert strategies({"baseline": 0.5, "linear-probe": 0.6}) == ["lp-ft"]
     # frozen features worse than the classical ones: full first, then lp-ft
     assert strategies({"baseline": 0.7, "linear-probe": 0.6}) == ["full", "lp-ft"]
@@ -38,7 +36,7 @@ def test_fine_tunes_follow_the_cheap_scores_and_the_input_kind():
     # a tie (common on a small validation split) is no evidence against lp-ft
     assert strategies({"baseline": 0.6, "linear-probe": 0.6}) == ["lp-ft"]
     # nor is a lead within one standard error of the validation score
-    within = [s for s, _ in fine_tunes({"baseline": 0.7, "linear-probe": 0.6}, "text", True, DEFAULTS, band=0.158)]
+    within = [s for s, _ in fine_tunes({"baseline": 0.7, "linear-probe": 0.6}, "text", True, band=0.158)]
     assert within == ["lp-ft"]
     # no pretrained model takes the data: nothing to fine-tune, but sequences get the CNN
     assert strategies({"baseline": 0.6, "linear-probe": None}) == []

@@ -80,8 +80,7 @@ def worth_launching(estimate: float | None, left: float | None) -> bool:
     return left > 0 and (estimate is None or estimate * MIN_SHARE_LEFT <= left)
 
 
-def fine_tunes(cheap: dict[str, float | None], kind: str, higher: bool, defaults: dict[str, float],
-               band: float = 0.0) -> list[tuple]:
+def fine_tunes(cheap: dict[str, float | None], kind: str, higher: bool, band: float = 0.0) -> list[tuple]:
     """[(strategy, why)] to fine-tune, most promising first, from the cheap candidates'
     validation scores ({"baseline": s, "linear-probe": s}, None when it could not run).
 
@@ -103,7 +102,7 @@ def fine_tunes(cheap: dict[str, float | None], kind: str, higher: bool, defaults
         out += [full, lp] if weak else [lp]
     if kind in SEQUENCE_KINDS:
         out.append(("baseline-cnn", "a small 1-D CNN from scratch: motif detectors for sequences"))
-    return [(s, why) for s, why in out if s in defaults]
+    return out
 
 
 def better(a: float, b: float, higher: bool) -> bool:

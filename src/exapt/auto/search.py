@@ -106,14 +106,10 @@ class _Search:
         if all(c.status != "ran" for c in self.candidates):
             raise ExaptError(errors[0])
         cheap = {c.strategy: c.score for c in self.candidates}
-        for strategy, why in fine_tunes(cheap, self.input_kind, self.higher, self._defaults(), self.band):
+        for strategy, why in fine_tunes(cheap, self.input_kind, self.higher, self.band):
             self.plan.append(f"{strategy}: {why}")
             self._launch(Candidate(strategy, "fine-tune", lr=self._rates(strategy)[0], why=why))
         self._other_rates()
-
-    def _defaults(self) -> dict[str, float]:
-        return {name: parse_strategy(name).learning_rates(self.cfg.train)[0]
-                for name in ("lp-ft", "full", "baseline-cnn")}
 
     def _rates(self, strategy: str) -> list[float]:
         return lr_grid(parse_strategy(strategy).default_lr, self.cfg.train.lr)

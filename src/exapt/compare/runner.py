@@ -218,12 +218,13 @@ def _unfit_strategies(cells: list[Cell], loader, default_panel: bool) -> dict[st
         if cell.strategy in unfit or not strategy.trains_encoder:
             continue
         cfg = cell.cfg
-        key = (cfg.model, cfg.pooling, cfg.long, strategy.uses_pretrained)
+        key = (cfg.model, cfg.pooling, cfg.long)
         if key not in backbones:
             backbones.clear()  # one model in memory at a time
+            # the scratch twin: the same blocks and modules, without reading the weights
             backbones[key] = load_backbone(cfg.model, n_inputs=input_size(load_table(cfg.data, loader)),
                                            pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.data.seed,
-                                           scratch=not strategy.uses_pretrained, long=cfg.long)
+                                           scratch=True, long=cfg.long)
         try:
             strategy.check_backbone(backbones[key], cfg.strategy, cfg.model)
         except StrategyDoesNotFit as e:
